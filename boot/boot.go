@@ -1,0 +1,97 @@
+// Package boot is tamavisor's board support for QEMU's microvm machine (and
+// AMD machines like it) under TCG or KVM: the TamaGo goos hooks (console,
+// RAM size, clock, early init), a TSC calibrated against the i8254 PIT, the
+// memory layout, and power-off with a status code.
+//
+// TamaGo's own microvm board needs kvmclock and panics under TCG, so this
+// package replaces it. Importing it (for side effects) is what makes a
+// TamaGo program run on the machine.
+package boot
+
+// Physical memory layout. TamaGo's runtime (code, heap, stack) owns
+// [RuntimeStart, RuntimeEnd); the DMA region serves device drivers; guest
+// RAM, VMCBs and nested page tables come from the pool above it, which
+// extends to the end of RAM below 4 GiB (QEMU needs -m 2G or more).
+const (
+	RuntimeStart = 0x10000000
+	RuntimeSize  = 0x20000000 // 512 MiB
+	RuntimeEnd   = RuntimeStart + RuntimeSize
+	DMAStart     = RuntimeEnd
+	DMASize      = 0x04000000 // 64 MiB
+	PoolStart    = DMAStart + DMASize
+)
+
+// i8254 programmable interval timer (Intel 8254 datasheet; PC ports).
+const (
+	PITChannel0 = 0x40
+	PITCommand  = 0x43
+	PITFreq     = 1193182 // Hz
+
+	// Command byte fields.
+	PITSelect0     = 0 << 6
+	PITLatch       = 0 << 4 // counter latch command
+	PITAccessLoHi  = 3 << 4
+	PITMode2       = 2 << 1 // rate generator
+	PITBinary      = 0
+	pitCounterMask = 0xffff
+)
+
+// Calibrate measures the TSC frequency against the PIT: counter reads the
+// latched value of a free-running channel in mode 2 with reload 65536
+// (counting down at PITFreq and wrapping), tsc reads the TSC. It polls until
+// at least window PIT ticks have passed, summing the wrapped differences, so
+// it is correct as long as two reads are less than 65536 ticks (55 ms)
+// apart. It returns the TSC frequency in Hz, or 0 if the PIT does not move.
+func Calibrate(counter func() uint16, tsc func() uint64, window uint32) uint64 {
+	prev := counter()
+	t0 := tsc()
+	var ticks uint64
+	for stuck := 0; ticks < uint64(window); {
+		cur := counter()
+		d := uint64((prev - cur) & pitCounterMask)
+		if d == 0 {
+			if stuck++; stuck > 10_000_000 {
+				return 0
+			}
+			continue
+		}
+		stuck = 0
+		ticks += d
+		prev = cur
+	}
+	t1 := tsc()
+	return (t1 - t0) * PITFreq / ticks
+}
+
+// Status codes with which tamavisor powers off (docs/guest-abi.md).
+const (
+	StatusGuestMax  = 99  // guest EXIT statuses are clamped to this
+	StatusVMStopped = 100 // a VM was stopped by the hypervisor
+	StatusBadImage  = 101 // guest image refused
+	StatusNoSVM     = 110 // SVM not available
+	StatusInternal  = 111 // hypervisor internal error
+)
+
+// DebugExitPort is QEMU's isa-debug-exit device (-device
+// isa-debug-exit,iobase=0xf4,iosize=0x04): a write of v makes QEMU exit
+// with status v*2+1.
+const DebugExitPort = 0xf4
+
+// CMOS registers that QEMU fills with the RAM size (as PC BIOSes did).
+const (
+	CMOSIndex      = 0x70
+	CMOSData       = 0x71
+	CMOSExtMemLow  = 0x34 // RAM above 16 MiB in 64 KiB units, low byte
+	CMOSExtMemHigh = 0x35
+	cmosNMIDisable = 0x80
+)
+
+// LowRAMEnd returns the end of RAM below 4 GiB from the CMOS extended
+// memory registers: 16 MiB plus the count of 64 KiB blocks.
+func LowRAMEnd(low, high uint8) uint64 {
+	blocks := uint64(high)<<8 | uint64(low)
+	if blocks == 0 {
+		return 0
+	}
+	return 16<<20 + blocks*64<<10
+}

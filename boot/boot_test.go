@@ -1,0 +1,49 @@
+package boot
+
+import "testing"
+
+// A fake PIT and TSC on one simulated clock: the TSC runs at hz, the PIT at
+// PITFreq, and each read advances time by step nanoseconds.
+type clock struct {
+	ns, step uint64
+	hz       uint64
+}
+
+func (c *clock) pit() uint16 {
+	c.ns += c.step
+	ticks := c.ns * PITFreq / 1e9
+	return uint16(-int64(ticks)) // counts down from 65536, wraps
+}
+
+func (c *clock) tsc() uint64 { c.ns += c.step; return c.ns * c.hz / 1e9 }
+
+func TestCalibrate(t *testing.T) {
+	for _, tc := range []struct{ hz, step uint64 }{
+		{2_244_700_000, 1000},   // TCG, 1 us per port read
+		{3_000_000_000, 40_000}, // slow reads, many wraps of 16 bits avoided
+		{1_000_000_000, 50},
+	} {
+		c := &clock{hz: tc.hz, step: tc.step}
+		got := Calibrate(c.pit, c.tsc, PITFreq/10)
+		if diff := float64(got)/float64(tc.hz) - 1; diff > 0.001 || diff < -0.001 {
+			t.Errorf("hz %d step %d: measured %d (%.4f%%)", tc.hz, tc.step, got, diff*100)
+		}
+	}
+}
+
+func TestCalibrateStuckPIT(t *testing.T) {
+	n := uint64(0)
+	if hz := Calibrate(func() uint16 { return 0xffff }, func() uint64 { n++; return n }, 100); hz != 0 {
+		t.Errorf("stuck PIT gave %d Hz", hz)
+	}
+}
+
+func TestLowRAMEnd(t *testing.T) {
+	// -m 2G: (2048-16) MiB / 64 KiB = 0x7f00 blocks.
+	if got := LowRAMEnd(0x00, 0x7f); got != 2<<30 {
+		t.Errorf("2 GiB: %#x", got)
+	}
+	if LowRAMEnd(0, 0) != 0 {
+		t.Error("no CMOS value must give 0")
+	}
+}

@@ -1,0 +1,131 @@
+//go:build tamago && amd64
+
+// The world switch (APM vol. 2, 15.5 "VMRUN Instruction" and 15.5.2
+// "VMSAVE and VMLOAD"). The only assembly of package svm.
+
+#include "go_asm.h"
+#include "textflag.h"
+
+// SVM instructions have no Go assembler mnemonics: emit their encodings
+// (APM vol. 3, "VMRUN", "VMLOAD", "VMSAVE", "CLGI", "STGI").
+#define VMRUN	BYTE $0x0f; BYTE $0x01; BYTE $0xd8
+#define VMLOAD	BYTE $0x0f; BYTE $0x01; BYTE $0xda
+#define VMSAVE	BYTE $0x0f; BYTE $0x01; BYTE $0xdb
+#define STGI	BYTE $0x0f; BYTE $0x01; BYTE $0xdc
+#define CLGI	BYTE $0x0f; BYTE $0x01; BYTE $0xdd
+
+// Stack frame of run (hardware SP after the prologue).
+#define F_VMCB	0
+#define F_REGS	8
+#define F_GFX	16
+#define F_HFX	24
+#define F_HOST	32
+#define F_BP	40
+
+// func run(vmcb, hostState uint64, regs *Regs, guestFX, hostFX *FXArea)
+//
+// Enters the guest whose VMCB is at physical address vmcb and returns at
+// its next #VMEXIT. With GIF clear around it, no interrupt or NMI reaches
+// the host while guest state is in the registers.
+//
+//   1. swap x87/SSE state: the guest's FXSAVE area in, the host's out;
+//   2. CLGI; VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
+//      SFMASK/SYSENTER_* (VMRUN does not save them) into hostState;
+//   3. load the guest GPRs that are not in the VMCB; VMLOAD the guest's
+//      hidden state; VMRUN;
+//   4. after #VMEXIT (RAX, RSP restored from the host save area): VMSAVE
+//      the guest's hidden state, store its GPRs, VMLOAD the host's (FS base
+//      holds TamaGo's g pointer: no Go code may run before this), swap the
+//      FPU state back, STGI.
+TEXT ·run(SB),NOSPLIT,$48-40
+	MOVQ	vmcb+0(FP), R8
+	MOVQ	hostState+8(FP), R9
+	MOVQ	regs+16(FP), R10
+	MOVQ	guestFX+24(FP), R11
+	MOVQ	hostFX+32(FP), R12
+	MOVQ	R8, F_VMCB(SP)
+	MOVQ	R10, F_REGS(SP)
+	MOVQ	R11, F_GFX(SP)
+	MOVQ	R12, F_HFX(SP)
+	MOVQ	R9, F_HOST(SP)
+	MOVQ	BP, F_BP(SP)
+
+	FXSAVE64	(R12)
+	FXRSTOR64	(R11)
+
+	CLGI
+	MOVQ	R9, AX
+	VMSAVE
+
+	MOVQ	R10, AX
+	MOVQ	Regs_RBX(AX), BX
+	MOVQ	Regs_RCX(AX), CX
+	MOVQ	Regs_RDX(AX), DX
+	MOVQ	Regs_RSI(AX), SI
+	MOVQ	Regs_RDI(AX), DI
+	MOVQ	Regs_RBP(AX), BP
+	MOVQ	Regs_R8(AX), R8
+	MOVQ	Regs_R9(AX), R9
+	MOVQ	Regs_R10(AX), R10
+	MOVQ	Regs_R11(AX), R11
+	MOVQ	Regs_R12(AX), R12
+	MOVQ	Regs_R13(AX), R13
+	MOVQ	Regs_R14(AX), R14
+	MOVQ	Regs_R15(AX), R15
+
+	MOVQ	F_VMCB(SP), AX
+	VMLOAD
+	VMRUN
+	VMSAVE
+
+	MOVQ	F_REGS(SP), AX
+	MOVQ	BX, Regs_RBX(AX)
+	MOVQ	CX, Regs_RCX(AX)
+	MOVQ	DX, Regs_RDX(AX)
+	MOVQ	SI, Regs_RSI(AX)
+	MOVQ	DI, Regs_RDI(AX)
+	MOVQ	BP, Regs_RBP(AX)
+	MOVQ	R8, Regs_R8(AX)
+	MOVQ	R9, Regs_R9(AX)
+	MOVQ	R10, Regs_R10(AX)
+	MOVQ	R11, Regs_R11(AX)
+	MOVQ	R12, Regs_R12(AX)
+	MOVQ	R13, Regs_R13(AX)
+	MOVQ	R14, Regs_R14(AX)
+	MOVQ	R15, Regs_R15(AX)
+
+	MOVQ	F_HOST(SP), AX
+	VMLOAD
+
+	MOVQ	F_GFX(SP), AX
+	FXSAVE64	(AX)
+	MOVQ	F_HFX(SP), AX
+	FXRSTOR64	(AX)
+
+	MOVQ	F_BP(SP), BP
+	STGI
+	RET
+
+// func bareLoop(vmcb, hostState uint64, n uint64)
+//
+// The cost floor of a world switch: n back-to-back VMRUN/#VMEXIT pairs with
+// nothing else. The guest sits on an intercepted instruction and its RIP is
+// never advanced, so each VMRUN exits again at once. Guest GPRs other than
+// RAX are not preserved: the loop counter lives on the stack.
+TEXT ·bareLoop(SB),NOSPLIT,$16-24
+	MOVQ	BP, 8(SP)
+	MOVQ	n+16(FP), CX
+	MOVQ	CX, 0(SP)
+	CLGI
+	MOVQ	hostState+8(FP), AX
+	VMSAVE
+	MOVQ	vmcb+0(FP), AX
+loop:
+	VMRUN
+	DECQ	0(SP)
+	JNZ	loop
+	MOVQ	hostState+8(FP), AX
+	VMLOAD
+	MOVQ	8(SP), BP
+	STGI
+	RET
