@@ -1,0 +1,67 @@
+# tamavisor: bare-metal AMD SVM hypervisor on TamaGo.
+#   make qemu    build and run tamavisor under QEMU (GUEST=file.bin to run your own guest)
+#   make test    all tests: host unit tests, fuzz smoke runs, end-to-end QEMU runs
+#   make bench   performance table (exit path vs bare VMRUN, snapshot codec vs raw disk)
+
+GO       ?= go
+TAMAGO   ?= $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
+QEMU     ?= qemu-system-x86_64
+CPU      ?= EPYC,+svm
+FUZZTIME ?= 20s
+GOENV    := GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago
+LDFLAGS  := -T 0x10010000 -R 0x1000
+
+include guests/guests.mk
+
+# Accelerator: KVM only where the host CPU has SVM (nested), else TCG.
+ACCEL ?= $(shell grep -qw svm /proc/cpuinfo 2>/dev/null && test -w /dev/kvm && echo kvm || echo tcg)
+
+QEMU_FLAGS = -machine microvm,x-option-roms=on,pit=on,pic=off,rtc=on \
+	-accel $(ACCEL) -cpu $(CPU) -m 2G -nographic -monitor none -serial stdio \
+	-no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest,file=$(GUEST))
+
+SOURCES := $(shell find . -name '*.go' -not -path './qemu/*' -not -name '*_test.go') go.mod
+
+.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench guests clean
+
+all: tamavisor.elf
+
+guests: $(GUESTS_BIN)
+
+tamavisor.elf: $(SOURCES) guests/build/demo.bin guests/build/alive.bin
+	$(GOENV) $(TAMAGO) build -ldflags "$(LDFLAGS)" -o $@ .
+
+qemu: tamavisor.elf
+	$(QEMU) $(QEMU_FLAGS) -kernel tamavisor.elf; \
+	  s=$$?; echo "qemu exited with $$s (tamavisor status $$(( (s - 1) / 2 )))"
+
+qemu-gdb: tamavisor.elf
+	$(QEMU) $(QEMU_FLAGS) -kernel tamavisor.elf -S -s
+
+test: test-unit test-fuzz test-e2e
+
+test-unit: $(GUESTS_BIN)
+	$(GO) vet ./...
+	$(GO) test ./...
+
+# Each fuzz target runs FUZZTIME on its seed corpus and beyond.
+test-fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+test-e2e: tamavisor.elf $(GUESTS_BIN)
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	  $(GO) test -count=1 -v -timeout 25m -tags e2e ./qemu/
+
+bench: tamavisor.elf guests/build/bench.bin
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	  $(GO) run ./qemu/cmd/bench
+	$(GO) run ./cmd/tamavisor-snap bench
+
+clean:
+	rm -rf tamavisor.elf guests/build

@@ -1,0 +1,165 @@
+package kernel
+
+import "tamavisor/svm"
+
+// CPUID leaves the model filters (AMD CPUID Specification #25481; APM vol. 3,
+// appendix E).
+const (
+	leafVendor    = 0x0
+	leafFeatures  = 0x1
+	leafMonitor   = 0x5
+	leafExtFeat   = 0x7
+	leafXSAVE     = 0xd
+	leafHVBase    = 0x40000000
+	leafHVMax     = 0x400000ff
+	leafExtMax    = 0x80000000
+	leafExtFeats  = 0x80000001
+	leafSVM       = 0x8000000a
+	maxBasicLeaf  = 0xd
+	maxExtLeaf    = 0x80000008
+	hvSignatureB  = 0x616d6154 // "Tama"
+	hvSignatureC  = 0x6f736956 // "Viso"
+	hvSignatureD  = 0x00564872 // "rHV\0"
+	apicIDShift   = 24
+	logicalShift  = 16
+	apicIDMask    = 0xff << apicIDShift
+	logicalMask   = 0xff << logicalShift
+	hypervisorBit = 1 << 31 // leaf 1 ECX: running under a hypervisor
+)
+
+// Leaf 1 feature bits hidden from guests.
+const (
+	f1ecxMONITOR = 1 << 3
+	f1ecxVMX     = 1 << 5
+	f1ecxFMA     = 1 << 12
+	f1ecxXSAVE   = 1 << 26
+	f1ecxOSXSAVE = 1 << 27
+	f1ecxAVX     = 1 << 28
+	f1ecxF16C    = 1 << 29
+	f1edxMCE     = 1 << 7
+	f1edxMCA     = 1 << 14
+	f1ecxHidden  = f1ecxMONITOR | f1ecxVMX | f1ecxFMA | f1ecxXSAVE | f1ecxOSXSAVE | f1ecxAVX | f1ecxF16C
+	f1edxHidden  = f1edxMCE | f1edxMCA
+)
+
+// Leaf 7 EBX bits passed through (everything else is hidden: AVX2,
+// AVX-512, SGX, PQM/PQE, processor trace...).
+const (
+	f7ebxFSGSBASE   = 1 << 0
+	f7ebxBMI1       = 1 << 3
+	f7ebxSMEP       = 1 << 7
+	f7ebxBMI2       = 1 << 8
+	f7ebxERMS       = 1 << 9
+	f7ebxADX        = 1 << 19
+	f7ebxSMAP       = 1 << 20
+	f7ebxCLFLUSHOPT = 1 << 23
+	f7ebxSHA        = 1 << 29
+	f7ebxAllowed    = f7ebxFSGSBASE | f7ebxBMI1 | f7ebxSMEP | f7ebxBMI2 | f7ebxERMS | f7ebxADX | f7ebxSMAP | f7ebxCLFLUSHOPT | f7ebxSHA
+)
+
+// Leaf 0x8000_0001 ECX bits hidden: SVM, and the extended performance
+// counters, IBS and watchdog-timer bits.
+const (
+	e1ecxSVM        = 1 << 2
+	e1ecxIBS        = 1 << 10
+	e1ecxWDT        = 1 << 13
+	e1ecxPerfCtrCor = 1 << 23
+	e1ecxPerfCtrNB  = 1 << 24
+	e1ecxPerfCtrL2  = 1 << 28
+	e1ecxHidden     = e1ecxSVM | e1ecxIBS | e1ecxWDT | e1ecxPerfCtrCor | e1ecxPerfCtrNB | e1ecxPerfCtrL2
+)
+
+// CPUIDModel is the CPU a guest sees: the host's CPUID filtered once, when
+// the VM is made, into a table; an exit is then a table lookup. The table
+// is what a snapshot records as "CPU features the guest saw".
+type CPUIDModel struct {
+	Entries []CPUIDEntry
+}
+
+// CPUIDEntry is one leaf/subleaf.
+type CPUIDEntry struct {
+	Leaf, Subleaf      uint32
+	EAX, EBX, ECX, EDX uint32
+}
+
+// subleafLeaves have results that depend on ECX.
+func subleafLeaf(leaf uint32) bool {
+	switch leaf {
+	case 0x4, leafExtFeat, 0xb, leafXSAVE:
+		return true
+	}
+	return false
+}
+
+// NewCPUIDModel filters the host's CPUID (docs/guest-abi.md, "CPU model").
+func NewCPUIDModel(host svm.CPUIDFunc) *CPUIDModel {
+	m := &CPUIDModel{}
+	maxBasic, _, _, _ := host(leafVendor, 0)
+	if maxBasic > maxBasicLeaf {
+		maxBasic = maxBasicLeaf
+	}
+	for leaf := uint32(0); leaf <= maxBasic; leaf++ {
+		subs := uint32(1)
+		if subleafLeaf(leaf) {
+			subs = 4
+		}
+		for sub := uint32(0); sub < subs; sub++ {
+			m.add(leaf, sub, host)
+		}
+	}
+	maxExt, _, _, _ := host(leafExtMax, 0)
+	if maxExt > maxExtLeaf {
+		maxExt = maxExtLeaf
+	}
+	for leaf := uint32(leafExtMax); leaf <= maxExt; leaf++ {
+		m.add(leaf, 0, host)
+	}
+	m.Entries = append(m.Entries, CPUIDEntry{Leaf: leafHVBase, EAX: leafHVBase,
+		EBX: hvSignatureB, ECX: hvSignatureC, EDX: hvSignatureD})
+	return m
+}
+
+func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
+	a, b, c, d := host(leaf, sub)
+	switch leaf {
+	case leafVendor:
+		if a > maxBasicLeaf {
+			a = maxBasicLeaf
+		}
+	case leafFeatures:
+		b &^= apicIDMask | logicalMask
+		b |= 1 << logicalShift // one logical processor, APIC ID 0
+		c = c&^f1ecxHidden | hypervisorBit
+		d &^= f1edxHidden
+	case leafMonitor, leafXSAVE, leafSVM:
+		a, b, c, d = 0, 0, 0, 0
+	case leafExtFeat:
+		if sub == 0 {
+			a, b, c, d = 0, b&f7ebxAllowed, 0, 0
+		} else {
+			a, b, c, d = 0, 0, 0, 0
+		}
+	case leafExtMax:
+		if a > maxExtLeaf {
+			a = maxExtLeaf
+		}
+	case leafExtFeats:
+		c &^= e1ecxHidden
+	}
+	m.Entries = append(m.Entries, CPUIDEntry{leaf, sub, a, b, c, d})
+}
+
+// Lookup returns the guest's view of leaf/subleaf. Leaves outside the
+// model return zeros (as for leaves above the maximum on AMD).
+func (m *CPUIDModel) Lookup(leaf, sub uint32) (a, b, c, d uint32) {
+	if !subleafLeaf(leaf) {
+		sub = 0
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Leaf == leaf && e.Subleaf == sub {
+			return e.EAX, e.EBX, e.ECX, e.EDX
+		}
+	}
+	return 0, 0, 0, 0
+}

@@ -1,0 +1,244 @@
+package kernel
+
+import (
+	"tamavisor/kernel/insn"
+	"tamavisor/svm"
+)
+
+// VCPU is a virtual CPU: its VMCB, the registers the VMCB does not hold,
+// and its x87/SSE state.
+type VCPU struct {
+	vm     *VM
+	vmcbPA uint64
+	vmcb   *svm.VMCB
+	Regs   svm.Regs
+	fx     *svm.FXArea
+	fxBuf  []byte
+	msrs   msrState
+	cpu    insn.CPU // scratch for instruction fetch; refreshed per decode
+
+	// Exits counts #VMEXITs.
+	Exits uint64
+}
+
+// Intercepts every tamavisor guest runs with (APM vol. 2, 15.9-15.13).
+const (
+	interceptsMisc1 = svm.InterceptCPUID | svm.InterceptHLT | svm.InterceptIOIOProt |
+		svm.InterceptMSRProt | svm.InterceptShutdown | svm.InterceptINVD |
+		svm.InterceptINVLPGA | svm.InterceptFERRFreeze
+	interceptsMisc2 = svm.InterceptVMRUN | svm.InterceptVMMCALL | svm.InterceptVMLOAD |
+		svm.InterceptVMSAVE | svm.InterceptSTGI | svm.InterceptCLGI | svm.InterceptSKINIT |
+		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC
+	// Machine checks are never reflected into a guest.
+	interceptsExceptions = 1 << 18
+)
+
+func newVCPU(vm *VM) (*VCPU, error) {
+	v := &VCPU{vm: vm, fxBuf: make([]byte, 512+16)}
+	v.fx = svm.FXAreaAligned(v.fxBuf)
+	v.fx.DefaultFX()
+	var err error
+	if v.vmcbPA, err = vm.alloc(svm.PageSize, svm.PageSize); err != nil {
+		return nil, err
+	}
+	iopm, err := vm.alloc(svm.IOPMSize, svm.PageSize)
+	if err != nil {
+		return nil, err
+	}
+	msrpm, err := vm.alloc(svm.MSRPMSize, svm.PageSize)
+	if err != nil {
+		return nil, err
+	}
+	mem := vm.plat.Mem
+	svm.NewIOPM(mem.Bytes(iopm, svm.IOPMSize)) // every port exits
+	mp := svm.NewMSRPM(mem.Bytes(msrpm, svm.MSRPMSize))
+	for _, msr := range passThroughMSRs {
+		if err := mp.Set(msr, false, false); err != nil {
+			return nil, err
+		}
+	}
+	v.vmcb = vmcbAt(mem, v.vmcbPA)
+	c := &v.vmcb.Control
+	c.InterceptMisc1 = interceptsMisc1
+	c.InterceptMisc2 = interceptsMisc2
+	c.InterceptExceptions = interceptsExceptions
+	c.IOPMBasePA = iopm
+	c.MSRPMBasePA = msrpm
+	c.GuestASID = vm.ASID
+	c.TLBControl = svm.TLBControlFlushAll // first run with a (re)used ASID
+	c.NPEnable = svm.NPEnableNP
+	c.NCR3 = vm.NPT.Root()
+	c.VIntr = svm.VIntrMasking
+	return v, nil
+}
+
+// VMCB returns the vCPU's VMCB.
+func (v *VCPU) VMCB() *svm.VMCB { return v.vmcb }
+
+// VMCBPA returns the VMCB's host-physical address.
+func (v *VCPU) VMCBPA() uint64 { return v.vmcbPA }
+
+// handleExit dispatches one #VMEXIT. An event the exit interrupted
+// (EXITINTINFO) is re-injected unless the handler injected another one or
+// stopped the VM.
+func (v *VCPU) handleExit() {
+	c := &v.vmcb.Control
+	c.TLBControl = svm.TLBControlNothing
+	c.EventInj = 0
+	pending := c.ExitIntInfo
+	code := svm.ExitCode(c.ExitCode)
+
+	switch code {
+	case svm.ExitCPUID:
+		v.cpuid()
+	case svm.ExitIOIO:
+		v.ioio()
+	case svm.ExitVMMCALL:
+		v.hypercall()
+	case svm.ExitMSR:
+		v.msr()
+	case svm.ExitHLT:
+		v.hlt()
+	case svm.ExitNPF:
+		v.vm.stopFault("nested page fault: guest touched guest-physical address %#x outside its %d KiB of RAM (%s) at RIP %#x",
+			c.ExitInfo2, v.vm.Mem.Size>>10, svm.DescribeNPF(c.ExitInfo1), v.vmcb.State.RIP)
+	case svm.ExitShutdown:
+		v.vm.stopFault("triple fault (shutdown) at RIP %#x", v.vmcb.State.RIP)
+	case svm.ExitINVD:
+		v.skip(insn.OpINVD)
+	case svm.ExitVMRUN, svm.ExitVMLOAD, svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI,
+		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1:
+		// SVM and MONITOR are hidden from the guest: their instructions
+		// do not exist for it.
+		v.inject(svm.Exception(svm.VectorUD, 0))
+	case svm.ExitExcp0 + 18:
+		v.vm.stopFault("machine check (#MC) in the guest at RIP %#x", v.vmcb.State.RIP)
+	case svm.ExitFERRFreeze:
+		v.vm.stopFault("x87 FERR freeze at RIP %#x", v.vmcb.State.RIP)
+	default:
+		if code.Invalid() {
+			err := &svm.InvalidError{Reasons: svm.Check(v.vmcb)}
+			v.vm.stopFault("%v", err)
+			return
+		}
+		v.vm.stopFault("unexpected #VMEXIT %s (EXITINFO1 %#x, EXITINFO2 %#x) at RIP %#x",
+			code, c.ExitInfo1, c.ExitInfo2, v.vmcb.State.RIP)
+	}
+	if pending&svm.EventValid != 0 && c.EventInj == 0 && v.vm.stop == nil {
+		c.EventInj = pending
+	}
+}
+
+// inject queues an event for the next VMRUN.
+func (v *VCPU) inject(e svm.Event) { v.vmcb.Control.EventInj = e.Encode() }
+
+// skip advances RIP past the intercepted instruction op: from NextRIP when
+// the CPU saves it (NRIP save), else by decoding the guest's bytes. An
+// instruction that is not op (the guest rewrote it) stops the VM.
+func (v *VCPU) skip(op insn.Op) bool {
+	s, c := &v.vmcb.State, &v.vmcb.Control
+	if v.vm.plat.Features.NRIP() {
+		s.RIP = c.NextRIP
+	} else {
+		v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
+		v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+		n, err := insn.Length(&v.vm.Mem, &v.cpu, op)
+		if err != nil {
+			v.vm.stopFault("cannot skip %v at RIP %#x: %v", op, s.RIP, err)
+			return false
+		}
+		s.RIP += uint64(n)
+		if v.cpu.Mode() != 64 {
+			s.RIP &= 0xffffffff
+		}
+	}
+	c.InterruptShadow &^= svm.InterruptShadowMask
+	return true
+}
+
+// setRAX and friends write 32-bit results as the CPU does: upper half zeroed.
+func (v *VCPU) cpuid() {
+	s := &v.vmcb.State
+	a, b, c, d := v.vm.CPUID.Lookup(uint32(s.RAX), uint32(v.Regs.RCX))
+	if !v.skip(insn.OpCPUID) {
+		return
+	}
+	s.RAX, v.Regs.RBX, v.Regs.RCX, v.Regs.RDX = uint64(a), uint64(b), uint64(c), uint64(d)
+}
+
+func (v *VCPU) msr() {
+	s := &v.vmcb.State
+	msr := uint32(v.Regs.RCX)
+	if v.vmcb.Control.ExitInfo1 == 0 { // RDMSR
+		val, ok := v.readMSR(msr)
+		if !ok {
+			v.inject(svm.Exception(svm.VectorGP, 0))
+			return
+		}
+		if v.skip(insn.OpRDMSR) {
+			s.RAX, v.Regs.RDX = val&0xffffffff, val>>32
+		}
+		return
+	}
+	val := v.Regs.RDX<<32 | s.RAX&0xffffffff
+	if !v.writeMSR(msr, val) {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	v.skip(insn.OpWRMSR)
+}
+
+// sizeMask is the part of RAX a port access of n bytes uses.
+func sizeMask(n uint8) uint64 { return 1<<(8*uint64(n)) - 1 }
+
+func (v *VCPU) ioio() {
+	s, c := &v.vmcb.State, &v.vmcb.Control
+	io := svm.DecodeIOIO(c.ExitInfo1)
+	if io.String {
+		v.vm.stopFault("string port I/O (INS/OUTS) on port %#x at RIP %#x is not emulated", io.Port, s.RIP)
+		return
+	}
+	if io.In {
+		if io.Port >= COM1Base && io.Port < COM1Base+COM1Ports {
+			v.pollInput()
+		}
+		val := uint64(v.vm.Bus.In(io.Port, io.Size))
+		if io.Size == 4 {
+			s.RAX = val // a 32-bit result clears the upper half
+		} else {
+			s.RAX = s.RAX&^sizeMask(io.Size) | val
+		}
+	} else {
+		v.vm.Bus.Out(io.Port, io.Size, uint32(s.RAX&sizeMask(io.Size)))
+	}
+	s.RIP = c.ExitInfo2 // IOIO always saves the next RIP (APM vol. 2, 15.10.2)
+	c.InterruptShadow &^= svm.InterruptShadowMask
+}
+
+// pollInput moves console input into the guest UART.
+func (v *VCPU) pollInput() {
+	in := v.vm.plat.Input
+	if in == nil {
+		return
+	}
+	for i := 0; i < 16; i++ {
+		b, ok := in()
+		if !ok || !v.vm.UART.Receive(b) {
+			return
+		}
+	}
+}
+
+// hlt: a guest halted with interrupts disabled can never wake up, so it is
+// stopped. With interrupts enabled HLT returns at once: no device raises
+// interrupts yet, and a spurious wake-up is allowed by the architecture's
+// "resume on any event" semantics only in the sense that the guest loops.
+func (v *VCPU) hlt() {
+	s := &v.vmcb.State
+	if s.RFLAGS&svm.RFLAGSIF == 0 {
+		v.vm.stopFault("guest halted with interrupts disabled (CLI; HLT) at RIP %#x: it can never wake up", s.RIP)
+		return
+	}
+	v.pollInput()
+	v.skip(insn.OpHLT)
+}

@@ -1,0 +1,158 @@
+//go:build tamago && amd64
+
+// tamavisor is a bare-metal AMD SVM hypervisor. This is its entry point on
+// the machine: bring up the board (package boot), enable SVM (package svm),
+// load the guest named by QEMU's fw_cfg or the built-in demo, and run it
+// (package kernel). See README.md and docs/guest-abi.md.
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"tamavisor/boot"
+	"tamavisor/boot/fwcfg"
+	"tamavisor/internal/x86"
+	"tamavisor/kernel"
+	"tamavisor/svm"
+)
+
+// Built-in guests, assembled from guests/*.asm by the Makefile.
+var (
+	//go:embed guests/build/demo.bin
+	demoGuest []byte
+	//go:embed guests/build/alive.bin
+	aliveGuest []byte
+)
+
+// fw_cfg files tamavisor reads (docs/guest-abi.md).
+const (
+	cfgGuest   = "opt/tamavisor/guest"
+	cfgMode    = "opt/tamavisor/mode"
+	maxImage   = kernel.MaxGuestRAM
+	maxModeLen = 64
+)
+
+// physMem is host memory: TamaGo identity-maps it, so a physical address is
+// a pointer.
+type physMem struct{}
+
+func (physMem) Bytes(pa, n uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(uintptr(pa))), n)
+}
+
+func logf(f string, a ...any) { fmt.Printf("tamavisor: "+f+"\n", a...) }
+
+func main() {
+	logf("starting on %s, TSC %d MHz", cpuName(), boot.TSCHz/1e6)
+
+	ramEnd := boot.RAMEnd()
+	if ramEnd <= boot.PoolStart {
+		logf("error: RAM ends at %#x, below the guest pool at %#x (QEMU needs -m 2G)", ramEnd, boot.PoolStart)
+		boot.PowerOff(boot.StatusInternal)
+	}
+	pool := kernel.NewPhysPool(physMem{}, boot.PoolStart, ramEnd)
+
+	host, err := svm.Enable(kernel.PoolPages{Pool: pool})
+	if err != nil {
+		logf("error: %v", err)
+		boot.PowerOff(boot.StatusNoSVM)
+	}
+	logf("SVM enabled: %v", host.Features)
+	if host.Features.NRIP() {
+		logf("instruction length: from NextRIP (NRIP save)")
+	} else {
+		logf("instruction length: decoded from guest bytes (no NRIP save)")
+	}
+
+	plat := &kernel.Platform{
+		Mem:      physMem{},
+		Pool:     pool,
+		Runner:   host,
+		Features: host.Features,
+		ASIDs:    svm.NewASIDs(host.Features.NASID),
+		CPUID:    x86.CPUID,
+		TSC:      x86.RDTSC,
+		Console:  boot.Console{},
+		Input:    boot.ConsoleRead,
+	}
+
+	image, mode := demoGuest, ""
+	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
+		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
+			mode = strings.TrimSpace(string(b))
+		}
+		if _, ok := cfg.Lookup(cfgGuest); ok {
+			if image, err = cfg.ReadFile(cfgGuest, maxImage); err != nil {
+				logf("error: %v", err)
+				boot.PowerOff(boot.StatusBadImage)
+			}
+		} else {
+			logf("no %s given: running the built-in demo guest", cfgGuest)
+		}
+	}
+
+	switch mode {
+	case "":
+	case "clock":
+		clockCheck()
+	case "bench":
+		os.Exit(bench(plat, host, image))
+	default:
+		logf("error: unknown mode %q in %s", mode, cfgMode)
+		boot.PowerOff(boot.StatusInternal)
+	}
+	boot.PowerOff(runGuest(plat, image))
+}
+
+// runGuest runs one guest image and returns the power-off status. After a
+// VM the hypervisor had to stop, it runs the built-in health-check guest to
+// show it is still able to create and run VMs.
+func runGuest(plat *kernel.Platform, image []byte) int {
+	img, err := kernel.ParseImage(image)
+	if err != nil {
+		logf("error: %v", err)
+		return boot.StatusBadImage
+	}
+	stop, err := runImage(plat, img)
+	if err != nil {
+		logf("error: vm %s: %v", img.Name, err)
+		return boot.StatusInternal
+	}
+	if stop.Kind == kernel.StopExited {
+		return min(stop.Status, boot.StatusGuestMax)
+	}
+	alive, _ := kernel.ParseImage(aliveGuest)
+	logf("hypervisor still running: starting health-check guest")
+	if s, err := runImage(plat, alive); err != nil || s.Kind != kernel.StopExited || s.Status != 0 {
+		logf("error: health-check guest failed: %v %v", s, err)
+		return boot.StatusInternal
+	}
+	return boot.StatusVMStopped
+}
+
+func runImage(plat *kernel.Platform, img *kernel.Image) (*kernel.Stop, error) {
+	vm, err := kernel.NewVM(plat, img)
+	if err != nil {
+		return nil, err
+	}
+	defer vm.Destroy()
+	logf("vm %s: starting (%d-bit, %d KiB RAM, entry %#x)", img.Name, img.Mode, img.MemSize>>10, img.Entry)
+	stop := vm.Run()
+	logf("vm %s: %v (%d exits)", img.Name, stop, vm.VCPU.Exits)
+	return stop, nil
+}
+
+func cpuName() string {
+	var b []byte
+	for leaf := uint32(0x80000002); leaf <= 0x80000004; leaf++ {
+		a, bb, c, d := x86.CPUID(leaf, 0)
+		for _, r := range []uint32{a, bb, c, d} {
+			b = append(b, byte(r), byte(r>>8), byte(r>>16), byte(r>>24))
+		}
+	}
+	return strings.TrimSpace(strings.TrimRight(string(b), "\x00"))
+}
