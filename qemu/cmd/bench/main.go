@@ -1,0 +1,46 @@
+// Command bench boots tamavisor in bench mode under each CPU model and
+// prints its exit-path table (run by `make bench`).
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"tamavisor/qemu"
+)
+
+func main() {
+	elf, guests := os.Getenv("TAMAVISOR_ELF"), os.Getenv("GUESTS_DIR")
+	if elf == "" || guests == "" {
+		fmt.Fprintln(os.Stderr, "bench: set TAMAVISOR_ELF and GUESTS_DIR (make bench does)")
+		os.Exit(2)
+	}
+	failed := false
+	for _, cpu := range []string{"EPYC,+svm", "max"} {
+		r, err := qemu.Run(qemu.Config{QEMU: os.Getenv("QEMU"), ELF: elf, CPU: cpu, Mode: "bench",
+			Guest: filepath.Join(guests, "bench.bin")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("== -cpu %s (accel %s)\n", cpu, qemu.Accel())
+		printing := false
+		for _, l := range r.Lines {
+			if strings.HasPrefix(l.Text, "tamavisor bench:") {
+				printing = true
+			}
+			if printing {
+				fmt.Println(l.Text)
+			}
+		}
+		if s, ok := r.Status(); !printing || !ok || s != 0 {
+			failed = true
+			fmt.Printf("bench run failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}

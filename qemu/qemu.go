@@ -1,0 +1,147 @@
+// Package qemu is tamavisor's host side: it launches the hypervisor in
+// QEMU's microvm machine, feeds it guests through fw_cfg, and captures what
+// it prints (with arrival times) and how QEMU exits. The end-to-end tests
+// (build tag e2e) and `make bench` use it.
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Config describes one boot of tamavisor.
+type Config struct {
+	QEMU    string        // qemu-system-x86_64 binary
+	ELF     string        // tamavisor.elf
+	CPU     string        // -cpu model, e.g. "EPYC,+svm" or "max"
+	Guest   string        // guest image file for opt/tamavisor/guest, or ""
+	Mode    string        // opt/tamavisor/mode ("", "bench", "clock")
+	Timeout time.Duration // QEMU is killed after this
+	Extra   []string      // more QEMU arguments
+}
+
+// Line is one line of console output and when the host received it.
+type Line struct {
+	Text string
+	At   time.Time
+}
+
+// Result is what a boot produced.
+type Result struct {
+	Lines    []Line
+	Stderr   string
+	ExitCode int // QEMU's exit status
+	TimedOut bool
+}
+
+// Output is the console output as one string.
+func (r *Result) Output() string {
+	var b strings.Builder
+	for _, l := range r.Lines {
+		b.WriteString(l.Text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Status is tamavisor's power-off status: isa-debug-exit makes QEMU exit
+// with status*2+1. ok is false when QEMU exited another way.
+func (r *Result) Status() (status int, ok bool) {
+	if r.TimedOut || r.ExitCode%2 == 0 {
+		return 0, false
+	}
+	return (r.ExitCode - 1) / 2, true
+}
+
+// Find returns the first line containing s.
+func (r *Result) Find(s string) (Line, bool) {
+	for _, l := range r.Lines {
+		if strings.Contains(l.Text, s) {
+			return l, true
+		}
+	}
+	return Line{}, false
+}
+
+// Accel returns "kvm" when the host CPU has SVM and /dev/kvm is usable
+// (nested SVM), else "tcg".
+func Accel() string {
+	info, err := os.ReadFile("/proc/cpuinfo")
+	if err == nil && bytes.Contains(info, []byte(" svm")) {
+		if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+			f.Close()
+			return "kvm"
+		}
+	}
+	return "tcg"
+}
+
+// Args returns QEMU's command line for cfg.
+func Args(cfg Config) []string {
+	args := []string{
+		"-machine", "microvm,x-option-roms=on,pit=on,pic=off,rtc=on",
+		"-accel", Accel(), "-cpu", cfg.CPU, "-m", "2G",
+		"-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+		"-kernel", cfg.ELF,
+	}
+	if cfg.Guest != "" {
+		args = append(args, "-fw_cfg", "name=opt/tamavisor/guest,file="+cfg.Guest)
+	}
+	if cfg.Mode != "" {
+		args = append(args, "-fw_cfg", "name=opt/tamavisor/mode,string="+cfg.Mode)
+	}
+	return append(args, cfg.Extra...)
+}
+
+// Run boots tamavisor and waits for QEMU to exit or the timeout.
+func Run(cfg Config) (*Result, error) {
+	if cfg.QEMU == "" {
+		cfg.QEMU = "qemu-system-x86_64"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if _, err := os.Stat(cfg.ELF); err != nil {
+		return nil, fmt.Errorf("qemu: kernel image: %w (run make tamavisor.elf)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cfg.QEMU, Args(cfg)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdin = nil
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	res := &Result{}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		res.Lines = append(res.Lines, Line{Text: strings.TrimRight(sc.Text(), "\r"), At: time.Now()})
+	}
+	err = cmd.Wait()
+	res.Stderr = stderr.String()
+	res.TimedOut = ctx.Err() != nil
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.ExitCode = ee.ExitCode()
+	case res.TimedOut:
+	default:
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	return res, nil
+}
