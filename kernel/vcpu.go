@@ -148,7 +148,10 @@ func (v *VCPU) skip(op insn.Op) bool {
 			return false
 		}
 		s.RIP += uint64(n)
-		if v.cpu.Mode() != 64 {
+		switch v.cpu.Mode() {
+		case 16:
+			s.RIP &= 0xffff // IP wraps within the code segment
+		case 32:
 			s.RIP &= 0xffffffff
 		}
 	}
@@ -156,7 +159,8 @@ func (v *VCPU) skip(op insn.Op) bool {
 	return true
 }
 
-// setRAX and friends write 32-bit results as the CPU does: upper half zeroed.
+// cpuid answers from the VM's CPUID model. Results are 32-bit, so the upper
+// halves of RAX, RBX, RCX and RDX are cleared, as the CPU does.
 func (v *VCPU) cpuid() {
 	s := &v.vmcb.State
 	a, b, c, d := v.vm.CPUID.Lookup(uint32(s.RAX), uint32(v.Regs.RCX))
@@ -230,9 +234,9 @@ func (v *VCPU) pollInput() {
 }
 
 // hlt: a guest halted with interrupts disabled can never wake up, so it is
-// stopped. With interrupts enabled HLT returns at once: no device raises
-// interrupts yet, and a spurious wake-up is allowed by the architecture's
-// "resume on any event" semantics only in the sense that the guest loops.
+// stopped with a report. With interrupts enabled HLT completes at once: no
+// device model raises interrupts yet, so the guest sees a wake-up without an
+// interrupt and goes round its idle loop again.
 func (v *VCPU) hlt() {
 	s := &v.vmcb.State
 	if s.RFLAGS&svm.RFLAGSIF == 0 {
