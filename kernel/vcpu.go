@@ -129,8 +129,14 @@ func (v *VCPU) handleExit() {
 	}
 }
 
-// inject queues an event for the next VMRUN.
-func (v *VCPU) inject(e svm.Event) { v.vmcb.Control.EventInj = e.Encode() }
+// inject queues an event for the next VMRUN. Real mode has no error codes:
+// exceptions there push none (APM vol. 2, 8.4), so none is injected.
+func (v *VCPU) inject(e svm.Event) {
+	if v.vmcb.State.CR0&svm.CR0PE == 0 {
+		e.HasError, e.Error = false, 0
+	}
+	v.vmcb.Control.EventInj = e.Encode()
+}
 
 // skip advances RIP past the intercepted instruction op: from NextRIP when
 // the CPU saves it (NRIP save), else by decoding the guest's bytes. An
