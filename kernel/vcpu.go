@@ -17,6 +17,9 @@ type VCPU struct {
 	msrs   msrState
 	cpu    insn.CPU // scratch for instruction fetch; refreshed per decode
 
+	pendingIn  byte // console byte read from the host, not yet taken by the UART
+	hasPending bool
+
 	// Exits counts #VMEXITs.
 	Exits uint64
 }
@@ -225,17 +228,26 @@ func (v *VCPU) ioio() {
 	c.InterruptShadow &^= svm.InterruptShadowMask
 }
 
-// pollInput moves console input into the guest UART.
+// pollInput moves console input into the guest UART. A byte the UART has
+// no room for (its FIFO is full, or off and holding one byte) waits in
+// v.pendingIn, so no typed byte is lost.
 func (v *VCPU) pollInput() {
 	in := v.vm.plat.Input
 	if in == nil {
 		return
 	}
 	for i := 0; i < 16; i++ {
-		b, ok := in()
-		if !ok || !v.vm.UART.Receive(b) {
+		if !v.hasPending {
+			b, ok := in()
+			if !ok {
+				return
+			}
+			v.pendingIn, v.hasPending = b, true
+		}
+		if !v.vm.UART.Receive(v.pendingIn) {
 			return
 		}
+		v.hasPending = false
 	}
 }
 

@@ -20,6 +20,7 @@ func boot(t *testing.T, cfg Config) *Result {
 	t.Helper()
 	cfg.ELF = os.Getenv("TAMAVISOR_ELF")
 	cfg.QEMU = os.Getenv("QEMU")
+	cfg.Timeout = time.Minute
 	if cfg.ELF == "" {
 		t.Fatal("TAMAVISOR_ELF not set: run through make test-e2e")
 	}
@@ -91,6 +92,13 @@ func TestInstructionLengthSource(t *testing.T) {
 		want = "from NextRIP"
 	}
 	expect(t, r, 0, "instruction length: "+want)
+}
+
+// TestConsoleInput types on the console: the bytes reach the guest through
+// the hypervisor's UART model.
+func TestConsoleInput(t *testing.T) {
+	r := boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "echo"), Input: "hello tamavisor\nquit\n"})
+	expect(t, r, 0, "echo: ready", "echo: got hello tamavisor", "echo: bye")
 }
 
 func TestNoSVM(t *testing.T) {

@@ -25,6 +25,7 @@ type Config struct {
 	Mode    string        // opt/tamavisor/mode ("", "bench", "clock")
 	Timeout time.Duration // QEMU is killed after this
 	Extra   []string      // more QEMU arguments
+	Input   string        // typed on the console (serial) after start
 }
 
 // Line is one line of console output and when the host received it.
@@ -117,7 +118,9 @@ func Run(cfg Config) (*Result, error) {
 	cmd := exec.CommandContext(ctx, cfg.QEMU, Args(cfg)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cmd.Stdin = nil
+	if cfg.Input != "" {
+		cmd.Stdin = strings.NewReader(cfg.Input)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
