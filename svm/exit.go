@@ -28,6 +28,7 @@ const (
 	ExitIOIO        ExitCode = 0x7b
 	ExitMSR         ExitCode = 0x7c
 	ExitTaskSwitch  ExitCode = 0x7d
+	ExitFERRFreeze  ExitCode = 0x7e
 	ExitShutdown    ExitCode = 0x7f
 	ExitVMRUN       ExitCode = 0x80
 	ExitVMMCALL     ExitCode = 0x81
@@ -60,7 +61,7 @@ var exitNames = map[ExitCode]string{
 	ExitCPUID: "CPUID", ExitIRET: "IRET", ExitINVD: "INVD",
 	ExitPAUSE: "PAUSE", ExitHLT: "HLT", ExitINVLPG: "INVLPG",
 	ExitINVLPGA: "INVLPGA", ExitIOIO: "IOIO", ExitMSR: "MSR",
-	ExitTaskSwitch: "TASK_SWITCH", ExitShutdown: "SHUTDOWN",
+	ExitTaskSwitch: "TASK_SWITCH", ExitFERRFreeze: "FERR_FREEZE", ExitShutdown: "SHUTDOWN",
 	ExitVMRUN: "VMRUN", ExitVMMCALL: "VMMCALL", ExitVMLOAD: "VMLOAD",
 	ExitVMSAVE: "VMSAVE", ExitSTGI: "STGI", ExitCLGI: "CLGI",
 	ExitSKINIT: "SKINIT", ExitRDTSCP: "RDTSCP", ExitICEBP: "ICEBP",
