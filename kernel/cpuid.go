@@ -5,26 +5,34 @@ import "tamavisor/svm"
 // CPUID leaves the model filters (AMD CPUID Specification #25481; APM vol. 3,
 // appendix E).
 const (
-	leafVendor    = 0x0
-	leafFeatures  = 0x1
-	leafMonitor   = 0x5
-	leafExtFeat   = 0x7
-	leafXSAVE     = 0xd
-	leafHVBase    = 0x40000000
-	leafHVMax     = 0x400000ff
-	leafExtMax    = 0x80000000
-	leafExtFeats  = 0x80000001
-	leafSVM       = 0x8000000a
-	maxBasicLeaf  = 0xd
-	maxExtLeaf    = 0x80000008
-	hvSignatureB  = 0x616d6154 // "Tama"
-	hvSignatureC  = 0x6f736956 // "Viso"
-	hvSignatureD  = 0x00564872 // "rHV\0"
-	apicIDShift   = 24
-	logicalShift  = 16
-	apicIDMask    = 0xff << apicIDShift
-	logicalMask   = 0xff << logicalShift
-	hypervisorBit = 1 << 31 // leaf 1 ECX: running under a hypervisor
+	leafVendor   = 0x0
+	leafFeatures = 0x1
+	leafMonitor  = 0x5
+	leafExtFeat  = 0x7
+	leafXSAVE    = 0xd
+	leafCache    = 0x4
+	leafTopology = 0xb
+	leafExtSize  = 0x80000008
+	// Topology fields that would tell the guest about the host's cores:
+	// leaf 4 EAX bits 25:14 and 31:26, leaf 0x8000_0008 ECX bits 7:0.
+	cacheSharingMask = 0xfff << 14
+	coresPerPkgMask  = 0x3f << 26
+	ncMask           = 0xff
+	leafHVBase       = 0x40000000
+	leafHVMax        = 0x400000ff
+	leafExtMax       = 0x80000000
+	leafExtFeats     = 0x80000001
+	leafSVM          = 0x8000000a
+	maxBasicLeaf     = 0xd
+	maxExtLeaf       = 0x80000008
+	hvSignatureB     = 0x616d6154 // "Tama"
+	hvSignatureC     = 0x6f736956 // "Viso"
+	hvSignatureD     = 0x00564872 // "rHV\0"
+	apicIDShift      = 24
+	logicalShift     = 16
+	apicIDMask       = 0xff << apicIDShift
+	logicalMask      = 0xff << logicalShift
+	hypervisorBit    = 1 << 31 // leaf 1 ECX: running under a hypervisor
 )
 
 // Leaf 1 feature bits hidden from guests.
@@ -85,7 +93,7 @@ type CPUIDEntry struct {
 // subleafLeaves have results that depend on ECX.
 func subleafLeaf(leaf uint32) bool {
 	switch leaf {
-	case 0x4, leafExtFeat, 0xb, leafXSAVE:
+	case leafCache, leafExtFeat, leafTopology, leafXSAVE:
 		return true
 	}
 	return false
@@ -131,8 +139,12 @@ func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
 		b |= 1 << logicalShift // one logical processor, APIC ID 0
 		c = c&^f1ecxHidden | hypervisorBit
 		d &^= f1edxHidden
-	case leafMonitor, leafXSAVE, leafSVM:
+	case leafMonitor, leafXSAVE, leafSVM, leafTopology:
 		a, b, c, d = 0, 0, 0, 0
+	case leafCache:
+		a &^= cacheSharingMask | coresPerPkgMask // one core, cache not shared
+	case leafExtSize:
+		c &^= ncMask // NC: one core
 	case leafExtFeat:
 		if sub == 0 {
 			a, b, c, d = 0, b&f7ebxAllowed, 0, 0

@@ -38,6 +38,9 @@ const (
 // is the hypervisor's, and LMA is set by the CPU.
 const eferWritable = svm.EFERSCE | svm.EFERLME | svm.EFERNXE | svm.EFERFFXSR
 
+// mtrrDefTypeValid are MTRRdefType's defined bits: type (7:0), FE (10), E (11).
+const mtrrDefTypeValid = 0xff | 1<<10 | 1<<11
+
 // passThroughMSRs live in the VMCB save area and move with VMLOAD/VMSAVE on
 // every world switch, so the guest can access them without an exit.
 var passThroughMSRs = []uint32{
@@ -97,6 +100,10 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 		if val&^(eferWritable|svm.EFERLMA) != 0 {
 			return false
 		}
+		// LME cannot change while paging is on in long mode (APM vol. 2, 14.6.1).
+		if s.EFER&svm.EFERLMA != 0 && val&svm.EFERLME == 0 {
+			return false
+		}
 		// LMA is read-only: keep the CPU's value.
 		s.EFER = val&eferWritable | s.EFER&svm.EFERLMA | svm.EFERSVME
 		return true
@@ -116,6 +123,9 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 		v.msrs.TSCAux = val
 		return true
 	case msr == msrMTRRDefType:
+		if val&^mtrrDefTypeValid != 0 {
+			return false
+		}
 		v.msrs.MTRRDefType = val
 		return true
 	case msr == msrMCGStatus, msr == msrHWCR,

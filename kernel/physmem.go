@@ -46,10 +46,10 @@ func (p *PhysPool) Alloc(size, align uint64) (uint64, error) {
 	if align < svm.PageSize {
 		align = svm.PageSize
 	}
-	size = alignUp(size, svm.PageSize)
-	if size == 0 {
-		return 0, fmt.Errorf("kernel: zero-sized allocation")
+	if size == 0 || size > p.FreeBytes() {
+		return 0, fmt.Errorf("%w: %d KiB requested, %d KiB free", ErrNoMemory, size>>10, p.FreeBytes()>>10)
 	}
+	size = alignUp(size, svm.PageSize)
 	for i, s := range p.free {
 		a := alignUp(s.start, align)
 		if a < s.start || a+size > s.end || a+size < a {

@@ -86,10 +86,15 @@ func (v *VCPU) VMCBPA() uint64 { return v.vmcbPA }
 // stopped the VM.
 func (v *VCPU) handleExit() {
 	c := &v.vmcb.Control
+	code := svm.ExitCode(c.ExitCode)
+	if code.Invalid() {
+		// Explain the VMCB exactly as VMRUN refused it.
+		v.vm.stopFault("%v", &svm.InvalidError{Reasons: svm.Check(v.vmcb)})
+		return
+	}
 	c.TLBControl = svm.TLBControlNothing
 	c.EventInj = 0
 	pending := c.ExitIntInfo
-	code := svm.ExitCode(c.ExitCode)
 
 	switch code {
 	case svm.ExitCPUID:
@@ -119,11 +124,6 @@ func (v *VCPU) handleExit() {
 	case svm.ExitFERRFreeze:
 		v.vm.stopFault("x87 FERR freeze at RIP %#x", v.vmcb.State.RIP)
 	default:
-		if code.Invalid() {
-			err := &svm.InvalidError{Reasons: svm.Check(v.vmcb)}
-			v.vm.stopFault("%v", err)
-			return
-		}
 		v.vm.stopFault("unexpected #VMEXIT %s (EXITINFO1 %#x, EXITINFO2 %#x) at RIP %#x",
 			code, c.ExitInfo1, c.ExitInfo2, v.vmcb.State.RIP)
 	}

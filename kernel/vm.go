@@ -90,33 +90,35 @@ func NewVM(p *Platform, img *Image) (vm *VM, err error) {
 			vm = nil
 		}
 	}()
+	// Every error return below hands vm to the deferred cleanup, which
+	// gives back what was allocated so far.
 	if vm.ASID, err = p.ASIDs.Alloc(); err != nil {
-		return nil, err
+		return vm, err
 	}
 	ram, err := vm.alloc(img.MemSize, svm.Size2M)
 	if err != nil {
-		return nil, fmt.Errorf("guest RAM (%d KiB): %w", img.MemSize>>10, err)
+		return vm, fmt.Errorf("guest RAM (%d KiB): %w", img.MemSize>>10, err)
 	}
 	vm.Mem = GuestMemory{HostBase: ram, Size: img.MemSize, ram: p.Mem.Bytes(ram, img.MemSize)}
 	if vm.NPT, err = svm.NewNPT(&vm.pages); err != nil {
-		return nil, err
+		return vm, err
 	}
 	if err = vm.NPT.Map(0, ram, img.MemSize, svm.PermRWX); err != nil {
-		return nil, err
+		return vm, err
 	}
 	vm.CPUID = NewCPUIDModel(p.CPUID)
 	vm.UART = devices.NewUART16550(COM1Base, p.Console)
 	if err = vm.Bus.Register(COM1Base, COM1Ports, vm.UART); err != nil {
-		return nil, err
+		return vm, err
 	}
 	if err = vm.Bus.Register(DebugPort, 1, devices.NewDebugPort(p.Console)); err != nil {
-		return nil, err
+		return vm, err
 	}
 	if vm.VCPU, err = newVCPU(vm); err != nil {
-		return nil, err
+		return vm, err
 	}
 	if err = img.load(&vm.Mem, &vm.VCPU.vmcb.State); err != nil {
-		return nil, err
+		return vm, err
 	}
 	return vm, nil
 }
