@@ -1,0 +1,153 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// BlockDevice is a raw block device. Offsets and lengths of ReadAt and
+// WriteAt are multiples of SectorSize. A write is durable only after a
+// successful Flush; until then it may be lost, or (on power loss in the
+// middle) partly written, in whole sectors or with one torn sector.
+type BlockDevice interface {
+	// SectorSize is the size of a sector in bytes: a power of two from
+	// 512 to 4096.
+	SectorSize() int
+	// Size is the device size in bytes, a multiple of SectorSize.
+	Size() int64
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	// Flush makes every completed write durable.
+	Flush() error
+}
+
+// checkIO validates a request against the device geometry.
+func checkIO(sector int, size int64, n int, off int64) error {
+	if off < 0 || off%int64(sector) != 0 || n%sector != 0 {
+		return fmt.Errorf("blockdev: unaligned request (offset %d, length %d, sector %d)", off, n, sector)
+	}
+	if off > size || int64(n) > size-off {
+		return fmt.Errorf("blockdev: request past the end (offset %d, length %d, size %d)", off, n, size)
+	}
+	return nil
+}
+
+// CheckRequest returns an error unless off and n are sector aligned and
+// inside a device of the given size. BlockDevice implementations use it.
+func CheckRequest(sectorSize int, size int64, n int, off int64) error {
+	return checkIO(sectorSize, size, n, off)
+}
+
+// MemDevice is a BlockDevice in memory, for tests and for RAM-backed stores.
+type MemDevice struct {
+	Sector int
+	Data   []byte
+}
+
+// NewMemDevice returns a zeroed MemDevice of size bytes.
+func NewMemDevice(size int64, sector int) *MemDevice {
+	return &MemDevice{Sector: sector, Data: make([]byte, size)}
+}
+
+func (m *MemDevice) SectorSize() int { return m.Sector }
+func (m *MemDevice) Size() int64     { return int64(len(m.Data)) }
+func (m *MemDevice) Flush() error    { return nil }
+
+func (m *MemDevice) ReadAt(p []byte, off int64) (int, error) {
+	if err := checkIO(m.Sector, m.Size(), len(p), off); err != nil {
+		return 0, err
+	}
+	return copy(p, m.Data[off:]), nil
+}
+
+func (m *MemDevice) WriteAt(p []byte, off int64) (int, error) {
+	if err := checkIO(m.Sector, m.Size(), len(p), off); err != nil {
+		return 0, err
+	}
+	return copy(m.Data[off:], p), nil
+}
+
+// blockWriter buffers a stream into large sector-aligned writes to a device
+// extent [base, base+limit).
+type blockWriter struct {
+	dev   BlockDevice
+	base  int64
+	limit int64
+	buf   []byte
+	n     int   // bytes in buf
+	off   int64 // device offset of buf[0], relative to base
+	total int64
+}
+
+var errSlotFull = errors.New("snapshot larger than the store slot")
+
+func (b *blockWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		k := copy(b.buf[b.n:], p)
+		b.n += k
+		p = p[k:]
+		written += k
+		if b.n == len(b.buf) {
+			if err := b.flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// flush writes the buffer, padded with zeros to a whole sector.
+func (b *blockWriter) flush() error {
+	if b.n == 0 {
+		return nil
+	}
+	s := b.dev.SectorSize()
+	n := (b.n + s - 1) / s * s
+	clear(b.buf[b.n:n])
+	if b.off+int64(n) > b.limit {
+		return fmt.Errorf("%w (%d bytes)", errSlotFull, b.limit)
+	}
+	if _, err := b.dev.WriteAt(b.buf[:n], b.base+b.off); err != nil {
+		return fmt.Errorf("device write at %d: %w", b.base+b.off, err)
+	}
+	b.off += int64(b.n)
+	b.total += int64(b.n)
+	b.n = 0
+	return nil
+}
+
+// blockReader reads n bytes of a device extent starting at base, in large
+// sector-aligned reads.
+type blockReader struct {
+	dev  BlockDevice
+	base int64
+	left int64 // bytes of the extent not yet returned
+	off  int64 // device offset of the next read
+	buf  []byte
+	r, w int // unread bytes are buf[r:w]
+}
+
+func newBlockReader(dev BlockDevice, base, n int64, bufSize int) *blockReader {
+	return &blockReader{dev: dev, base: base, left: n, off: base, buf: make([]byte, bufSize)}
+}
+
+func (b *blockReader) Read(p []byte) (int, error) {
+	if b.r == b.w {
+		if b.left <= 0 {
+			return 0, io.EOF
+		}
+		s := int64(b.dev.SectorSize())
+		n := min(int64(len(b.buf)), (b.left+s-1)/s*s)
+		if _, err := b.dev.ReadAt(b.buf[:n], b.off); err != nil {
+			return 0, fmt.Errorf("device read at %d: %w", b.off, err)
+		}
+		b.off += n
+		b.r, b.w = 0, int(min(n, b.left))
+		b.left -= int64(b.w)
+	}
+	k := copy(p, b.buf[b.r:b.w])
+	b.r += k
+	return k, nil
+}

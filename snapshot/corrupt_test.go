@@ -1,0 +1,117 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestCorruptEveryChunk flips one byte in the header, in every chunk header
+// and in every chunk body (end record included), and checks the error names
+// what failed.
+func TestCorruptEveryChunk(t *testing.T) {
+	vm := newTestVM(10, 2<<20)
+	vm.extra = true
+	b := vm.encode(t, 1, nil)
+	snap, err := decodeBytes(b, DecodeOptions{Inspect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type target struct {
+		name  string
+		index int
+		typ   string
+		off   int64
+		isHdr bool
+	}
+	targets := []target{{name: "header", index: -1, off: 20}}
+	chunks := append([]*Chunk(nil), snap.Chunks...)
+	endOff := int64(len(b)) - ChunkHeaderSize - endBodySize - ChunkTrailerSize
+	chunks = append(chunks, &Chunk{Index: len(chunks), Type: TypeEnd, Offset: endOff, Length: endBodySize})
+	for _, c := range chunks {
+		targets = append(targets,
+			target{fmt.Sprintf("%s header", c.Type), c.Index, c.Type, c.Offset + 30, true},
+			target{fmt.Sprintf("%s body", c.Type), c.Index, c.Type, c.Offset + ChunkHeaderSize + int64(c.Length)/2, false},
+			target{fmt.Sprintf("%s trailer", c.Type), c.Index, c.Type, c.Offset + ChunkHeaderSize + int64(c.Length) + 1, false})
+	}
+	for _, tg := range targets {
+		t.Run(tg.name, func(t *testing.T) {
+			bad := bytes.Clone(b)
+			bad[tg.off] ^= 0x10
+			_, err := decodeBytes(bad, DecodeOptions{Registry: testRegistry(t)})
+			if !errors.Is(err, ErrChecksum) {
+				t.Fatalf("error %v, want a checksum mismatch", err)
+			}
+			switch {
+			case tg.index < 0:
+				if !strings.Contains(err.Error(), "header") {
+					t.Errorf("error %q does not name the header", err)
+				}
+			case tg.isHdr:
+				if !strings.Contains(err.Error(), fmt.Sprintf("(index %d)", tg.index)) {
+					t.Errorf("error %q does not name index %d", err, tg.index)
+				}
+			default:
+				var ce *ChunkError
+				if !errors.As(err, &ce) || ce.Type != tg.typ || ce.Index != tg.index {
+					t.Errorf("error %q does not name chunk %q index %d", err, tg.typ, tg.index)
+				}
+			}
+		})
+	}
+}
+
+// TestDigestCatchesFixedUpCRC changes a chunk body and fixes its CRC, as a
+// careless tool or an attacker without the key would: the digest catches it.
+func TestDigestCatchesFixedUpCRC(t *testing.T) {
+	vm := newTestVM(11, 2<<20)
+	b := vm.encode(t, 1, nil)
+	snap, _ := decodeBytes(b, DecodeOptions{Inspect: true})
+	c := snap.Find("dev:uart16550", 0)
+	bad := bytes.Clone(b)
+	body := bad[c.Offset+ChunkHeaderSize : c.Offset+ChunkHeaderSize+int64(c.Length)]
+	body[0] ^= 1
+	binary.LittleEndian.PutUint32(bad[c.Offset+ChunkHeaderSize+int64(c.Length):], crc32c(body))
+	if _, err := decodeBytes(bad, DecodeOptions{Registry: testRegistry(t)}); !errors.Is(err, ErrDigest) {
+		t.Errorf("error %v, want digest mismatch", err)
+	}
+}
+
+func TestHMAC(t *testing.T) {
+	vm := newTestVM(12, 2<<20)
+	key := []byte("the right key")
+	b := vm.encode(t, 1, key)
+	reg := testRegistry(t)
+	snap, err := decodeBytes(b, DecodeOptions{Registry: reg, Key: key})
+	if err != nil || !snap.Authenticated {
+		t.Fatalf("right key: %v", err)
+	}
+	for name, opts := range map[string]DecodeOptions{
+		"wrong key": {Registry: reg, Key: []byte("the wrong key")},
+		"no key":    {Registry: reg},
+	} {
+		if _, err := decodeBytes(b, opts); !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "authentication failed") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// Inspection without a key is allowed, and says it is not authenticated.
+	if snap, err := decodeBytes(b, DecodeOptions{Registry: reg, SkipAuth: true}); err != nil || snap.Authenticated {
+		t.Errorf("skip auth: %v", err)
+	}
+	// An unkeyed snapshot is refused when a key is configured: an attacker
+	// cannot strip the HMAC.
+	plain := vm.encode(t, 1, nil)
+	if _, err := decodeBytes(plain, DecodeOptions{Registry: reg, Key: key}); !errors.Is(err, ErrAuth) {
+		t.Errorf("unkeyed snapshot with a key: %v", err)
+	}
+	// A tampered snapshot whose CRCs and digest were all recomputed (a
+	// forgery by someone without the key) fails authentication.
+	vm.devs["uart16550"] = []byte("evil state!!!")
+	forged := vm.encode(t, 1, []byte("attacker key"))
+	if _, err := decodeBytes(forged, DecodeOptions{Registry: reg, Key: key}); !errors.Is(err, ErrAuth) {
+		t.Errorf("forged snapshot: %v", err)
+	}
+}

@@ -1,0 +1,49 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrChecksum reports a CRC32C mismatch of a header, chunk or record.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrDigest reports a SHA-256 digest mismatch of the whole snapshot.
+	ErrDigest = errors.New("digest mismatch")
+	// ErrAuth reports an HMAC that does not verify, a missing HMAC when a
+	// key is configured, or a keyed snapshot loaded without a key.
+	ErrAuth = errors.New("authentication failed")
+	// ErrUnknownChunk reports a required chunk of a type the reader does
+	// not know.
+	ErrUnknownChunk = errors.New("unknown required chunk")
+	// ErrVersion reports a chunk version the reader cannot decode (newer
+	// than it knows, or older than it still accepts).
+	ErrVersion = errors.New("unsupported chunk version")
+	// ErrCorrupt reports a structurally invalid snapshot.
+	ErrCorrupt = errors.New("corrupt snapshot")
+	// ErrNoSnapshot reports a store that holds no valid snapshot.
+	ErrNoSnapshot = errors.New("no valid snapshot")
+)
+
+// ChunkError is an error about one chunk; its message names the chunk type
+// and its index in the stream (0 is the first chunk after the header).
+type ChunkError struct {
+	Type     string
+	Instance uint32
+	Index    int
+	Err      error
+}
+
+func (e *ChunkError) Error() string {
+	if e.Instance != 0 {
+		return fmt.Sprintf("snapshot: chunk %q instance %d (index %d): %v", e.Type, e.Instance, e.Index, e.Err)
+	}
+	return fmt.Sprintf("snapshot: chunk %q (index %d): %v", e.Type, e.Index, e.Err)
+}
+
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,186 @@
+package snapshot
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+)
+
+// RAMVersion is the current version of the RAM chunk.
+const RAMVersion = 1
+
+// RAM chunk flags.
+const (
+	// RAMIncremental marks a RAM chunk that carries only some pages: pages
+	// whose carried bit is clear keep the contents of the base snapshot
+	// named by BaseGeneration and BaseDigest.
+	RAMIncremental uint32 = 1 << 0
+
+	// rangeCarriedBitmap marks a range that has a carried bitmap; without
+	// it every page of the range is carried.
+	rangeCarriedBitmap uint32 = 1 << 0
+
+	ramHeaderSize   = 56
+	ramRangeHdrSize = 32
+)
+
+// MemorySource gives read access to guest memory by guest-physical address.
+// The VM must not run while a snapshot is written: the writer reads every
+// range twice (once to find zero pages, once to copy the others).
+type MemorySource interface {
+	// ReadAt reads len(p) bytes at guest-physical address gpa.
+	ReadAt(p []byte, gpa int64) (int, error)
+}
+
+// MemorySink receives guest memory by guest-physical address on restore.
+type MemorySink interface {
+	// WriteAt writes p at guest-physical address gpa.
+	WriteAt(p []byte, gpa int64) (int, error)
+}
+
+// Zeroer may be implemented by a MemorySink that can clear memory faster
+// than being written zero pages.
+type Zeroer interface {
+	ZeroAt(gpa, n uint64) error
+}
+
+// MemRange is a guest-physical address range, page aligned.
+type MemRange struct {
+	GPA  uint64
+	Size uint64
+}
+
+// RAMOptions controls how Writer.WriteRAM encodes memory.
+type RAMOptions struct {
+	// Carried, if not nil, makes the chunk incremental: Carried(i) returns
+	// the bitmap of pages of range i that the chunk carries (bit p%8 of
+	// byte p/8 for page p; length (pages+7)/8), typically the dirty pages
+	// since the base snapshot. Pages not carried keep their base contents.
+	Carried func(i int) []byte
+	// BaseGeneration and BaseDigest name the base snapshot of an
+	// incremental chunk.
+	BaseGeneration uint64
+	BaseDigest     [32]byte
+}
+
+// RAMRange describes one range of a RAM chunk as read.
+type RAMRange struct {
+	GPA     uint64 `json:"gpa"`
+	Pages   uint64 `json:"pages"`
+	Carried uint64 `json:"carried_pages"` // pages whose contents the chunk defines
+	Data    uint64 `json:"data_pages"`    // carried pages stored (the others are zero)
+}
+
+// RAMInfo describes the RAM chunk of a snapshot.
+type RAMInfo struct {
+	Incremental    bool       `json:"incremental"`
+	BaseGeneration uint64     `json:"base_generation"`
+	BaseDigest     [32]byte   `json:"-"`
+	Ranges         []RAMRange `json:"ranges"`
+}
+
+// Bytes returns the guest RAM size the chunk covers.
+func (r *RAMInfo) Bytes() uint64 {
+	var n uint64
+	for _, x := range r.Ranges {
+		n += x.Pages * PageSize
+	}
+	return n
+}
+
+// IsZeroPage reports whether p (any length multiple of 64 bytes is fastest)
+// is all zero. It compares eight 64-bit words per step.
+func IsZeroPage(p []byte) bool {
+	for len(p) >= 64 {
+		w := binary.LittleEndian.Uint64(p[0:]) | binary.LittleEndian.Uint64(p[8:]) |
+			binary.LittleEndian.Uint64(p[16:]) | binary.LittleEndian.Uint64(p[24:]) |
+			binary.LittleEndian.Uint64(p[32:]) | binary.LittleEndian.Uint64(p[40:]) |
+			binary.LittleEndian.Uint64(p[48:]) | binary.LittleEndian.Uint64(p[56:])
+		if w != 0 {
+			return false
+		}
+		p = p[64:]
+	}
+	for _, c := range p {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func bitmapLen(pages uint64) uint64 { return (pages + 7) / 8 }
+
+func bitSet(bm []byte, i uint64) bool { return bm[i/8]&(1<<(i%8)) != 0 }
+
+func popcount(bm []byte) uint64 {
+	var n uint64
+	for _, b := range bm {
+		n += uint64(bits.OnesCount8(b))
+	}
+	return n
+}
+
+// ramPlan is the result of the first pass over guest memory.
+type ramPlan struct {
+	ranges  []MemRange
+	carried [][]byte // nil entry: all pages carried
+	data    [][]byte
+	nData   []uint64
+	length  uint64 // body length
+}
+
+const scanBlock = 1 << 20 // bytes read from a MemorySource at a time
+
+func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) (*ramPlan, error) {
+	p := &ramPlan{ranges: ranges, length: ramHeaderSize}
+	var end uint64
+	for i, r := range ranges {
+		if r.GPA%PageSize != 0 || r.Size%PageSize != 0 || r.Size == 0 || r.GPA+r.Size < r.GPA {
+			return nil, fmt.Errorf("snapshot: RAM range %d (%#x+%#x) not page aligned or empty", i, r.GPA, r.Size)
+		}
+		if i > 0 && r.GPA < end {
+			return nil, fmt.Errorf("snapshot: RAM range %d (%#x) overlaps or is out of order", i, r.GPA)
+		}
+		end = r.GPA + r.Size
+		pages := r.Size / PageSize
+		bl := bitmapLen(pages)
+		var carried []byte
+		if opts.Carried != nil {
+			carried = opts.Carried(i)
+			if uint64(len(carried)) != bl {
+				return nil, fmt.Errorf("snapshot: RAM range %d: carried bitmap is %d bytes, want %d", i, len(carried), bl)
+			}
+			if pages%8 != 0 && carried[bl-1]>>(pages%8) != 0 {
+				return nil, fmt.Errorf("snapshot: RAM range %d: carried bitmap has bits past the range", i)
+			}
+		}
+		data := make([]byte, bl)
+		var nData uint64
+		for off := uint64(0); off < r.Size; off += scanBlock {
+			n := min(scanBlock, r.Size-off)
+			b := buf[:n]
+			if _, err := src.ReadAt(b, int64(r.GPA+off)); err != nil {
+				return nil, fmt.Errorf("snapshot: read guest memory at %#x: %w", r.GPA+off, err)
+			}
+			for po := uint64(0); po < n; po += PageSize {
+				pg := (off + po) / PageSize
+				if carried != nil && !bitSet(carried, pg) {
+					continue
+				}
+				if !IsZeroPage(b[po : po+PageSize]) {
+					data[pg/8] |= 1 << (pg % 8)
+					nData++
+				}
+			}
+		}
+		p.carried = append(p.carried, carried)
+		p.data = append(p.data, data)
+		p.nData = append(p.nData, nData)
+		p.length += ramRangeHdrSize + bl + nData*PageSize
+		if carried != nil {
+			p.length += bl
+		}
+	}
+	return p, nil
+}
