@@ -1,6 +1,10 @@
 package kernel
 
-import "tamavisor/svm"
+import (
+	"fmt"
+
+	"tamavisor/svm"
+)
 
 // CPUID leaves the model filters (AMD CPUID Specification #25481; APM vol. 3,
 // appendix E).
@@ -174,4 +178,36 @@ func (m *CPUIDModel) Lookup(leaf, sub uint32) (a, b, c, d uint32) {
 		}
 	}
 	return 0, 0, 0, 0
+}
+
+// featureWords are the CPUID registers that list features a guest may use
+// (leaf, subleaf, register index 0-3 for EAX-EDX).
+var featureWords = []struct {
+	leaf, sub uint32
+	reg       int
+	name      string
+}{
+	{leafFeatures, 0, 2, "leaf 1 ECX"}, {leafFeatures, 0, 3, "leaf 1 EDX"},
+	{leafExtFeat, 0, 1, "leaf 7 EBX"},
+	{leafExtFeats, 0, 2, "leaf 0x80000001 ECX"}, {leafExtFeats, 0, 3, "leaf 0x80000001 EDX"},
+}
+
+// Compatible checks that a guest which saw model m can run on a host whose
+// model is host: same vendor, and every feature bit m shows is also in
+// host. A restored guest keeps seeing m.
+func (m *CPUIDModel) Compatible(host *CPUIDModel) error {
+	_, b, c, d := m.Lookup(leafVendor, 0)
+	_, hb, hc, hd := host.Lookup(leafVendor, 0)
+	if b != hb || c != hc || d != hd {
+		return fmt.Errorf("the guest saw another CPU vendor than this host's")
+	}
+	for _, w := range featureWords {
+		a, b, c, d := m.Lookup(w.leaf, w.sub)
+		ha, hb, hc, hd := host.Lookup(w.leaf, w.sub)
+		saw, have := [4]uint32{a, b, c, d}[w.reg], [4]uint32{ha, hb, hc, hd}[w.reg]
+		if missing := saw &^ have; missing != 0 {
+			return fmt.Errorf("the guest saw CPU features this host lacks: CPUID %s bits %#x", w.name, missing)
+		}
+	}
+	return nil
 }

@@ -516,7 +516,7 @@ func TestHypercalls(t *testing.T) {
 			{"CONSOLE_WRITE last bytes", HCConsoleWrite, testMem - 2, 2, 2, "\x00\x00"},
 			{"BENCH_REPORT", HCBenchReport, 7, 123, 0, ""},
 			{"BENCH_REPORT again", HCBenchReport, 7, 456, 0, ""},
-			{"SNAPSHOT", HCSnapshot, 0, 0, neg(ENOSYS), ""},
+			{"SNAPSHOT without a disk", HCSnapshot, 0, 0, neg(ENODEV), "tamavisor: " + ErrNoDisk.Error() + "\n"},
 			{"unknown 5", 5, 0, 0, neg(ENOSYS), ""},
 			{"unknown huge", ^uint64(0), 0, 0, neg(ENOSYS), ""},
 		}

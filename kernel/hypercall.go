@@ -16,6 +16,8 @@ const (
 	ENOSYS = -1
 	EINVAL = -2
 	EBUSY  = -3
+	EIO    = -4 // the snapshot could not be written
+	ENODEV = -5 // no snapshot disk
 
 	maxConsoleWrite = 4096
 )
@@ -50,7 +52,10 @@ func (v *VCPU) hypercall() {
 	case HCBenchReport:
 		v.vm.BenchReports[r.RBX] = r.RCX
 	case HCSnapshot:
-		ret = ENOSYS // save/restore is not implemented yet
+		// Saved at the next exit boundary, after this exit completes;
+		// snapshotHypercall sets RAX.
+		v.vm.pause = pauseHypercall
+		return
 	default:
 		ret = ENOSYS
 	}

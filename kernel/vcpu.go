@@ -17,9 +17,6 @@ type VCPU struct {
 	msrs   msrState
 	cpu    insn.CPU // scratch for instruction fetch; refreshed per decode
 
-	pendingIn  byte // console byte read from the host, not yet taken by the UART
-	hasPending bool
-
 	// Exits counts #VMEXITs.
 	Exits uint64
 }
@@ -228,27 +225,16 @@ func (v *VCPU) ioio() {
 	c.InterruptShadow &^= svm.InterruptShadowMask
 }
 
-// pollInput moves console input into the guest UART. A byte the UART has
-// no room for (its FIFO is full, or off and holding one byte) waits in
-// v.pendingIn, so no typed byte is lost.
+// pollInput moves console input into the guest UART, as much as it takes;
+// the rest waits in the VM's input queue, so no typed byte is lost.
 func (v *VCPU) pollInput() {
-	in := v.vm.plat.Input
-	if in == nil {
-		return
+	vm := v.vm
+	vm.pollConsole()
+	n := 0
+	for n < len(vm.input) && vm.UART.Receive(vm.input[n]) {
+		n++
 	}
-	for i := 0; i < 16; i++ {
-		if !v.hasPending {
-			b, ok := in()
-			if !ok {
-				return
-			}
-			v.pendingIn, v.hasPending = b, true
-		}
-		if !v.vm.UART.Receive(v.pendingIn) {
-			return
-		}
-		v.hasPending = false
-	}
+	vm.input = vm.input[:copy(vm.input, vm.input[n:])]
 }
 
 // hlt: a guest halted with interrupts disabled can never wake up, so it is

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"tamavisor/kernel/devices"
+	"tamavisor/snapshot"
 	"tamavisor/svm"
 )
 
@@ -26,6 +27,25 @@ type Platform struct {
 	TSC      func() uint64       // the host's TSC
 	Console  io.Writer           // hypervisor console: guest UART output and reports
 	Input    func() (byte, bool) // console input for the guest UART, if any
+
+	// Idle is called while the monitor waits for console input; it
+	// returns false when no input can come (tests).
+	Idle func() bool
+	// ControlIn and ControlOut are the control channel (a second serial
+	// port): command lines in, answers out. Optional.
+	ControlIn  func() (byte, bool)
+	ControlOut io.Writer
+	// ServiceInterval is how often, in TSC cycles, the run loop polls
+	// input and the control channel between exits.
+	ServiceInterval uint64
+	TSCHz           uint64
+
+	// Store is the snapshot store on the snapshot disk, or nil.
+	Store *snapshot.Store
+	// SnapshotKey, if set, authenticates snapshots (HMAC-SHA256).
+	SnapshotKey []byte
+	// Now returns the wall time in Unix nanoseconds, for snapshot headers.
+	Now func() int64
 }
 
 // Fixed guest devices (docs/guest-abi.md, "Devices").
@@ -43,6 +63,11 @@ const (
 	StopExited StopKind = iota
 	// StopFault: the hypervisor stopped a misbehaving guest.
 	StopFault
+	// StopQuit: quit from the monitor or the control channel.
+	StopQuit
+	// StopSuspended: saved to disk by a SNAPSHOT hypercall asking to
+	// power off.
+	StopSuspended
 )
 
 // Stop is how a VM ended.
@@ -53,8 +78,11 @@ type Stop struct {
 }
 
 func (s *Stop) String() string {
-	if s.Kind == StopExited {
+	switch s.Kind {
+	case StopExited:
 		return fmt.Sprintf("exited with status %d", s.Status)
+	case StopQuit, StopSuspended:
+		return s.Reason
 	}
 	return "stopped: " + s.Reason
 }
@@ -68,22 +96,47 @@ type VM struct {
 	CPUID *CPUIDModel
 	Bus   devices.Bus
 	UART  *devices.UART16550
+	Debug *devices.DebugPort
 	VCPU  *VCPU
 	ASID  uint32
 
 	// BenchReports holds BENCH_REPORT hypercall values by id.
 	BenchReports map[uint64]uint64
 
+	// LastSave describes the last snapshot saved.
+	LastSave SaveStats
+
 	pages  pageTracker
 	ranges []span // pool ranges to free (RAM, permission maps)
 	stop   *Stop
+
+	pause        pauseReason
+	nextService  uint64 // TSC of the next service() between exits
+	input        []byte // console input waiting for the guest UART
+	inputDropped uint64
+	ctlLine      []byte // control-channel line being received
 }
 
 // NewVM builds a VM for img: RAM from the pool mapped at GPA 0 through a
 // fresh NPT, the image loaded, a VMCB with tamavisor's intercepts, and the
 // fixed devices on the port bus.
-func NewVM(p *Platform, img *Image) (vm *VM, err error) {
-	vm = &VM{Name: img.Name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}}
+func NewVM(p *Platform, img *Image) (*VM, error) {
+	vm, err := newVM(p, img.Name, img.MemSize, NewCPUIDModel(p.CPUID))
+	if err != nil {
+		return nil, err
+	}
+	if err = img.load(&vm.Mem, &vm.VCPU.vmcb.State); err != nil {
+		vm.Destroy()
+		return nil, err
+	}
+	return vm, nil
+}
+
+// newVM builds an empty VM: zeroed RAM of memSize bytes at GPA 0, devices
+// in their reset state, a vCPU with a zero state save area. On error it
+// gives back everything it took.
+func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM, err error) {
+	vm = &VM{Name: name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}, CPUID: model}
 	defer func() {
 		if err != nil {
 			vm.Destroy()
@@ -95,29 +148,26 @@ func NewVM(p *Platform, img *Image) (vm *VM, err error) {
 	if vm.ASID, err = p.ASIDs.Alloc(); err != nil {
 		return vm, err
 	}
-	ram, err := vm.alloc(img.MemSize, svm.Size2M)
+	ram, err := vm.alloc(memSize, svm.Size2M)
 	if err != nil {
-		return vm, fmt.Errorf("guest RAM (%d KiB): %w", img.MemSize>>10, err)
+		return vm, fmt.Errorf("guest RAM (%d KiB): %w", memSize>>10, err)
 	}
-	vm.Mem = GuestMemory{HostBase: ram, Size: img.MemSize, ram: p.Mem.Bytes(ram, img.MemSize)}
+	vm.Mem = GuestMemory{HostBase: ram, Size: memSize, ram: p.Mem.Bytes(ram, memSize)}
 	if vm.NPT, err = svm.NewNPT(&vm.pages); err != nil {
 		return vm, err
 	}
-	if err = vm.NPT.Map(0, ram, img.MemSize, svm.PermRWX); err != nil {
+	if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
 		return vm, err
 	}
-	vm.CPUID = NewCPUIDModel(p.CPUID)
 	vm.UART = devices.NewUART16550(COM1Base, p.Console)
+	vm.Debug = devices.NewDebugPort(p.Console)
 	if err = vm.Bus.Register(COM1Base, COM1Ports, vm.UART); err != nil {
 		return vm, err
 	}
-	if err = vm.Bus.Register(DebugPort, 1, devices.NewDebugPort(p.Console)); err != nil {
+	if err = vm.Bus.Register(DebugPort, 1, vm.Debug); err != nil {
 		return vm, err
 	}
 	if vm.VCPU, err = newVCPU(vm); err != nil {
-		return vm, err
-	}
-	if err = img.load(&vm.Mem, &vm.VCPU.vmcb.State); err != nil {
 		return vm, err
 	}
 	return vm, nil
@@ -158,6 +208,9 @@ func (vm *VM) Run() (stop *Stop) {
 		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx)
 		v.Exits++
 		v.handleExit()
+		if vm.pause != pauseNone || vm.plat.TSC() >= vm.nextService {
+			vm.service()
+		}
 	}
 	return vm.stop
 }

@@ -1,0 +1,198 @@
+package kernel
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// EscapeByte, typed on the console (Ctrl-]), switches from the guest's
+// console to the hypervisor monitor (docs/monitor.md).
+const EscapeByte = 0x1d
+
+// Console line editing keys.
+const (
+	keyBackspace = 0x08
+	keyDelete    = 0x7f
+	keyCR        = '\r'
+	keyLF        = '\n'
+	maxLine      = 256
+	inputQueue   = 4096 // console bytes held for the guest UART
+)
+
+// PauseReason says why the run loop left the guest.
+type pauseReason int
+
+const (
+	pauseNone      pauseReason = iota
+	pauseMonitor               // escape typed on the console
+	pauseHypercall             // SNAPSHOT hypercall
+)
+
+// service runs between exits when a pause was requested or the service
+// interval passed: console and control-channel input, the monitor, and
+// snapshot requests. The guest is paused at an exit boundary meanwhile: no
+// I/O is half done.
+func (vm *VM) service() {
+	p := vm.plat
+	vm.nextService = p.TSC() + p.ServiceInterval
+	vm.pollConsole()
+	vm.pollControl()
+	switch vm.pause {
+	case pauseMonitor:
+		vm.pause = pauseNone
+		vm.monitor()
+	case pauseHypercall:
+		vm.pause = pauseNone
+		vm.snapshotHypercall()
+	}
+}
+
+// pollConsole moves console input into the guest's input queue, watching
+// for the monitor escape.
+func (vm *VM) pollConsole() {
+	in := vm.plat.Input
+	if in == nil {
+		return
+	}
+	for {
+		b, ok := in()
+		if !ok {
+			return
+		}
+		if b == EscapeByte {
+			vm.pause = pauseMonitor
+			return
+		}
+		if len(vm.input) < inputQueue {
+			vm.input = append(vm.input, b)
+		} else {
+			vm.inputDropped++
+		}
+	}
+}
+
+// pollControl reads command lines from the control channel (a second
+// serial port on QEMU) and answers each with its output and a final "ok"
+// or "error: ..." line.
+func (vm *VM) pollControl() {
+	in := vm.plat.ControlIn
+	if in == nil {
+		return
+	}
+	for vm.stop == nil {
+		b, ok := in()
+		if !ok {
+			return
+		}
+		if b != keyCR && b != keyLF {
+			if len(vm.ctlLine) < maxLine {
+				vm.ctlLine = append(vm.ctlLine, b)
+			}
+			continue
+		}
+		line := strings.TrimSpace(string(vm.ctlLine))
+		vm.ctlLine = vm.ctlLine[:0]
+		if line == "" {
+			continue
+		}
+		out := vm.plat.ControlOut
+		if _, err := vm.command(line, out); err != nil {
+			fmt.Fprintf(out, "error: %v\n", err)
+		} else {
+			fmt.Fprintf(out, "ok\n")
+		}
+	}
+}
+
+// command runs one monitor or control-channel command; resume is true when
+// the guest should run again (continue).
+func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return false, nil
+	}
+	switch f[0] {
+	case "snapshot", "s":
+		_, err := vm.snapshot(out)
+		return false, err
+	case "info", "i":
+		vm.info(out)
+	case "continue", "c":
+		return true, nil
+	case "quit", "q":
+		vm.stop = &Stop{Kind: StopQuit, Reason: "quit from the monitor"}
+		return true, nil
+	case "help", "h", "?":
+		fmt.Fprintf(out, "commands: snapshot (save the VM to disk), info, continue, quit, help\n")
+	default:
+		return false, fmt.Errorf("unknown command %q (try help)", f[0])
+	}
+	return false, nil
+}
+
+func (vm *VM) info(out io.Writer) {
+	s := &vm.VCPU.vmcb.State
+	fmt.Fprintf(out, "vm %s: %d KiB RAM, %d exits, RIP %#x, CR0 %#x, EFER %#x\n",
+		vm.Name, vm.Mem.Size>>10, vm.VCPU.Exits, s.RIP, s.CR0, s.EFER&^uint64(1<<12))
+	if vm.plat.Store == nil {
+		fmt.Fprintf(out, "snapshot disk: none\n")
+	} else {
+		fmt.Fprintf(out, "snapshot disk: %d MiB per slot\n", vm.plat.Store.SlotSize()>>20)
+	}
+}
+
+// monitor runs the tamavisor> prompt on the console until continue or quit.
+func (vm *VM) monitor() {
+	con := vm.plat.Console
+	fmt.Fprintf(con, "\ntamavisor: monitor, guest paused (snapshot, info, continue, quit, help)\n")
+	for vm.stop == nil {
+		fmt.Fprintf(con, "tamavisor> ")
+		line, ok := vm.readLine()
+		if !ok {
+			fmt.Fprintf(con, "\ntamavisor: no console input, back to the guest\n")
+			return
+		}
+		resume, err := vm.command(line, con)
+		if err != nil {
+			fmt.Fprintf(con, "error: %v\n", err)
+		}
+		if resume {
+			break
+		}
+	}
+	if vm.stop == nil {
+		fmt.Fprintf(con, "tamavisor: back to the guest console\n")
+	}
+}
+
+// readLine reads an edited line from the console, echoing it. ok is false
+// when the platform says no input will come (Idle returned false).
+func (vm *VM) readLine() (string, bool) {
+	con := vm.plat.Console
+	var line []byte
+	for {
+		b, ok := vm.plat.Input()
+		if !ok {
+			if vm.plat.Idle == nil || !vm.plat.Idle() {
+				return "", false
+			}
+			continue
+		}
+		switch b {
+		case keyCR, keyLF:
+			con.Write([]byte{'\n'})
+			return strings.TrimSpace(string(line)), true
+		case keyBackspace, keyDelete:
+			if len(line) > 0 {
+				line = line[:len(line)-1]
+				con.Write([]byte("\b \b"))
+			}
+		default:
+			if b >= 0x20 && b < 0x7f && len(line) < maxLine {
+				line = append(line, b)
+				con.Write([]byte{b})
+			}
+		}
+	}
+}

@@ -1,0 +1,516 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"tamavisor/kernel/devices"
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// tamavisor's chunks (docs/snapshot-format.md, "tamavisor's chunks"). The
+// manifest and RAM chunks are the snapshot package's own.
+const (
+	// ChunkVM holds what a VM is made of before any state: its name and
+	// RAM size. It comes right after the manifest so RAM can be placed as
+	// it streams in.
+	ChunkVM        = "vm"
+	ChunkVMVersion = 1
+	// ChunkVCPU holds one vCPU: the VMCB state save area, the GPRs the
+	// VMCB does not hold, pending event, interrupt shadow, guest TSC, MSRs
+	// kept outside the VMCB, and the FXSAVE area.
+	ChunkVCPU        = "vcpu"
+	ChunkVCPUVersion = 1
+
+	devUART  = "uart16550"
+	devDebug = "debugport"
+
+	fxAreaSize = 512
+)
+
+// deviceModels are the device models this tamavisor can restore, with the
+// newest state version each understands.
+var deviceModels = map[string]uint16{
+	devUART:  devices.UART16550StateVersion,
+	devDebug: devices.DebugPortStateVersion,
+}
+
+// vmConfig is the body of ChunkVM.
+type vmConfig struct {
+	Name    string
+	MemSize uint64
+}
+
+// vcpuState is the body of ChunkVCPU, field by field.
+type vcpuState struct {
+	Save        svm.StateSaveArea // the architectural fields listed in encodeVCPU
+	Regs        svm.Regs
+	Shadow      uint64 // VMCB INTERRUPT_SHADOW
+	EventInj    uint64 // event to deliver on the next VMRUN
+	VIntr       uint64 // V_TPR, V_IRQ... (VMCB offset 0x060)
+	GuestTSC    uint64 // the TSC the guest read at the pause
+	TSCAux      uint64
+	MTRRDefType uint64
+	FX          [fxAreaSize]byte
+}
+
+func segments(s *svm.StateSaveArea) []*svm.Segment {
+	return []*svm.Segment{&s.ES, &s.CS, &s.SS, &s.DS, &s.FS, &s.GS, &s.GDTR, &s.LDTR, &s.IDTR, &s.TR}
+}
+
+func saveRegs(s *svm.StateSaveArea) []*uint64 {
+	return []*uint64{&s.EFER, &s.CR0, &s.CR2, &s.CR3, &s.CR4, &s.DR6, &s.DR7,
+		&s.RFLAGS, &s.RIP, &s.RSP, &s.RAX, &s.STAR, &s.LSTAR, &s.CSTAR, &s.SFMASK,
+		&s.KernelGSBase, &s.SysenterCS, &s.SysenterESP, &s.SysenterEIP, &s.GPAT}
+}
+
+func gprs(r *svm.Regs) []*uint64 {
+	return []*uint64{&r.RBX, &r.RCX, &r.RDX, &r.RSI, &r.RDI, &r.RBP,
+		&r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15}
+}
+
+func encodeVCPU(st *vcpuState) []byte {
+	e := snapshot.NewEncoder(1024)
+	for _, seg := range segments(&st.Save) {
+		e.PutU16(seg.Selector)
+		e.PutU16(seg.Attrib)
+		e.PutU32(seg.Limit)
+		e.PutU64(seg.Base)
+	}
+	e.PutU8(st.Save.CPL)
+	for _, r := range saveRegs(&st.Save) {
+		e.PutU64(*r)
+	}
+	for _, r := range gprs(&st.Regs) {
+		e.PutU64(*r)
+	}
+	for _, v := range []uint64{st.Shadow, st.EventInj, st.VIntr, st.GuestTSC, st.TSCAux, st.MTRRDefType} {
+		e.PutU64(v)
+	}
+	e.PutBytes(st.FX[:])
+	return e.Bytes()
+}
+
+func decodeVCPU(d *snapshot.Decoder) (any, error) {
+	st := &vcpuState{}
+	for _, seg := range segments(&st.Save) {
+		seg.Selector = d.U16()
+		seg.Attrib = d.U16()
+		seg.Limit = d.U32()
+		seg.Base = d.U64()
+	}
+	st.Save.CPL = d.U8()
+	for _, r := range saveRegs(&st.Save) {
+		*r = d.U64()
+	}
+	for _, r := range gprs(&st.Regs) {
+		*r = d.U64()
+	}
+	for _, v := range []*uint64{&st.Shadow, &st.EventInj, &st.VIntr, &st.GuestTSC, &st.TSCAux, &st.MTRRDefType} {
+		*v = d.U64()
+	}
+	fx := d.Bytes()
+	if d.Err() == nil && len(fx) != fxAreaSize {
+		d.Failf("FXSAVE area of %d bytes, want %d", len(fx), fxAreaSize)
+	}
+	copy(st.FX[:], fx)
+	return st, d.Finish()
+}
+
+func encodeVMConfig(c vmConfig) []byte {
+	e := snapshot.NewEncoder(64)
+	e.PutString(c.Name)
+	e.PutU64(c.MemSize)
+	return e.Bytes()
+}
+
+func decodeVMConfig(d *snapshot.Decoder) (any, error) {
+	c := vmConfig{Name: d.String(), MemSize: d.U64()}
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	if c.MemSize == 0 || c.MemSize%svm.PageSize != 0 || c.MemSize > MaxGuestRAM {
+		return nil, fmt.Errorf("guest RAM size %#x not a multiple of 4 KiB up to %d MiB", c.MemSize, MaxGuestRAM>>20)
+	}
+	return c, nil
+}
+
+// Registry returns the codecs of every chunk tamavisor writes: a snapshot
+// with a chunk this build does not know, or a newer version of one, is
+// refused by name.
+func Registry() *snapshot.Registry { return registry(nil) }
+
+// registry builds the Registry; onVM, if set, sees the vm chunk as it
+// streams by (before RAM).
+func registry(onVM func(vmConfig)) *snapshot.Registry {
+	r := snapshot.NewRegistry()
+	vmDecoder := decodeVMConfig
+	if onVM != nil {
+		vmDecoder = func(d *snapshot.Decoder) (any, error) {
+			v, err := decodeVMConfig(d)
+			if err == nil {
+				onVM(v.(vmConfig))
+			}
+			return v, err
+		}
+	}
+	r.MustRegister(snapshot.Codec{Type: ChunkVM, Current: ChunkVMVersion,
+		Decoders: map[uint16]snapshot.DecodeFunc{1: vmDecoder}})
+	r.MustRegister(snapshot.Codec{Type: ChunkVCPU, Current: ChunkVCPUVersion,
+		Decoders: map[uint16]snapshot.DecodeFunc{1: decodeVCPU}})
+	for name, v := range deviceModels {
+		if err := r.RegisterRaw(snapshot.DevicePrefix+name, v); err != nil {
+			panic(err)
+		}
+	}
+	return r
+}
+
+// captureVCPU takes the vCPU's state at an exit boundary.
+func (v *VCPU) capture() *vcpuState {
+	c := &v.vmcb.Control
+	st := &vcpuState{
+		Save:        v.vmcb.State,
+		Regs:        v.Regs,
+		Shadow:      c.InterruptShadow,
+		EventInj:    c.EventInj,
+		VIntr:       c.VIntr,
+		GuestTSC:    v.vm.plat.TSC() + c.TSCOffset,
+		TSCAux:      v.msrs.TSCAux,
+		MTRRDefType: v.msrs.MTRRDefType,
+	}
+	copy(st.FX[:], v.fx[:])
+	return st
+}
+
+// apply installs a saved vCPU state. The TSC offset is chosen so that the
+// guest's TSC continues from the value it had at the pause: time spent
+// saved on disk is invisible to the guest's TSC, which never goes back.
+func (v *VCPU) apply(st *vcpuState) error {
+	s := &v.vmcb.State
+	*s = svm.StateSaveArea{}
+	for i, seg := range segments(&st.Save) {
+		*segments(s)[i] = *seg
+	}
+	s.CPL = st.Save.CPL
+	src := saveRegs(&st.Save)
+	for i, r := range saveRegs(s) {
+		*r = *src[i]
+	}
+	s.EFER |= svm.EFERSVME
+	c := &v.vmcb.Control
+	c.InterruptShadow = st.Shadow & svm.InterruptShadowMask
+	c.EventInj = st.EventInj
+	c.VIntr = st.VIntr | svm.VIntrMasking
+	c.TSCOffset = st.GuestTSC - v.vm.plat.TSC()
+	v.Regs = st.Regs
+	v.msrs = msrState{TSCAux: st.TSCAux, MTRRDefType: st.MTRRDefType}
+	copy(v.fx[:], st.FX[:])
+	if bad := svm.Check(v.vmcb); len(bad) > 0 {
+		return fmt.Errorf("saved vCPU state would be refused by VMRUN: %v", bad)
+	}
+	return nil
+}
+
+// manifest describes the VM for a snapshot.
+func (vm *VM) manifest() *snapshot.Manifest {
+	m := &snapshot.Manifest{
+		VCPUs:  1,
+		Memory: []snapshot.MemRegion{{GPA: 0, Size: vm.Mem.Size, Kind: snapshot.MemRAM, Name: "ram"}},
+		Devices: []snapshot.DeviceEntry{
+			{Name: devUART, Instance: 0, StateVersion: devices.UART16550StateVersion, Required: true},
+			{Name: devDebug, Instance: 0, StateVersion: devices.DebugPortStateVersion, Required: false},
+		},
+		Properties: []snapshot.Property{
+			{Key: "hypervisor", Value: "tamavisor"},
+			{Key: "guest-abi", Value: strconv.Itoa(ABIVersion)},
+			{Key: "vm.name", Value: vm.Name},
+		},
+	}
+	for _, e := range vm.CPUID.Entries {
+		m.CPUID = append(m.CPUID, snapshot.CPUIDLeaf{Leaf: e.Leaf, Subleaf: e.Subleaf, EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX})
+	}
+	return m
+}
+
+// progressSource counts guest RAM read by the snapshot writer.
+type progressSource struct {
+	mem  *GuestMemory
+	read uint64
+	fn   func(read uint64)
+}
+
+func (p *progressSource) ReadAt(b []byte, gpa int64) (int, error) {
+	if err := p.mem.ReadGPA(uint64(gpa), b); err != nil {
+		return 0, err
+	}
+	p.read += uint64(len(b))
+	if p.fn != nil {
+		p.fn(p.read)
+	}
+	return len(b), nil
+}
+
+// WriteSnapshot writes the VM, paused at an exit boundary, into w. RAM is
+// read twice (the writer finds zero pages first), so progress reports
+// reads of up to twice the RAM size.
+func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(read, total uint64)) error {
+	if err := w.WriteManifest(vm.manifest()); err != nil {
+		return err
+	}
+	if err := w.WriteChunk(ChunkVM, 0, ChunkVMVersion, snapshot.Required,
+		encodeVMConfig(vmConfig{Name: vm.Name, MemSize: vm.Mem.Size})); err != nil {
+		return err
+	}
+	if err := w.WriteChunk(ChunkVCPU, 0, ChunkVCPUVersion, snapshot.Required, encodeVCPU(vm.VCPU.capture())); err != nil {
+		return err
+	}
+	if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
+		return err
+	}
+	if err := w.WriteDevice(devDebug, 0, vm.Debug.MarshalState()); err != nil {
+		return err
+	}
+	src := &progressSource{mem: &vm.Mem}
+	if progress != nil {
+		src.fn = func(read uint64) { progress(read, 2*vm.Mem.Size) }
+	}
+	return w.WriteRAM(src, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+}
+
+// Save writes a snapshot of the VM to store (crash-safe: the previous
+// snapshot stays valid until the new one is committed).
+func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(read, total uint64)) (*snapshot.Commit, error) {
+	h := snapshot.Header{Created: created, VMName: vm.Name}
+	copy(h.VMID[:], vm.Name)
+	return store.Save(snapshot.SaveOptions{Header: h, Key: key}, func(w *snapshot.Writer) error {
+		return vm.WriteSnapshot(w, progress)
+	})
+}
+
+// restoreSink places RAM pages of a snapshot into the VM that the "vm"
+// chunk, decoded just before, described.
+type restoreSink struct {
+	p   *Platform
+	cfg *vmConfig
+	vm  *VM
+	err error
+}
+
+func (s *restoreSink) ensure() error {
+	if s.vm != nil || s.err != nil {
+		return s.err
+	}
+	if s.cfg == nil {
+		s.err = errors.New("RAM before the vm chunk")
+		return s.err
+	}
+	// The CPUID model comes from the manifest once decoding is done.
+	s.vm, s.err = newVM(s.p, s.cfg.Name, s.cfg.MemSize, &CPUIDModel{})
+	return s.err
+}
+
+func (s *restoreSink) WriteAt(b []byte, gpa int64) (int, error) {
+	if err := s.ensure(); err != nil {
+		return 0, err
+	}
+	if err := s.vm.Mem.WriteGPA(uint64(gpa), b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// RefusedError is a snapshot this hypervisor will not resume.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "restore refused: " + e.Reason }
+
+// Restore rebuilds the VM of the newest committed snapshot in store. It
+// refuses (no partial resume) a snapshot that is corrupt, fails
+// authentication, needs a chunk, device model or version this build does
+// not have, or saw CPU features the host does not offer. The snapshot is
+// read once: its RAM streams into a fresh VM that is destroyed if anything
+// turns out wrong.
+func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Commit, error) {
+	recs, err := store.Records()
+	if err != nil {
+		return nil, nil, err
+	}
+	var newest *snapshot.Commit
+	var why []error
+	for _, r := range recs {
+		switch {
+		case r.Commit != nil && (newest == nil || r.Commit.Generation > newest.Generation):
+			newest = r.Commit
+		case r.Err != nil:
+			why = append(why, fmt.Errorf("slot %d: %w", r.Slot, r.Err))
+		}
+	}
+	if newest == nil {
+		return nil, nil, fmt.Errorf("no snapshot on the disk: %w", errors.Join(append(why, snapshot.ErrNoSnapshot)...))
+	}
+	sink := &restoreSink{p: p}
+	// The vm chunk, seen as it streams by, says where RAM goes.
+	reg := registry(func(c vmConfig) { sink.cfg = &c })
+	snap, err := store.Decode(newest, snapshot.DecodeOptions{Registry: reg, Key: key, Memory: sink})
+	vm := sink.vm
+	if err == nil {
+		if vm == nil {
+			err = sink.ensure() // a VM whose RAM is all zero
+			vm = sink.vm
+		}
+	}
+	if err == nil {
+		err = rebuild(p, vm, snap)
+	}
+	if err != nil {
+		if vm != nil {
+			vm.Destroy()
+		}
+		return nil, nil, fmt.Errorf("generation %d: %w", newest.Generation, err)
+	}
+	return vm, newest, nil
+}
+
+// rebuild applies a decoded snapshot's configuration and state to vm.
+func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
+	m := snap.Manifest
+	if m.VCPUs != 1 {
+		return &RefusedError{fmt.Sprintf("%d vCPUs (this tamavisor runs 1)", m.VCPUs)}
+	}
+	if len(m.Memory) != 1 || m.Memory[0].GPA != 0 || m.Memory[0].Kind != snapshot.MemRAM || m.Memory[0].Size != vm.Mem.Size {
+		return &RefusedError{fmt.Sprintf("memory map %v (this tamavisor has one RAM region at 0 of the vm chunk's size)", m.Memory)}
+	}
+	for _, d := range m.Devices {
+		v, ok := deviceModels[d.Name]
+		if !ok {
+			if d.Required {
+				return &RefusedError{fmt.Sprintf("device model %q is not in this tamavisor", d.Name)}
+			}
+			continue
+		}
+		if d.StateVersion > v || d.Instance != 0 {
+			return &RefusedError{fmt.Sprintf("device %q instance %d state version %d (this tamavisor has instance 0 up to version %d)", d.Name, d.Instance, d.StateVersion, v)}
+		}
+	}
+	model := &CPUIDModel{}
+	for _, l := range m.CPUID {
+		model.Entries = append(model.Entries, CPUIDEntry{l.Leaf, l.Subleaf, l.EAX, l.EBX, l.ECX, l.EDX})
+	}
+	if err := model.Compatible(NewCPUIDModel(p.CPUID)); err != nil {
+		return &RefusedError{err.Error()}
+	}
+	vm.CPUID = model
+	vc := snap.Find(ChunkVCPU, 0)
+	if vc == nil {
+		return &RefusedError{"no vcpu chunk"}
+	}
+	if err := vm.VCPU.apply(vc.Value.(*vcpuState)); err != nil {
+		return err
+	}
+	for _, dev := range []struct {
+		name string
+		u    interface {
+			UnmarshalState(uint16, []byte) error
+		}
+	}{{devUART, vm.UART}, {devDebug, vm.Debug}} {
+		c := snap.Find(snapshot.DevicePrefix+dev.name, 0)
+		if c == nil {
+			continue // optional, or a device added since: reset state
+		}
+		body, _ := c.Value.([]byte)
+		if err := dev.u.UnmarshalState(c.Version, body); err != nil {
+			return fmt.Errorf("device %q: %w", dev.name, err)
+		}
+	}
+	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushAll
+	return nil
+}
+
+// Hypercall SNAPSHOT (docs/guest-abi.md): RBX bit 0 asks to power off after
+// a successful save. RAX returns 0 after a save in the running guest, 1 in
+// a guest resumed from that snapshot, or an error.
+const (
+	SnapshotPowerOff = 1 << 0
+	resumedRAX       = 1
+)
+
+// ErrNoDisk is returned by a snapshot request without a snapshot disk.
+var ErrNoDisk = errors.New("no snapshot disk (start QEMU with a virtio-blk drive, see README)")
+
+// snapshot saves the VM now, reporting progress on the console and the
+// result on out. On error the previous snapshot stays valid and the guest
+// keeps running.
+func (vm *VM) snapshot(out io.Writer) (*snapshot.Commit, error) {
+	p := vm.plat
+	if p.Store == nil {
+		return nil, ErrNoDisk
+	}
+	hz := float64(p.TSCHz)
+	if hz == 0 {
+		hz = 1e9
+	}
+	start := p.TSC()
+	nextPct := uint64(10)
+	progress := func(read, total uint64) {
+		if total < progressMin {
+			return
+		}
+		for pct := read * 100 / total; pct >= nextPct && nextPct < 100; nextPct += 10 {
+			secs := float64(p.TSC()-start) / hz
+			fmt.Fprintf(p.Console, "tamavisor: snapshot %d%% (%.1f MiB/s)\n", nextPct, float64(read)/(1<<20)/secs)
+		}
+	}
+	var created int64
+	if p.Now != nil {
+		created = p.Now()
+	}
+	c, err := vm.Save(p.Store, p.SnapshotKey, created, progress)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot failed, the guest keeps running and the previous snapshot stays valid: %w", err)
+	}
+	secs := float64(p.TSC()-start) / hz
+	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %.1f MiB on disk for %d MiB of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
+		c.Generation, c.Slot, float64(c.Length)/(1<<20), vm.Mem.Size>>20, secs, float64(vm.Mem.Size)/(1<<20)/secs)
+	vm.LastSave = SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start}
+	return c, nil
+}
+
+// progressMin is the RAM read volume below which no progress is printed.
+const progressMin = 64 << 20
+
+// SaveStats describes the last save.
+type SaveStats struct {
+	Generation uint64
+	Bytes      uint64 // snapshot stream length
+	Cycles     uint64 // TSC cycles the guest was paused
+}
+
+// snapshotHypercall completes a SNAPSHOT hypercall: the saved guest will
+// see RAX=1 when resumed; the running one sees 0 or the error.
+func (vm *VM) snapshotHypercall() {
+	s := &vm.VCPU.vmcb.State
+	flags := vm.VCPU.Regs.RBX
+	s.RAX = resumedRAX
+	_, err := vm.snapshot(vm.plat.Console)
+	switch {
+	case errors.Is(err, ErrNoDisk):
+		s.RAX = errno(ENODEV)
+	case err != nil:
+		s.RAX = errno(EIO)
+	default:
+		s.RAX = 0
+		if flags&SnapshotPowerOff != 0 {
+			vm.stop = &Stop{Kind: StopSuspended, Reason: "suspended to disk"}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(vm.plat.Console, "tamavisor: %v\n", err)
+	}
+}
+
+// errno is a negative hypercall error as the guest sees it in RAX.
+func errno(e int64) uint64 { return uint64(e) }

@@ -1,0 +1,256 @@
+package kernel
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// withStore gives the env a snapshot store on an in-memory disk.
+func (e *env) withStore(dev snapshot.BlockDevice) *snapshot.Store {
+	e.t.Helper()
+	st, err := snapshot.Open(dev, snapshot.StoreOptions{BlockSize: 64 << 10})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.plat.Store = st
+	return st
+}
+
+// dirty makes a recognisable guest: RAM pattern, registers, device and FPU
+// state.
+func dirty(vm *VM) {
+	for gpa := uint64(0x100000); gpa < 0x180000; gpa += 0x3000 {
+		vm.Mem.WriteGPA(gpa, []byte("tamavisor page "+string(rune('a'+gpa/0x3000%26))))
+	}
+	vm.VCPU.Regs = svm.Regs{RBX: 0x1111, RCX: 0x2222, RDX: 0x3333, RSI: 0x4444, RDI: 0x5555, RBP: 0x6666, R8: 8, R12: 12, R15: 0xf15}
+	vm.VCPU.vmcb.State.RSP = 0x9000
+	vm.VCPU.vmcb.State.CR2 = 0xdead000
+	vm.Bus.Out(COM1Base+7, 1, 0x5a) // UART scratch register
+	vm.VCPU.fx[100] = 0x77
+	vm.VCPU.msrs.TSCAux = 3
+}
+
+func snapshotStep(e *env, flags uint64) step {
+	return e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+		v.State.RAX = HCSnapshot
+		r.RBX = flags
+	})
+}
+
+func TestSaveRestoreRoundTrip(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		dev := snapshot.NewMemDevice(32<<20, 512)
+		e.withStore(dev)
+		vm := e.boot(Mode64)
+		dirty(vm)
+		vm.VCPU.vmcb.Control.TSCOffset = 500
+		es := e.resume(snapshotStep(e, 0))
+		after := last(es)
+		if after.vmcb.State.RAX != 0 {
+			t.Fatalf("running guest got RAX %#x after SNAPSHOT, want 0; console:\n%s", after.vmcb.State.RAX, e.console.String())
+		}
+		if !strings.Contains(e.console.String(), "snapshot saved: generation 1") {
+			t.Errorf("console: %q", e.console.String())
+		}
+		savedRIP := after.vmcb.State.RIP
+		savedTSC := e.tsc + 500 // the guest's TSC at the pause
+
+		// A fresh machine (new pool, new TSC) restores from the same disk.
+		e2 := newEnv(t, e.plat.Features)
+		e2.tsc = 50 // host TSC much lower than at save: the guest must not go back
+		st := e2.withStore(dev)
+		rvm, c, err := Restore(e2.plat, st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rvm.Destroy()
+		if c.Generation != 1 || rvm.Name != "test" || rvm.Mem.Size != testMem {
+			t.Errorf("restored %+v name %q size %#x", c, rvm.Name, rvm.Mem.Size)
+		}
+		if !bytes.Equal(rvm.Mem.ram, vm.Mem.ram) {
+			t.Error("RAM differs after restore")
+		}
+		s := &rvm.VCPU.vmcb.State
+		if s.RIP != savedRIP || s.RAX != resumedRAX || s.RSP != 0x9000 || s.CR2 != 0xdead000 {
+			t.Errorf("RIP %#x RAX %#x RSP %#x CR2 %#x", s.RIP, s.RAX, s.RSP, s.CR2)
+		}
+		if s.EFER&svm.EFERSVME == 0 || s.CR3 != vm.VCPU.vmcb.State.CR3 || s.CS != vm.VCPU.vmcb.State.CS {
+			t.Errorf("control state lost: EFER %#x CR3 %#x CS %+v", s.EFER, s.CR3, s.CS)
+		}
+		want := vm.VCPU.Regs
+		want.RBX = 0 // the hypercall's flags argument was in RBX
+		if r := rvm.VCPU.Regs; r.RCX != want.RCX || r.R15 != want.R15 || r.RBP != want.RBP {
+			t.Errorf("GPRs %+v, want %+v", r, want)
+		}
+		if got := rvm.plat.TSC() + rvm.VCPU.vmcb.Control.TSCOffset; got != savedTSC {
+			t.Errorf("guest TSC resumes at %d, saved %d", got, savedTSC)
+		}
+		if rvm.Bus.In(COM1Base+7, 1) != 0x5a || rvm.VCPU.fx[100] != 0x77 || rvm.VCPU.msrs.TSCAux != 3 {
+			t.Error("device, FPU or MSR state lost")
+		}
+		if len(rvm.CPUID.Entries) != len(vm.CPUID.Entries) {
+			t.Error("CPUID model not restored from the manifest")
+		}
+		if r := svm.Check(rvm.VCPU.vmcb); len(r) != 0 {
+			t.Errorf("restored VMCB fails checks: %v", r)
+		}
+	})
+}
+
+func TestRestoreRefusesCorruption(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	st := e.withStore(dev)
+	vm := e.boot(Mode16)
+	dirty(vm)
+	c, err := vm.Save(st, nil, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := e.pool.FreeBytes()
+	dev.Data[c.Offset+c.Length/2] ^= 0x40 // inside the RAM chunk
+	_, _, err = Restore(e.plat, st, nil)
+	if err == nil || !strings.Contains(err.Error(), `chunk "ram"`) {
+		t.Fatalf("corrupt RAM: %v", err)
+	}
+	if e.pool.FreeBytes() != free {
+		t.Error("a refused restore leaked memory")
+	}
+	// An empty disk has nothing to restore.
+	e2 := newEnv(t, featNRIP)
+	if _, _, err := Restore(e2.plat, e2.withStore(snapshot.NewMemDevice(1<<20, 512)), nil); err == nil || !strings.Contains(err.Error(), "no snapshot") {
+		t.Errorf("empty disk: %v", err)
+	}
+}
+
+func TestRestoreRefusesUnknownDeviceAndCPU(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	vm := e.boot(Mode16)
+	// A snapshot from a "newer tamavisor" with a virtio-net device.
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	st := e.withStore(dev)
+	_, err := st.Save(snapshot.SaveOptions{Header: snapshot.Header{VMName: "x"}}, func(w *snapshot.Writer) error {
+		m := vm.manifest()
+		m.Devices = append(m.Devices, snapshot.DeviceEntry{Name: "virtio-net", StateVersion: 1, Required: true})
+		if err := w.WriteManifest(m); err != nil {
+			return err
+		}
+		if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(vmConfig{"x", vm.Mem.Size})); err != nil {
+			return err
+		}
+		if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vm.VCPU.capture())); err != nil {
+			return err
+		}
+		if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
+			return err
+		}
+		if err := w.WriteDevice(devDebug, 0, nil); err != nil {
+			return err
+		}
+		if err := w.WriteDevice("virtio-net", 0, []byte{1}); err != nil {
+			return err
+		}
+		return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Restore(e.plat, st, nil); err == nil || !strings.Contains(err.Error(), "virtio-net") {
+		t.Errorf("unknown device: %v", err)
+	}
+
+	// A guest that saw a CPU feature this host lacks.
+	dev2 := snapshot.NewMemDevice(32<<20, 512)
+	st2 := e.withStore(dev2)
+	vm.CPUID.Entries = append([]CPUIDEntry(nil), vm.CPUID.Entries...)
+	for i := range vm.CPUID.Entries {
+		if vm.CPUID.Entries[i].Leaf == leafExtFeats {
+			vm.CPUID.Entries[i].EDX |= 1 << 30 // 3DNow!Ext, not in fakeCPUID
+		}
+	}
+	if _, err := vm.Save(st2, nil, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Restore(e.plat, st2, nil); err == nil || !strings.Contains(err.Error(), "features this host lacks") {
+		t.Errorf("CPU features: %v", err)
+	}
+}
+
+func TestSnapshotDiskTooSmall(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	dev := snapshot.NewMemDevice(2<<20, 512) // slots of ~1 MiB for 4 MiB of RAM
+	e.withStore(dev)
+	vm := e.boot(Mode16)
+	for gpa := uint64(0); gpa < testMem; gpa += 4096 {
+		vm.Mem.WriteGPA(gpa, []byte{1}) // no zero page to elide
+	}
+	es := e.resume(snapshotStep(e, SnapshotPowerOff), exitStep(svm.ExitCPUID, 0, 0))
+	if got := es[1].vmcb.State.RAX; got != errno(EIO) {
+		t.Errorf("RAX %#x, want EIO", got)
+	}
+	if !strings.Contains(e.console.String(), "snapshot failed, the guest keeps running") {
+		t.Errorf("console: %q", e.console.String())
+	}
+}
+
+func TestSnapshotPowerOff(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withStore(snapshot.NewMemDevice(32<<20, 512))
+	e.boot(Mode16)
+	stop := e.stopped(snapshotStep(e, SnapshotPowerOff), exitStep(svm.ExitCPUID, 0, 0))
+	if stop.Kind != StopSuspended {
+		t.Errorf("stop %v", stop)
+	}
+}
+
+func TestMonitor(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withStore(snapshot.NewMemDevice(32<<20, 512))
+	e.boot(Mode16)
+	e.input = []byte("ab\x1dinfo\nbogus\nsnapshot\ncontinue\n")
+	e.resume(e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	out := e.console.String()
+	for _, want := range []string{"tamavisor> info", "vm test:", "unknown command \"bogus\"",
+		"snapshot saved: generation 1", "back to the guest console"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("monitor output lacks %q:\n%s", want, out)
+		}
+	}
+	if string(e.vm.input) != "ab" {
+		t.Errorf("bytes before the escape should reach the guest, got %q", e.vm.input)
+	}
+
+	e = newEnv(t, featNRIP)
+	e.boot(Mode16)
+	e.input = []byte("\x1dquit\n")
+	if stop := e.stopped(e.insnExit(svm.ExitCPUID, encCPUID, nil), e.insnExit(svm.ExitCPUID, encCPUID, nil)); stop.Kind != StopQuit {
+		t.Errorf("quit: %v", stop)
+	}
+}
+
+func TestControlChannel(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withStore(snapshot.NewMemDevice(32<<20, 512))
+	e.boot(Mode16)
+	ctl := []byte("snapshot\nfly\n")
+	var out bytes.Buffer
+	e.plat.ControlIn = func() (byte, bool) {
+		if len(ctl) == 0 {
+			return 0, false
+		}
+		b := ctl[0]
+		ctl = ctl[1:]
+		return b, true
+	}
+	e.plat.ControlOut = &out
+	e.resume(e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	got := out.String()
+	if !strings.Contains(got, "snapshot saved: generation 1") || !strings.Contains(got, "\nok\n") ||
+		!strings.Contains(got, "error: unknown command \"fly\"") {
+		t.Errorf("control channel answered:\n%s", got)
+	}
+}
