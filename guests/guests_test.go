@@ -16,14 +16,17 @@ var expected = map[string]struct {
 	mode    uint32
 	maxSize uint64 // upper bound on mem_size, to keep guests small
 }{
-	"real16": {16, 1 << 20},
-	"prot32": {32, 1 << 20},
-	"long64": {64, 1 << 20},
-	"demo":   {64, 1 << 20},
-	"alive":  {16, 1 << 20},
-	"npf":    {32, 64 << 10},
-	"triple": {32, 1 << 20},
-	"bench":  {64, 1 << 20},
+	"real16":  {16, 1 << 20},
+	"prot32":  {32, 1 << 20},
+	"long64":  {64, 1 << 20},
+	"demo":    {64, 1 << 20},
+	"alive":   {16, 1 << 20},
+	"npf":     {32, 64 << 10},
+	"triple":  {32, 1 << 20},
+	"bench":   {64, 1 << 20},
+	"echo":    {16, 64 << 10},
+	"counter": {64, 64 << 20},
+	"fill":    {64, 258 << 20},
 }
 
 const headerSize = 64
