@@ -13,8 +13,14 @@ import (
 	"tamavisor/internal/x86"
 )
 
-// COM1 is the console UART.
-const COM1 = 0x3f8
+// Serial ports: COM1 is the console, COM2 the control channel.
+const (
+	COM1 = 0x3f8
+	COM2 = 0x2f8
+	// lsrAbsent is what an unpopulated port's line status reads.
+	lsrAbsent = 0xff
+	uartLSR   = 5
+)
 
 var (
 	// CPU is the bootstrap processor. tamavisor runs on it alone.
@@ -22,6 +28,13 @@ var (
 
 	// UART0 is the console.
 	UART0 = &uart.UART{Index: 1, Base: COM1}
+
+	// UART1 is the control channel (a second QEMU -serial).
+	UART1 = &uart.UART{Index: 2, Base: COM2}
+
+	// bootUnix is the wall time at boot from the CMOS RTC, bootNano the
+	// monotonic time it was read at.
+	bootUnix, bootNano int64
 
 	// TSCHz is the calibrated TSC frequency (0 if calibration failed).
 	TSCHz uint64
@@ -57,6 +70,53 @@ func hwinit1() {
 func init() {
 	CPU.EnableExceptions()
 	dma.Init(DMAStart, DMASize)
+	readRTC()
+}
+
+func cmos(reg uint8) uint8 {
+	x86.Out8(CMOSIndex, cmosNMIDisable|reg)
+	return x86.In8(CMOSData)
+}
+
+// readRTC reads the CMOS clock once, outside an update cycle.
+func readRTC() {
+	for i := 0; i < 1000 && cmos(RTCStatusA)&RTCUpdating != 0; i++ {
+	}
+	if t, ok := RTCTime(cmos(RTCSeconds), cmos(RTCMinutes), cmos(RTCHours), cmos(RTCDay),
+		cmos(RTCMonth), cmos(RTCYear), cmos(RTCCentury)); ok {
+		bootUnix, bootNano = t*1e9, nanotime()
+	}
+}
+
+// WallNow returns the wall time in Unix nanoseconds: the RTC at boot plus
+// the calibrated TSC since (0 if the RTC was unreadable).
+func WallNow() int64 {
+	if bootUnix == 0 {
+		return 0
+	}
+	return bootUnix + nanotime() - bootNano
+}
+
+// ControlPort returns the control channel UART, or nil when COM2 is absent.
+func ControlPort() *uart.UART {
+	if x86.In8(COM2+uartLSR) == lsrAbsent {
+		return nil
+	}
+	UART1.Init()
+	return UART1
+}
+
+// UARTWriter writes to a UART, LF as CR LF.
+type UARTWriter struct{ U *uart.UART }
+
+func (w UARTWriter) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c == '\n' {
+			w.U.Tx('\r')
+		}
+		w.U.Tx(c)
+	}
+	return len(p), nil
 }
 
 func pitCounter() uint16 {
@@ -85,11 +145,7 @@ func calibrateTSC() {
 
 // RAMEnd returns the end of RAM below 4 GiB as QEMU reports it in CMOS.
 func RAMEnd() uint64 {
-	read := func(reg uint8) uint8 {
-		x86.Out8(CMOSIndex, cmosNMIDisable|reg)
-		return x86.In8(CMOSData)
-	}
-	return LowRAMEnd(read(CMOSExtMemLow), read(CMOSExtMemHigh))
+	return LowRAMEnd(cmos(CMOSExtMemLow), cmos(CMOSExtMemHigh))
 }
 
 // PowerOff ends the machine with a status: under QEMU through

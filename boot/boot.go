@@ -95,3 +95,44 @@ func LowRAMEnd(low, high uint8) uint64 {
 	}
 	return 16<<20 + blocks*64<<10
 }
+
+// CMOS real-time clock registers (MC146818; PC CMOS map). QEMU keeps them in
+// BCD, 24-hour mode.
+const (
+	RTCSeconds  = 0x00
+	RTCMinutes  = 0x02
+	RTCHours    = 0x04
+	RTCDay      = 0x07 // day of the month
+	RTCMonth    = 0x08
+	RTCYear     = 0x09
+	RTCStatusA  = 0x0a
+	RTCCentury  = 0x32
+	RTCUpdating = 1 << 7 // status A: update in progress
+)
+
+func bcd(v uint8) int { return int(v>>4)*10 + int(v&0xf) }
+
+// RTCTime converts CMOS RTC register values (BCD) to Unix seconds (UTC).
+// ok is false for values that are not a valid date.
+func RTCTime(sec, min, hour, day, month, year, century uint8) (unix int64, ok bool) {
+	y := bcd(century)*100 + bcd(year)
+	if century == 0 {
+		y = 2000 + bcd(year)
+	}
+	mo, d, h, mi, s := bcd(month), bcd(day), bcd(hour), bcd(min), bcd(sec)
+	if mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 {
+		return 0, false
+	}
+	// Days since 1970-01-01 (proleptic Gregorian, civil-from-days inverse).
+	yy := y
+	if mo <= 2 {
+		yy--
+	}
+	era := yy / 400
+	yoe := yy - era*400
+	m := (mo + 9) % 12
+	doy := (153*m+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	days := int64(era*146097+doe) - 719468
+	return days*86400 + int64(h*3600+mi*60+s), true
+}

@@ -47,3 +47,23 @@ func TestLowRAMEnd(t *testing.T) {
 		t.Error("no CMOS value must give 0")
 	}
 }
+
+func TestRTCTime(t *testing.T) {
+	for _, tc := range []struct {
+		regs [7]uint8 // sec min hour day month year century, BCD
+		want int64
+	}{
+		{[7]uint8{0x00, 0x00, 0x00, 0x01, 0x01, 0x70, 0x19}, 0},
+		{[7]uint8{0x09, 0x40, 0x21, 0x26, 0x11, 0x26, 0x20}, 1795729209}, // 2026-11-26 21:40:09
+		{[7]uint8{0x59, 0x59, 0x23, 0x29, 0x02, 0x24, 0x20}, 1709251199}, // leap day 2024
+	} {
+		r := tc.regs
+		got, ok := RTCTime(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+		if !ok || got != tc.want {
+			t.Errorf("%x: %d %v, want %d", r, got, ok, tc.want)
+		}
+	}
+	if _, ok := RTCTime(0, 0, 0, 0x32, 0x01, 0x26, 0x20); ok {
+		t.Error("day 32 accepted")
+	}
+}

@@ -1,0 +1,524 @@
+// Package blk is a polling virtio-blk driver (VIRTIO 1.2 section 5.2) for
+// tamavisor's snapshot store. It implements snapshot.BlockDevice over any
+// virtio.Transport, keeps several requests in flight, passes caller
+// buffers to the device by physical address when possible (zero copy) and
+// otherwise bounces through DMA memory.
+//
+// Flush requires VIRTIO_BLK_F_FLUSH: a device without it gives no way to
+// make writes durable, so Flush then returns ErrNoFlush rather than
+// pretending to succeed.
+package blk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"tamavisor/boot/virtio"
+	"tamavisor/snapshot"
+)
+
+// DeviceID is the virtio device type of a block device.
+const DeviceID = 2
+
+// Feature bits (section 5.2.3).
+const (
+	FeatureSizeMax = 1 // VIRTIO_BLK_F_SIZE_MAX: config size_max is valid
+	FeatureSegMax  = 2 // VIRTIO_BLK_F_SEG_MAX: config seg_max is valid
+	FeatureRO      = 5 // VIRTIO_BLK_F_RO: device is read-only
+	FeatureBlkSize = 6 // VIRTIO_BLK_F_BLK_SIZE: config blk_size is valid
+	FeatureFlush   = 9 // VIRTIO_BLK_F_FLUSH: flush command supported
+)
+
+// Configuration layout offsets (struct virtio_blk_config, section 5.2.4).
+const (
+	ConfigCapacity = 0  // le64, in 512-byte sectors
+	ConfigSizeMax  = 8  // le32, max bytes of one segment
+	ConfigSegMax   = 12 // le32, max data segments of one request
+	ConfigBlkSize  = 20 // le32, block size
+	configLen      = 24
+)
+
+// Request types (section 5.2.6).
+const (
+	TypeIn    = 0
+	TypeOut   = 1
+	TypeFlush = 4
+	TypeGetID = 8
+)
+
+// Request status values (section 5.2.6).
+const (
+	StatusOK     = 0
+	StatusIOErr  = 1
+	StatusUnsupp = 2
+)
+
+const (
+	// SectorShift: the request header's sector is in 512-byte units.
+	SectorShift = 9
+	hdrSize     = 16 // struct virtio_blk_req header: type le32, reserved le32, sector le64
+	idLen       = 20 // GET_ID response length
+	maxDescLen  = 1 << 30
+)
+
+// Defaults for Options.
+const (
+	DefaultQueueSize  = 256
+	DefaultMaxRequest = 256 << 10
+	DefaultBounceSize = 1 << 20
+	DefaultTimeout    = 30 * time.Second
+)
+
+var (
+	// ErrNoFlush is returned by Flush if the device lacks VIRTIO_BLK_F_FLUSH.
+	ErrNoFlush = errors.New("virtio-blk: device does not support flush (no VIRTIO_BLK_F_FLUSH); writes cannot be made durable")
+	// ErrReadOnly is returned by WriteAt on a VIRTIO_BLK_F_RO device.
+	ErrReadOnly = errors.New("virtio-blk: device is read-only (VIRTIO_BLK_F_RO)")
+	// ErrTimeout wraps requests the device did not complete in time.
+	ErrTimeout = errors.New("virtio-blk: request timed out")
+)
+
+// Options tunes a Device. Zero values select the defaults.
+type Options struct {
+	// Phys returns the physical address of b[0] if the device may access
+	// all of b directly; nil or false means bounce through DMA memory.
+	Phys func(b []byte) (uint64, bool)
+	// Timeout bounds the wait for any completion while requests are in
+	// flight. After a timeout the device is reset and reinitialised.
+	Timeout time.Duration
+	// Now is a monotonic clock (default: time since New).
+	Now func() time.Duration
+	// QueueSize caps the virtqueue size (rounded down to a power of two).
+	QueueSize int
+	// MaxRequest caps the data bytes of one request.
+	MaxRequest int
+	// BounceSize is the size of the bounce buffer, allocated on first use.
+	BounceSize int
+}
+
+// Stats counts driver activity.
+type Stats struct {
+	Requests, Flushes, Errors, Timeouts, Resets uint64
+	BytesRead, BytesWritten, BytesBounced       uint64
+}
+
+// Device is a virtio-blk device. Its methods are safe for concurrent use.
+type Device struct {
+	mu       sync.Mutex
+	t        virtio.Transport
+	dma      virtio.DMA
+	opt      Options
+	features uint64
+	q        *virtio.Queue
+	sector   int
+	size     int64
+	segLen   int // max bytes per data descriptor
+	reqLen   int // max data bytes per request
+	slots    int
+	hdrPA    uint64 // slot i: header at 16*i, status at 16*slots+i, ID after
+	hdr      []byte
+	freeSlot []int
+	headSlot []int // by head descriptor: slot index
+	slotSec  []uint64
+	slotLen  []int
+	slotBusy []bool
+	bufs     []virtio.Buf
+	bounce   []byte
+	bouncePA uint64
+	broken   error // reinitialisation failed; retried on the next request
+	stats    Stats
+}
+
+var _ snapshot.BlockDevice = (*Device)(nil)
+
+// New initialises the block device behind t.
+func New(t virtio.Transport, dma virtio.DMA, opt Options) (*Device, error) {
+	if id := t.DeviceID(); id != DeviceID {
+		return nil, fmt.Errorf("virtio-blk: device ID is %d, not a block device (%d)", id, DeviceID)
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Now == nil {
+		start := time.Now()
+		opt.Now = func() time.Duration { return time.Since(start) }
+	}
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = DefaultQueueSize
+	}
+	if opt.MaxRequest <= 0 {
+		opt.MaxRequest = DefaultMaxRequest
+	}
+	if opt.BounceSize <= 0 {
+		opt.BounceSize = DefaultBounceSize
+	}
+	d := &Device{t: t, dma: dma, opt: opt}
+	if err := d.start(); err != nil {
+		return nil, err
+	}
+	var cfg [configLen]byte
+	if err := t.ReadConfig(0, cfg[:]); err != nil {
+		return nil, d.fail(err)
+	}
+	if err := d.geometry(cfg[:]); err != nil {
+		return nil, d.fail(err)
+	}
+	return d, nil
+}
+
+func (d *Device) fail(err error) error {
+	d.t.SetStatus(virtio.StatusFailed)
+	return err
+}
+
+// start negotiates features, sets up queue 0 (allocating it and the request
+// headers on the first call) and sets DRIVER_OK.
+func (d *Device) start() error {
+	opt := uint64(1<<FeatureSizeMax | 1<<FeatureSegMax | 1<<FeatureRO | 1<<FeatureBlkSize | 1<<FeatureFlush)
+	f, err := virtio.Negotiate(d.t, 1<<virtio.FeatureVersion1, opt)
+	if err != nil {
+		return err
+	}
+	if d.q != nil && f != d.features {
+		return d.fail(fmt.Errorf("virtio-blk: features changed across reset (%#x, was %#x)", f, d.features))
+	}
+	d.features = f
+	qmax := d.t.QueueMax(0)
+	if qmax == 0 {
+		return d.fail(errors.New("virtio-blk: request queue 0 not available"))
+	}
+	if d.q == nil {
+		n := 1
+		for n*2 <= min(qmax, d.opt.QueueSize, virtio.MaxQueueSize) {
+			n *= 2
+		}
+		if d.q, err = virtio.NewQueue(d.dma, n); err != nil {
+			return d.fail(err)
+		}
+		if err := d.allocSlots(max(n/3, 1)); err != nil {
+			return d.fail(err)
+		}
+	} else {
+		d.q.Reset()
+		d.freeSlot = d.freeSlot[:0]
+		clear(d.slotBusy)
+		for i := d.slots - 1; i >= 0; i-- {
+			d.freeSlot = append(d.freeSlot, i)
+		}
+	}
+	d.t.SetQueueSize(0, d.q.Size())
+	desc, driver, device := d.q.Addrs()
+	d.t.SetQueueAddrs(0, desc, driver, device)
+	d.t.SetQueueReady(0, true)
+	virtio.DriverOK(d.t)
+	return nil
+}
+
+func (d *Device) allocSlots(n int) error {
+	pa, buf, err := d.dma.Alloc(n*(hdrSize+1)+idLen, 16)
+	if err != nil {
+		return fmt.Errorf("virtio-blk: header memory: %w", err)
+	}
+	d.slots, d.hdrPA, d.hdr = n, pa, buf
+	d.headSlot = make([]int, d.q.Size())
+	d.slotSec = make([]uint64, n)
+	d.slotLen = make([]int, n)
+	d.slotBusy = make([]bool, n)
+	for i := n - 1; i >= 0; i-- {
+		d.freeSlot = append(d.freeSlot, i)
+	}
+	return nil
+}
+
+func (d *Device) has(bit int) bool { return d.features&(1<<bit) != 0 }
+
+func (d *Device) geometry(cfg []byte) error {
+	le := binary.LittleEndian
+	d.sector = 512
+	if bs := int(le.Uint32(cfg[ConfigBlkSize:])); d.has(FeatureBlkSize) && bs > 512 && bs <= 4096 && bs&(bs-1) == 0 {
+		d.sector = bs
+	}
+	capacity := le.Uint64(cfg[ConfigCapacity:])
+	if capacity > 1<<(63-SectorShift) {
+		return fmt.Errorf("virtio-blk: capacity %d sectors out of range", capacity)
+	}
+	d.size = int64(capacity<<SectorShift) / int64(d.sector) * int64(d.sector)
+	d.segLen = maxDescLen
+	if sm := int(le.Uint32(cfg[ConfigSizeMax:])); d.has(FeatureSizeMax) && sm > 0 {
+		d.segLen = min(sm, maxDescLen)
+	}
+	segs := d.q.Size() - 2
+	if sm := int(le.Uint32(cfg[ConfigSegMax:])); d.has(FeatureSegMax) && sm > 0 {
+		segs = min(sm, segs)
+	}
+	if segs < 1 {
+		return fmt.Errorf("virtio-blk: queue of %d entries too small", d.q.Size())
+	}
+	d.reqLen = min(d.opt.MaxRequest, d.segLen*segs) / d.sector * d.sector
+	if d.reqLen == 0 {
+		return fmt.Errorf("virtio-blk: size_max %d × seg_max %d is below one sector", d.segLen, segs)
+	}
+	d.bufs = make([]virtio.Buf, 0, segs+2)
+	return nil
+}
+
+// SectorSize is blk_size if the device reports a power of two up to 4096,
+// else 512.
+func (d *Device) SectorSize() int { return d.sector }
+
+// Size is the capacity in bytes.
+func (d *Device) Size() int64 { return d.size }
+
+// ReadOnly reports VIRTIO_BLK_F_RO.
+func (d *Device) ReadOnly() bool { return d.has(FeatureRO) }
+
+// Features returns the negotiated feature bits.
+func (d *Device) Features() uint64 { return d.features }
+
+// Stats returns a copy of the activity counters.
+func (d *Device) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	return d.io(TypeIn, p, off)
+}
+
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	if d.has(FeatureRO) {
+		return 0, ErrReadOnly
+	}
+	return d.io(TypeOut, p, off)
+}
+
+// Flush issues VIRTIO_BLK_T_FLUSH; see ErrNoFlush.
+func (d *Device) Flush() error {
+	if !d.has(FeatureFlush) {
+		return ErrNoFlush
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stats.Flushes++
+	return d.run(TypeFlush, 0, 0, 0)
+}
+
+// ID returns the device serial (VIRTIO_BLK_T_GET_ID), NUL padding removed.
+func (d *Device) ID() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	off := d.slots * (hdrSize + 1)
+	if err := d.run(TypeGetID, 0, d.hdrPA+uint64(off), idLen); err != nil {
+		return "", err
+	}
+	id := d.hdr[off : off+idLen]
+	for i, c := range id {
+		if c == 0 {
+			id = id[:i]
+			break
+		}
+	}
+	return string(id), nil
+}
+
+func (d *Device) io(typ uint32, p []byte, off int64) (int, error) {
+	if err := snapshot.CheckRequest(d.sector, d.size, len(p), off); err != nil {
+		return 0, fmt.Errorf("virtio-blk: %w", err)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pa, ok := d.phys(p); ok {
+		if err := d.run(typ, uint64(off)>>SectorShift, pa, len(p)); err != nil {
+			return 0, err
+		}
+		d.count(typ, len(p))
+		return len(p), nil
+	}
+	if d.bounce == nil {
+		pa, buf, err := d.dma.Alloc(d.opt.BounceSize, 4096)
+		if err != nil {
+			return 0, fmt.Errorf("virtio-blk: bounce buffer: %w", err)
+		}
+		if n := len(buf) / d.sector * d.sector; n > 0 {
+			d.bouncePA, d.bounce = pa, buf[:n]
+		} else {
+			return 0, errors.New("virtio-blk: bounce buffer smaller than a sector")
+		}
+	}
+	for done := 0; done < len(p); {
+		chunk := p[done:min(len(p), done+len(d.bounce))]
+		if typ == TypeOut {
+			copy(d.bounce, chunk)
+		}
+		if err := d.run(typ, uint64(off+int64(done))>>SectorShift, d.bouncePA, len(chunk)); err != nil {
+			return done, err
+		}
+		if typ == TypeIn {
+			copy(chunk, d.bounce)
+		}
+		done += len(chunk)
+		d.count(typ, len(chunk))
+		d.stats.BytesBounced += uint64(len(chunk))
+	}
+	return len(p), nil
+}
+
+func (d *Device) phys(p []byte) (uint64, bool) {
+	if d.opt.Phys == nil {
+		return 0, false
+	}
+	return d.opt.Phys(p)
+}
+
+func (d *Device) count(typ uint32, n int) {
+	if typ == TypeIn {
+		d.stats.BytesRead += uint64(n)
+	} else {
+		d.stats.BytesWritten += uint64(n)
+	}
+}
+
+// run performs a transfer of n bytes at physical address pa, starting at
+// 512-byte sector sec, as requests of at most reqLen bytes with up to
+// d.slots in flight. n = 0 issues one request without data. On a device
+// error it stops submitting, waits for the requests in flight and returns
+// the first error. On a timeout or a protocol violation it resets and
+// reinitialises the device, so that no buffer is accessed after return.
+func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
+		}
+	}
+	reqs := max(1, (n+d.reqLen-1)/d.reqLen)
+	var first error
+	next, inflight := 0, 0
+	last := d.opt.Now()
+	for next < reqs || inflight > 0 {
+		submitted := false
+		for first == nil && next < reqs && len(d.freeSlot) > 0 {
+			pos := next * d.reqLen
+			l := min(n-pos, d.reqLen)
+			if !d.submit(typ, sec+uint64(pos>>SectorShift), pa+uint64(pos), l) {
+				break
+			}
+			next++
+			inflight++
+			submitted = true
+		}
+		if submitted {
+			d.t.Notify(0)
+			last = d.opt.Now()
+		}
+		if inflight == 0 {
+			break
+		}
+		u, ok, err := d.q.Poll()
+		if err != nil {
+			return d.abort(err)
+		}
+		if !ok {
+			if d.opt.Now()-last > d.opt.Timeout {
+				d.stats.Timeouts++
+				s := slices.Index(d.slotBusy, true)
+				return d.abort(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(typ, s)))
+			}
+			continue
+		}
+		last = d.opt.Now()
+		inflight--
+		s := d.headSlot[u.Head]
+		d.freeSlot = append(d.freeSlot, s)
+		d.slotBusy[s] = false
+		st := d.hdr[d.slots*hdrSize+s]
+		if st != StatusOK && first == nil {
+			d.stats.Errors++
+			first = fmt.Errorf("virtio-blk: %s: %s", d.describe(typ, s), statusText(st))
+		}
+	}
+	return first
+}
+
+// submit queues one request; false if the queue lacks descriptors.
+func (d *Device) submit(typ uint32, sec uint64, pa uint64, n int) bool {
+	segs := (n + d.segLen - 1) / d.segLen
+	if d.q.NumFree() < segs+2 {
+		return false
+	}
+	s := d.freeSlot[len(d.freeSlot)-1]
+	h := d.hdr[s*hdrSize : (s+1)*hdrSize]
+	binary.LittleEndian.PutUint32(h[0:], typ)
+	binary.LittleEndian.PutUint32(h[4:], 0)
+	binary.LittleEndian.PutUint64(h[8:], sec)
+	d.hdr[d.slots*hdrSize+s] = 0xff // overwritten by the device
+	b := append(d.bufs[:0], virtio.Buf{Addr: d.hdrPA + uint64(s*hdrSize), Len: hdrSize})
+	for pos := 0; pos < n; pos += d.segLen {
+		b = append(b, virtio.Buf{Addr: pa + uint64(pos), Len: uint32(min(n-pos, d.segLen)), Write: typ != TypeOut})
+	}
+	b = append(b, virtio.Buf{Addr: d.hdrPA + uint64(d.slots*hdrSize+s), Len: 1, Write: true})
+	head, err := d.q.Submit(b)
+	if err != nil {
+		return false
+	}
+	d.freeSlot = d.freeSlot[:len(d.freeSlot)-1]
+	d.headSlot[head] = s
+	d.slotSec[s], d.slotLen[s], d.slotBusy[s] = sec, n, true
+	d.stats.Requests++
+	return true
+}
+
+func (d *Device) describe(typ uint32, s int) string {
+	switch {
+	case s < 0:
+	case typ == TypeIn || typ == TypeOut:
+		op := "read"
+		if typ == TypeOut {
+			op = "write"
+		}
+		end := d.slotSec[s] + uint64(d.slotLen[s]>>SectorShift) - 1
+		return fmt.Sprintf("%s of sectors %d-%d", op, d.slotSec[s], end)
+	case typ == TypeFlush:
+		return "flush"
+	case typ == TypeGetID:
+		return "get ID"
+	}
+	return fmt.Sprintf("request type %d", typ)
+}
+
+func statusText(st byte) string {
+	switch st {
+	case StatusIOErr:
+		return "I/O error (VIRTIO_BLK_S_IOERR)"
+	case StatusUnsupp:
+		return "unsupported (VIRTIO_BLK_S_UNSUPP)"
+	}
+	return fmt.Sprintf("bad status %#x", st)
+}
+
+// abort resets and reinitialises the device after a timeout or protocol
+// violation and returns err (joined with any reinitialisation error).
+func (d *Device) abort(err error) error {
+	d.stats.Errors++
+	if rerr := d.restart(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+func (d *Device) restart() error {
+	d.stats.Resets++
+	if err := d.start(); err != nil {
+		d.broken = fmt.Errorf("virtio-blk: reinitialisation failed: %w", err)
+		return d.broken
+	}
+	d.broken = nil
+	return nil
+}

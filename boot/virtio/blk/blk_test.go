@@ -1,0 +1,346 @@
+package blk
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"tamavisor/boot/virtio"
+)
+
+const diskSize = 8 << 20
+
+type rig struct {
+	a   *arena
+	f   *fakeBlk
+	d   *Device
+	opt Options
+}
+
+func newRig(t testing.TB, setup func(*fakeBlk, *Options)) *rig {
+	t.Helper()
+	a := newArena(24 << 20)
+	r := &rig{a: a, f: newFake(t, a, diskSize), opt: Options{Phys: a.phys}}
+	if setup != nil {
+		setup(r.f, &r.opt)
+	}
+	d, err := r.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d = d
+	return r
+}
+
+func (r *rig) open() (*Device, error) {
+	m, err := virtio.ProbeMMIO(r.f)
+	if err != nil {
+		return nil, err
+	}
+	return New(m, r.a, r.opt)
+}
+
+func (r *rig) diskCopy() []byte {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return bytes.Clone(r.f.disk)
+}
+
+func TestProbeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*fakeBlk)
+		want string
+	}{
+		{"magic", func(f *fakeBlk) { f.magic = 0 }, "bad magic"},
+		{"legacy", func(f *fakeBlk) { f.version = 1 }, "-global virtio-mmio.force-legacy=false"},
+		{"version3", func(f *fakeBlk) { f.version = 3 }, "unsupported version 3"},
+		{"net", func(f *fakeBlk) { f.id = 1 }, "not a block device"},
+		{"noV1", func(f *fakeBlk) { f.features &^= 1 << virtio.FeatureVersion1 }, "VIRTIO_F_VERSION_1"},
+		{"reject", func(f *fakeBlk) { f.reject = true }, "FEATURES_OK"},
+		{"noqueue", func(f *fakeBlk) { f.qmax = 0 }, "queue 0 not available"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newArena(1 << 20)
+			f := newFake(t, a, diskSize)
+			tc.set(f)
+			r := &rig{a: a, f: f, opt: Options{Phys: a.phys}}
+			_, err := r.open()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+			if tc.name == "magic" && !errors.Is(err, virtio.ErrNoMMIODevice) {
+				t.Errorf("not ErrNoMMIODevice: %v", err)
+			}
+			if tc.name == "reject" && (!errors.Is(err, virtio.ErrFeaturesRejected) || f.status&virtio.StatusFailed == 0) {
+				t.Errorf("status %#x, err %v", f.status, err)
+			}
+		})
+	}
+}
+
+func TestGeometry(t *testing.T) {
+	r := newRig(t, nil)
+	if r.d.SectorSize() != 512 || r.d.Size() != diskSize || r.d.ReadOnly() {
+		t.Fatalf("sector %d size %d ro %v", r.d.SectorSize(), r.d.Size(), r.d.ReadOnly())
+	}
+	if r.f.drvFeat != defaultFeatures {
+		t.Errorf("negotiated %#x, want %#x", r.f.drvFeat, uint64(defaultFeatures))
+	}
+	if id, err := r.d.ID(); err != nil || id != "fake-serial-0001" {
+		t.Errorf("ID = %q, %v", id, err)
+	}
+}
+
+func configs() map[string]func(*fakeBlk, *Options) {
+	return map[string]func(*fakeBlk, *Options){
+		"default": nil,
+		"small-segments": func(f *fakeBlk, o *Options) {
+			f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
+			f.sizeMax, f.segMax = 1536, 3
+		},
+		"odd-size-max": func(f *fakeBlk, o *Options) {
+			f.features |= 1 << FeatureSizeMax
+			f.sizeMax = 700
+			o.MaxRequest = 5000
+		},
+		"async": func(f *fakeBlk, o *Options) {
+			f.startAsync()
+			o.MaxRequest = 16 << 10
+		},
+		"async-small": func(f *fakeBlk, o *Options) {
+			f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
+			f.sizeMax, f.segMax, f.qmax = 4096, 2, 16
+			f.startAsync()
+		},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for name, setup := range configs() {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, setup)
+			want := r.diskCopy()
+			rng := rand.New(rand.NewPCG(1, 2))
+			for _, n := range []int{512, 1024, 4096, 4608, 65536, 1 << 20, 3<<20 + 512} {
+				for _, off := range []int64{0, 512, 7 * 512, int64(diskSize - n)} {
+					w := r.a.buf(n)
+					for i := range w {
+						w[i] = byte(rng.Uint32())
+					}
+					if k, err := r.d.WriteAt(w, off); err != nil || k != n {
+						t.Fatalf("WriteAt(%d, %d) = %d, %v", n, off, k, err)
+					}
+					copy(want[off:], w)
+					g := r.a.buf(n)
+					if k, err := r.d.ReadAt(g, off); err != nil || k != n {
+						t.Fatalf("ReadAt(%d, %d) = %d, %v", n, off, k, err)
+					}
+					if !bytes.Equal(g, want[off:off+int64(n)]) {
+						t.Fatalf("ReadAt(%d, %d): data mismatch", n, off)
+					}
+					r.a.next -= 2 * n // reuse arena space
+				}
+			}
+			if !bytes.Equal(r.diskCopy(), want) {
+				t.Fatal("disk contents differ from model")
+			}
+			st := r.d.Stats()
+			if reqs, _ := r.f.counts(); uint64(reqs) != st.Requests || st.BytesBounced != 0 {
+				t.Errorf("stats %+v, device saw %d requests", st, reqs)
+			}
+		})
+	}
+}
+
+func TestSplitting(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
+		f.sizeMax, f.segMax = 4096, 4
+	})
+	before, _ := r.f.counts()
+	if _, err := r.d.ReadAt(r.a.buf(1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if reqs, _ := r.f.counts(); reqs-before != 64 {
+		t.Errorf("1 MiB read took %d requests, want 64 of 16 KiB", reqs-before)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) { f.blkSize = 4096 })
+	if r.d.SectorSize() != 4096 {
+		t.Fatalf("sector size %d, want 4096", r.d.SectorSize())
+	}
+	b := r.a.buf(8192)
+	for _, tc := range []struct {
+		p   []byte
+		off int64
+	}{
+		{b[:4096], 512}, {b[:512], 0}, {b[:4097], 0}, {b[:4096], -4096},
+		{b[:4096], diskSize}, {b[:8192], diskSize - 4096}, {b[:4096], 1 << 62},
+	} {
+		if _, err := r.d.ReadAt(tc.p, tc.off); err == nil {
+			t.Errorf("ReadAt(len %d, off %d) succeeded", len(tc.p), tc.off)
+		}
+		if _, err := r.d.WriteAt(tc.p, tc.off); err == nil {
+			t.Errorf("WriteAt(len %d, off %d) succeeded", len(tc.p), tc.off)
+		}
+	}
+	if reqs, _ := r.f.counts(); reqs != 0 {
+		t.Errorf("%d requests reached the device", reqs)
+	}
+}
+
+func TestIOError(t *testing.T) {
+	for name, setup := range configs() {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, setup)
+			r.f.set(func() { r.f.errLo, r.f.errHi = 2048, 2050 })
+			b := r.a.buf(2 << 20)
+			_, err := r.d.ReadAt(b, 0)
+			if err == nil || !strings.Contains(err.Error(), "I/O error") || !strings.Contains(err.Error(), "read of sectors") {
+				t.Fatalf("ReadAt over bad sectors: %v", err)
+			}
+			t.Log(err)
+			_, err = r.d.WriteAt(b[:4096], 2047*512)
+			if err == nil || !strings.Contains(err.Error(), "write of sectors 2047-2054") {
+				t.Fatalf("WriteAt over bad sectors: %v", err)
+			}
+			if _, err := r.d.ReadAt(b, 4<<20); err != nil {
+				t.Fatalf("device unusable after error: %v", err)
+			}
+			r.f.set(func() { r.f.errHi = 0 })
+			if _, err := r.d.ReadAt(b, 0); err != nil {
+				t.Fatalf("read after error cleared: %v", err)
+			}
+			if !bytes.Equal(b, r.diskCopy()[:len(b)]) {
+				t.Fatal("data mismatch after recovery")
+			}
+		})
+	}
+}
+
+func TestFlush(t *testing.T) {
+	r := newRig(t, nil)
+	for i := range 3 {
+		if err := r.d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if _, n := r.f.counts(); n != i+1 {
+			t.Fatalf("device saw %d flushes, want %d", n, i+1)
+		}
+	}
+	r = newRig(t, func(f *fakeBlk, o *Options) { f.features &^= 1 << FeatureFlush })
+	if err := r.d.Flush(); !errors.Is(err, ErrNoFlush) {
+		t.Fatalf("Flush without VIRTIO_BLK_F_FLUSH: %v", err)
+	}
+	if _, n := r.f.counts(); n != 0 {
+		t.Fatalf("flush reached a device without the feature")
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) { f.features |= 1 << FeatureRO })
+	b := r.a.buf(4096)
+	if _, err := r.d.WriteAt(b, 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("WriteAt on RO device: %v", err)
+	}
+	if reqs, _ := r.f.counts(); reqs != 0 {
+		t.Fatal("write reached RO device")
+	}
+	if _, err := r.d.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBounce(t *testing.T) {
+	for _, phys := range []bool{false, true} {
+		r := newRig(t, func(f *fakeBlk, o *Options) {
+			o.BounceSize = 12 << 10
+			if !phys {
+				o.Phys = nil
+			}
+		})
+		w := make([]byte, 100<<10) // Go heap: not in the arena
+		for i := range w {
+			w[i] = byte(i * 13)
+		}
+		if _, err := r.d.WriteAt(w, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		g := make([]byte, len(w))
+		if _, err := r.d.ReadAt(g, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(g, w) || !bytes.Equal(r.diskCopy()[1<<20:][:len(w)], w) {
+			t.Fatal("bounce round trip mismatch")
+		}
+		if st := r.d.Stats(); st.BytesBounced != 2*uint64(len(w)) {
+			t.Errorf("bounced %d bytes, want %d", st.BytesBounced, 2*len(w))
+		}
+	}
+}
+
+func TestWrap(t *testing.T) {
+	n := 70000 // more than 65536: the 16-bit ring indices wrap
+	if testing.Short() {
+		n = 3000
+	}
+	r := newRig(t, func(f *fakeBlk, o *Options) { f.qmax = 8 })
+	b := r.a.buf(1024)
+	disk := r.diskCopy()
+	for i := range n {
+		off := int64(i%(diskSize/512-1)) * 512
+		if _, err := r.d.ReadAt(b, off); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if !bytes.Equal(b, disk[off:off+1024]) {
+			t.Fatalf("request %d: data mismatch", i)
+		}
+	}
+	if reqs, _ := r.f.counts(); reqs != n {
+		t.Errorf("device saw %d requests, want %d", reqs, n)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	var now time.Duration
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Timeout = 50 * time.Millisecond
+		o.Now = func() time.Duration { now += time.Millisecond; return now }
+	})
+	r.f.set(func() { r.f.mode = modeHang })
+	b := r.a.buf(64 << 10)
+	_, err := r.d.ReadAt(b, 4096)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "sectors 8-135") {
+		t.Fatalf("hung read: %v", err)
+	}
+	if err := r.d.Flush(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("hung flush: %v", err)
+	}
+	r.f.set(func() { r.f.mode = modeSync })
+	if _, err := r.d.ReadAt(b, 4096); err != nil {
+		t.Fatalf("device unusable after timeout: %v", err)
+	}
+	if !bytes.Equal(b, r.diskCopy()[4096:][:len(b)]) {
+		t.Fatal("data mismatch after timeout")
+	}
+	if st := r.d.Stats(); st.Timeouts != 2 || st.Resets != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func BenchmarkReadAt1MiB(b *testing.B) {
+	r := newRig(b, nil)
+	p := r.a.buf(1 << 20)
+	b.SetBytes(1 << 20)
+	for i := 0; b.Loop(); i++ {
+		if _, err := r.d.ReadAt(p, int64(i%8)<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
