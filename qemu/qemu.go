@@ -26,6 +26,11 @@ type Config struct {
 	Timeout time.Duration // QEMU is killed after this
 	Extra   []string      // more QEMU arguments
 	Input   string        // typed on the console (serial) after start
+	Disk    string        // raw disk image for the virtio-blk snapshot disk
+	Control string        // unix socket path of the control channel (COM2)
+	// OnLine sees each console line as it arrives; returning true kills
+	// QEMU at once (SIGKILL), as a power cut would.
+	OnLine func(Line) bool
 }
 
 // Line is one line of console output and when the host received it.
@@ -40,6 +45,7 @@ type Result struct {
 	Stderr   string
 	ExitCode int // QEMU's exit status
 	TimedOut bool
+	Killed   bool // OnLine asked for a kill
 }
 
 // Output is the console output as one string.
@@ -55,7 +61,7 @@ func (r *Result) Output() string {
 // Status is tamavisor's power-off status: isa-debug-exit makes QEMU exit
 // with status*2+1. ok is false when QEMU exited another way.
 func (r *Result) Status() (status int, ok bool) {
-	if r.TimedOut || r.ExitCode%2 == 0 {
+	if r.TimedOut || r.Killed || r.ExitCode%2 == 0 {
 		return 0, false
 	}
 	return (r.ExitCode - 1) / 2, true
@@ -99,6 +105,14 @@ func Args(cfg Config) []string {
 	if cfg.Mode != "" {
 		args = append(args, "-fw_cfg", "name=opt/tamavisor/mode,string="+cfg.Mode)
 	}
+	if cfg.Disk != "" {
+		args = append(args, "-global", "virtio-mmio.force-legacy=false",
+			"-drive", "if=none,id=snapdisk,format=raw,file="+cfg.Disk,
+			"-device", "virtio-blk-device,drive=snapdisk")
+	}
+	if cfg.Control != "" {
+		args = append(args, "-serial", "unix:"+cfg.Control+",server=on,wait=off")
+	}
 	return append(args, cfg.Extra...)
 }
 
@@ -132,7 +146,12 @@ func Run(cfg Config) (*Result, error) {
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		res.Lines = append(res.Lines, Line{Text: strings.TrimRight(sc.Text(), "\r"), At: time.Now()})
+		l := Line{Text: strings.TrimRight(sc.Text(), "\r"), At: time.Now()}
+		res.Lines = append(res.Lines, l)
+		if cfg.OnLine != nil && !res.Killed && cfg.OnLine(l) {
+			cmd.Process.Kill()
+			res.Killed = true
+		}
 	}
 	err = cmd.Wait()
 	res.Stderr = stderr.String()
@@ -142,7 +161,7 @@ func Run(cfg Config) (*Result, error) {
 	case err == nil:
 	case errors.As(err, &ee):
 		res.ExitCode = ee.ExitCode()
-	case res.TimedOut:
+	case res.TimedOut, res.Killed:
 	default:
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
