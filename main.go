@@ -8,15 +8,19 @@ package main
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 	"unsafe"
 
 	"tamavisor/boot"
 	"tamavisor/boot/fwcfg"
+	"tamavisor/boot/virtio/blk"
 	"tamavisor/internal/x86"
 	"tamavisor/kernel"
+	"tamavisor/snapshot"
 	"tamavisor/svm"
 )
 
@@ -32,9 +36,14 @@ var (
 const (
 	cfgGuest   = "opt/tamavisor/guest"
 	cfgMode    = "opt/tamavisor/mode"
+	cfgKey     = "opt/tamavisor/snapshot-key"
 	maxImage   = kernel.MaxGuestRAM
 	maxModeLen = 64
+	maxKeyLen  = 256
 )
+
+// Status when a restore was refused (docs/guest-abi.md, "Exit status").
+const statusRestoreRefused = 102
 
 // physMem is host memory: TamaGo identity-maps it, so a physical address is
 // a pointer.
@@ -69,28 +78,41 @@ func main() {
 	}
 
 	plat := &kernel.Platform{
-		Mem:      physMem{},
-		Pool:     pool,
-		Runner:   host,
-		Features: host.Features,
-		ASIDs:    svm.NewASIDs(host.Features.NASID),
-		CPUID:    x86.CPUID,
-		TSC:      x86.RDTSC,
-		Console:  boot.Console{},
-		Input:    boot.ConsoleRead,
+		Mem:             physMem{},
+		Pool:            pool,
+		Runner:          host,
+		Features:        host.Features,
+		ASIDs:           svm.NewASIDs(host.Features.NASID),
+		CPUID:           x86.CPUID,
+		TSC:             x86.RDTSC,
+		TSCHz:           boot.TSCHz,
+		ServiceInterval: boot.TSCHz / serviceHz,
+		Console:         boot.Console{},
+		Input:           boot.ConsoleRead,
+		Idle:            func() bool { time.Sleep(time.Millisecond); return true },
+		Now:             boot.WallNow,
 	}
+	if u := boot.ControlPort(); u != nil {
+		plat.ControlIn, plat.ControlOut = u.Rx, boot.UARTWriter{U: u}
+		logf("control channel on COM2")
+	}
+	plat.Store = openDisk()
 
 	image, mode := demoGuest, ""
 	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
 		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
 			mode = strings.TrimSpace(string(b))
 		}
+		if b, err := cfg.ReadFile(cfgKey, maxKeyLen); err == nil {
+			plat.SnapshotKey = b
+			logf("snapshots are authenticated (HMAC-SHA256 key from %s)", cfgKey)
+		}
 		if _, ok := cfg.Lookup(cfgGuest); ok {
 			if image, err = cfg.ReadFile(cfgGuest, maxImage); err != nil {
 				logf("error: %v", err)
 				boot.PowerOff(boot.StatusBadImage)
 			}
-		} else {
+		} else if mode == "" {
 			logf("no %s given: running the built-in demo guest", cfgGuest)
 		}
 	}
@@ -101,6 +123,10 @@ func main() {
 		clockCheck()
 	case "bench":
 		os.Exit(bench(plat, host, image))
+	case "restore":
+		boot.PowerOff(restore(plat))
+	case "snapbench":
+		os.Exit(snapBench(plat, image))
 	default:
 		logf("error: unknown mode %q in %s", mode, cfgMode)
 		boot.PowerOff(boot.StatusInternal)
@@ -117,21 +143,79 @@ func runGuest(plat *kernel.Platform, image []byte) int {
 		logf("error: %v", err)
 		return boot.StatusBadImage
 	}
-	stop, err := runImage(plat, img)
+	vm, err := kernel.NewVM(plat, img)
 	if err != nil {
 		logf("error: vm %s: %v", img.Name, err)
 		return boot.StatusInternal
 	}
-	if stop.Kind == kernel.StopExited {
+	logf("vm %s: starting (%d-bit, %d KiB RAM, entry %#x)", img.Name, img.Mode, img.MemSize>>10, img.Entry)
+	return finish(plat, vm)
+}
+
+// finish runs a VM to its end and returns the power-off status.
+func finish(plat *kernel.Platform, vm *kernel.VM) int {
+	stop := vm.Run()
+	logf("vm %s: %v (%d exits)", vm.Name, stop, vm.VCPU.Exits)
+	vm.Destroy()
+	switch stop.Kind {
+	case kernel.StopExited:
 		return min(stop.Status, boot.StatusGuestMax)
+	case kernel.StopQuit, kernel.StopSuspended:
+		return 0
 	}
+	return healthCheck(plat, boot.StatusVMStopped)
+}
+
+// healthCheck runs the built-in health-check guest after a failure, to
+// show the hypervisor can still create and run VMs, and returns status.
+func healthCheck(plat *kernel.Platform, status int) int {
 	alive, _ := kernel.ParseImage(aliveGuest)
 	logf("hypervisor still running: starting health-check guest")
 	if s, err := runImage(plat, alive); err != nil || s.Kind != kernel.StopExited || s.Status != 0 {
 		logf("error: health-check guest failed: %v %v", s, err)
 		return boot.StatusInternal
 	}
-	return boot.StatusVMStopped
+	return status
+}
+
+// serviceHz is how often per second the run loop polls the console and
+// the control channel between exits.
+const serviceHz = 100
+
+// openDisk finds the snapshot disk (virtio-blk), or returns nil.
+func openDisk() *snapshot.Store {
+	dev, err := blk.ProbeMicroVM(nil)
+	if err != nil {
+		if !errors.Is(err, blk.ErrNotFound) {
+			logf("snapshot disk: %v", err)
+		}
+		return nil
+	}
+	st, err := snapshot.Open(dev, snapshot.StoreOptions{})
+	if err != nil {
+		logf("snapshot disk unusable: %v", err)
+		return nil
+	}
+	logf("snapshot disk: virtio-blk, %d MiB, %d MiB per snapshot slot", dev.Size()>>20, st.SlotSize()>>20)
+	return st
+}
+
+// restore resumes the VM of the newest snapshot on the disk.
+func restore(plat *kernel.Platform) int {
+	if plat.Store == nil {
+		logf("restore refused: no snapshot disk")
+		return statusRestoreRefused
+	}
+	t0 := x86.RDTSC()
+	vm, c, err := kernel.Restore(plat, plat.Store, plat.SnapshotKey)
+	if err != nil {
+		logf("restore refused: %v", err)
+		return healthCheck(plat, statusRestoreRefused)
+	}
+	secs := float64(x86.RDTSC()-t0) / float64(boot.TSCHz)
+	logf("vm %s: restored from generation %d (slot %d, %.1f MiB) in %.3f s, resuming", vm.Name, c.Generation, c.Slot,
+		float64(c.Length)/(1<<20), secs)
+	return finish(plat, vm)
 }
 
 func runImage(plat *kernel.Platform, img *kernel.Image) (*kernel.Stop, error) {

@@ -286,7 +286,9 @@ func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(read, total uint64
 func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(read, total uint64)) (*snapshot.Commit, error) {
 	h := snapshot.Header{Created: created, VMName: vm.Name}
 	copy(h.VMID[:], vm.Name)
-	return store.Save(snapshot.SaveOptions{Header: h, Key: key}, func(w *snapshot.Writer) error {
+	// The previous snapshot is not read back (TrustCommit): a save costs the
+	// writing of one snapshot only.
+	return store.Save(snapshot.SaveOptions{Header: h, Key: key, TrustCommit: true}, func(w *snapshot.Writer) error {
 		return vm.WriteSnapshot(w, progress)
 	})
 }

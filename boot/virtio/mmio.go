@@ -151,9 +151,3 @@ func (m *MMIO) SetQueueReady(q int, ready bool) {
 	}
 	m.r.Write32(RegQueueReady, v)
 }
-
-// AckInterrupts acknowledges all pending interrupt causes. Polling drivers
-// do not need it; it is provided for completeness.
-func (m *MMIO) AckInterrupts() {
-	m.r.Write32(RegInterruptACK, m.r.Read32(RegInterruptStatus))
-}

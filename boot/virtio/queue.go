@@ -193,6 +193,3 @@ func (q *Queue) Poll() (Used, bool, error) {
 	q.chain[head] = 0
 	return Used{Head: head, Len: n}, true, nil
 }
-
-// UsedFlags reports the device's used ring flags (UsedFNoNotify).
-func (q *Queue) UsedFlags() uint16 { return uint16(atomic.LoadUint32(q.usedW)) }

@@ -419,6 +419,9 @@ func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
 			last = d.opt.Now()
 		}
 		if inflight == 0 {
+			if first == nil && next < reqs {
+				return errors.New("virtio-blk: internal error: request does not fit the queue")
+			}
 			break
 		}
 		u, ok, err := d.q.Poll()

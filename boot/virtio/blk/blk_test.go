@@ -107,13 +107,17 @@ func configs() map[string]func(*fakeBlk, *Options) {
 			f.sizeMax = 700
 			o.MaxRequest = 5000
 		},
+		"lazy-reverse": func(f *fakeBlk, o *Options) {
+			o.Now = f.lazyClock()
+			o.MaxRequest = 8 << 10
+		},
 		"async": func(f *fakeBlk, o *Options) {
 			f.startAsync()
 			o.MaxRequest = 16 << 10
 		},
 		"async-small": func(f *fakeBlk, o *Options) {
 			f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
-			f.sizeMax, f.segMax, f.qmax = 4096, 2, 16
+			f.sizeMax, f.segMax, f.qmax = 8192, 2, 16
 			f.startAsync()
 		},
 	}
@@ -167,6 +171,24 @@ func TestSplitting(t *testing.T) {
 	}
 	if reqs, _ := r.f.counts(); reqs-before != 64 {
 		t.Errorf("1 MiB read took %d requests, want 64 of 16 KiB", reqs-before)
+	}
+}
+
+func TestInFlight(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Now = f.lazyClock()
+		o.MaxRequest = 64 << 10
+	})
+	p := r.a.buf(1 << 20)
+	if _, err := r.d.ReadAt(p, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, r.diskCopy()[1<<20:2<<20]) {
+		t.Fatal("data mismatch")
+	}
+	// 64-entry queue: 21 slots; 16 requests of 64 KiB all go out at once.
+	if r.f.maxBatch != 16 || r.f.notifies != 1 {
+		t.Errorf("max batch %d, %d notifies; want 16 requests in flight after 1 notify", r.f.maxBatch, r.f.notifies)
 	}
 }
 

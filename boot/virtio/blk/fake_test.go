@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"tamavisor/boot/virtio"
@@ -78,7 +79,23 @@ const (
 	modeSync  mode = iota // requests complete during QueueNotify
 	modeAsync             // a goroutine completes them, in reverse batch order
 	modeHang              // requests never complete
+	modeLazy              // completed in reverse order when the driver reads its clock
 )
+
+// lazyClock returns an Options.Now that lets a modeLazy device complete
+// all outstanding requests, in reverse order, each time the driver polls.
+func (f *fakeBlk) lazyClock() func() time.Duration {
+	f.mode = modeLazy
+	start := time.Now()
+	return func() time.Duration {
+		f.mu.Lock()
+		if f.mode == modeLazy && f.ready && f.status&virtio.StatusDriverOK != 0 {
+			f.process(true)
+		}
+		f.mu.Unlock()
+		return time.Since(start)
+	}
+}
 
 // fakeBlk is a virtio-mmio v2 block device over an arena.
 type fakeBlk struct {
@@ -106,6 +123,7 @@ type fakeBlk struct {
 	lastAvail, usedIdx                      uint16
 
 	reqs, flushes, notifies int
+	maxBatch                int
 	stop                    chan struct{}
 	done                    sync.WaitGroup
 }
@@ -284,6 +302,7 @@ func (f *fakeBlk) process(reverse bool) {
 	}
 	idx := uint16(atomic.LoadUint32(word(aw)) >> 16)
 	var done [][2]uint32
+	defer func() { f.maxBatch = max(f.maxBatch, len(done)) }()
 	for f.lastAvail != idx {
 		head := binary.LittleEndian.Uint16(f.a.at(f.drv+4+2*uint64(f.lastAvail%n), 2))
 		f.lastAvail++
