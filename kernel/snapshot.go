@@ -475,6 +475,9 @@ func (vm *VM) snapshot(out io.Writer) (*snapshot.Commit, error) {
 		return nil, fmt.Errorf("snapshot failed, the guest keeps running and the previous snapshot stays valid: %w", err)
 	}
 	secs := float64(p.TSC()-start) / hz
+	if out != p.Console {
+		out = io.MultiWriter(p.Console, out)
+	}
 	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %.1f MiB on disk for %d MiB of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
 		c.Generation, c.Slot, float64(c.Length)/(1<<20), vm.Mem.Size>>20, secs, float64(vm.Mem.Size)/(1<<20)/secs)
 	vm.LastSave = SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start}

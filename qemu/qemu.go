@@ -90,6 +90,10 @@ func Accel() string {
 	return "tcg"
 }
 
+// optPath quotes a path for a QEMU option value, where a comma separates
+// options: commas are doubled.
+func optPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
 // Args returns QEMU's command line for cfg.
 func Args(cfg Config) []string {
 	args := []string{
@@ -100,18 +104,20 @@ func Args(cfg Config) []string {
 		"-kernel", cfg.ELF,
 	}
 	if cfg.Guest != "" {
-		args = append(args, "-fw_cfg", "name=opt/tamavisor/guest,file="+cfg.Guest)
+		args = append(args, "-fw_cfg", "name=opt/tamavisor/guest,file="+optPath(cfg.Guest))
 	}
 	if cfg.Mode != "" {
 		args = append(args, "-fw_cfg", "name=opt/tamavisor/mode,string="+cfg.Mode)
 	}
 	if cfg.Disk != "" {
 		args = append(args, "-global", "virtio-mmio.force-legacy=false",
-			"-drive", "if=none,id=snapdisk,format=raw,file="+cfg.Disk,
+			"-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk),
 			"-device", "virtio-blk-device,drive=snapdisk")
 	}
 	if cfg.Control != "" {
-		args = append(args, "-serial", "unix:"+cfg.Control+",server=on,wait=off")
+		// microvm wires one serial port only: add COM2 as an ISA device.
+		args = append(args, "-chardev", "socket,id=ctl,server=on,wait=off,path="+optPath(cfg.Control),
+			"-device", "isa-serial,chardev=ctl,iobase=0x2f8,irq=3")
 	}
 	return append(args, cfg.Extra...)
 }

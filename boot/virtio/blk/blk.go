@@ -183,10 +183,11 @@ func (d *Device) start() error {
 	if err != nil {
 		return err
 	}
-	if d.q != nil && f != d.features {
+	if d.q == nil {
+		d.features = f // fixed from here on: read without the lock
+	} else if f != d.features {
 		return d.fail(fmt.Errorf("virtio-blk: features changed across reset (%#x, was %#x)", f, d.features))
 	}
-	d.features = f
 	qmax := d.t.QueueMax(0)
 	if qmax == 0 {
 		return d.fail(errors.New("virtio-blk: request queue 0 not available"))
