@@ -16,10 +16,17 @@ include guests/guests.mk
 # Accelerator: KVM only where the host CPU has SVM (nested), else TCG.
 ACCEL ?= $(shell grep -qw svm /proc/cpuinfo 2>/dev/null && test -w /dev/kvm && echo kvm || echo tcg)
 
+# DISK=file: snapshot disk (virtio-blk); RESTORE=1 resumes its newest
+# snapshot; CTL=path: control-channel socket for `tamavisor snapshot`.
 QEMU_FLAGS = -machine microvm,x-option-roms=on,pit=on,pic=off,rtc=on \
 	-accel $(ACCEL) -cpu $(CPU) -m 2G -nographic -monitor none -serial stdio \
 	-no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest,file=$(GUEST))
+	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest,file=$(GUEST)) \
+	$(if $(DISK),-global virtio-mmio.force-legacy=false \
+	  -drive if=none,id=snapdisk,format=raw,file=$(DISK) -device virtio-blk-device,drive=snapdisk) \
+	$(if $(RESTORE),-fw_cfg name=opt/tamavisor/mode,string=restore) \
+	$(if $(CTL),-chardev socket,id=ctl,server=on,wait=off,path=$(CTL) \
+	  -device isa-serial,chardev=ctl,iobase=0x2f8,irq=3)
 
 SOURCES := $(shell find . -name '*.go' -not -path './qemu/*' -not -name '*_test.go') go.mod
 
@@ -58,7 +65,7 @@ test-e2e: tamavisor.elf $(GUESTS_BIN)
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
 	  $(GO) test -count=1 -v -timeout 25m -tags e2e ./qemu/
 
-bench: tamavisor.elf guests/build/bench.bin
+bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
 	  $(GO) run ./qemu/cmd/bench
 	$(GO) run ./cmd/tamavisor-snap bench

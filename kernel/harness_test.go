@@ -132,7 +132,7 @@ func newEnv(t *testing.T, f svm.Features) *env {
 	e.runner = &scriptRunner{mem: e.mem}
 	e.plat = &Platform{
 		Mem: e.mem, Pool: e.pool, Runner: e.runner, Features: f,
-		ASIDs: svm.NewASIDs(f.NASID), CPUID: fakeCPUID,
+		ASIDs: svm.NewASIDs(f.NASID), CPUID: fakeCPUID, ServiceEvery: 1,
 		TSC:     func() uint64 { return e.tsc },
 		Console: &e.console,
 		Input: func() (byte, bool) {

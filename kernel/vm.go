@@ -38,7 +38,10 @@ type Platform struct {
 	// ServiceInterval is how often, in TSC cycles, the run loop polls
 	// input and the control channel between exits.
 	ServiceInterval uint64
-	TSCHz           uint64
+	// ServiceEvery is how many exits pass between looks at that clock
+	// (reading the TSC is not free under emulation); 0 means 32.
+	ServiceEvery uint64
+	TSCHz        uint64
 
 	// Store is the snapshot store on the snapshot disk, or nil.
 	Store *snapshot.Store
@@ -194,6 +197,9 @@ func (vm *VM) Destroy() {
 	}
 }
 
+// serviceEvery is the default of Platform.ServiceEvery.
+const serviceEvery = 32
+
 // Run runs the VM until it stops. A bug that panics in an exit handler
 // stops this VM with a report instead of taking the hypervisor down.
 func (vm *VM) Run() (stop *Stop) {
@@ -204,11 +210,17 @@ func (vm *VM) Run() (stop *Stop) {
 		}
 	}()
 	v := vm.VCPU
+	every := vm.plat.ServiceEvery
+	if every == 0 {
+		every = serviceEvery
+	}
 	for vm.stop == nil {
 		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx)
 		v.Exits++
 		v.handleExit()
-		if vm.pause != pauseNone || vm.plat.TSC() >= vm.nextService {
+		// Reading the TSC is not free under emulation: look at the
+		// clock every serviceEvery exits only.
+		if vm.pause != pauseNone || v.Exits%every == 0 && vm.plat.TSC() >= vm.nextService {
 			vm.service()
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"tamavisor/qemu"
 )
@@ -40,7 +41,47 @@ func main() {
 			fmt.Printf("bench run failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
 		}
 	}
+	if !snapBench(elf, guests) {
+		failed = true
+	}
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// snapBench boots tamavisor in snapbench mode with a fresh disk and the
+// fill guest (256 MiB of non-zero RAM).
+func snapBench(elf, guests string) bool {
+	dir, err := os.MkdirTemp("", "tamavisor-bench")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return false
+	}
+	defer os.RemoveAll(dir)
+	disk := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil || os.Truncate(disk, 700<<20) != nil {
+		fmt.Fprintln(os.Stderr, "bench: cannot make the disk image")
+		return false
+	}
+	r, err := qemu.Run(qemu.Config{QEMU: os.Getenv("QEMU"), ELF: elf, CPU: "EPYC,+svm", Mode: "snapbench",
+		Guest: filepath.Join(guests, "fill.bin"), Disk: disk, Timeout: 10 * time.Minute})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return false
+	}
+	fmt.Printf("== snapshot save/restore, -cpu EPYC,+svm (accel %s)\n", qemu.Accel())
+	printing := false
+	for _, l := range r.Lines {
+		if strings.HasPrefix(l.Text, "tamavisor snapshot bench:") {
+			printing = true
+		}
+		if printing {
+			fmt.Println(l.Text)
+		}
+	}
+	if s, ok := r.Status(); !printing || !ok || s != 0 {
+		fmt.Printf("snapshot bench failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
+		return false
+	}
+	return true
 }
