@@ -162,16 +162,7 @@ func (w *Writer) WriteManifest(m *Manifest) error {
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("snapshot: %v", err)
 	}
-	body := m.Encode()
-	if err := w.begin(TypeManifest, 0, ManifestVersion, Required, uint64(len(body))); err != nil {
-		return err
-	}
-	w.emit(body)
-	if err := w.end(); err != nil {
-		return err
-	}
-	w.manifest = m
-	return nil
+	return w.writeRawManifest(m, ManifestVersion, m.Encode())
 }
 
 // writeRawManifest writes a manifest chunk with an arbitrary version and

@@ -27,18 +27,8 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("== -cpu %s (accel %s)\n", cpu, qemu.Accel())
-		printing := false
-		for _, l := range r.Lines {
-			if strings.HasPrefix(l.Text, "tamavisor bench:") {
-				printing = true
-			}
-			if printing {
-				fmt.Println(l.Text)
-			}
-		}
-		if s, ok := r.Status(); !printing || !ok || s != 0 {
+		if !table(r, "tamavisor bench:") {
 			failed = true
-			fmt.Printf("bench run failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
 		}
 	}
 	if !snapBench(elf, guests) {
@@ -70,9 +60,15 @@ func snapBench(elf, guests string) bool {
 		return false
 	}
 	fmt.Printf("== snapshot save/restore, -cpu EPYC,+svm (accel %s)\n", qemu.Accel())
+	return table(r, "tamavisor snapshot bench:")
+}
+
+// table prints the console lines from the one starting with title on, and
+// reports whether the run printed it and powered off with status 0.
+func table(r *qemu.Result, title string) bool {
 	printing := false
 	for _, l := range r.Lines {
-		if strings.HasPrefix(l.Text, "tamavisor snapshot bench:") {
+		if strings.HasPrefix(l.Text, title) {
 			printing = true
 		}
 		if printing {
@@ -80,7 +76,7 @@ func snapBench(elf, guests string) bool {
 		}
 	}
 	if s, ok := r.Status(); !printing || !ok || s != 0 {
-		fmt.Printf("snapshot bench failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
+		fmt.Printf("bench run failed (QEMU exit %d):\n%s", r.ExitCode, r.Output())
 		return false
 	}
 	return true
