@@ -287,3 +287,18 @@ func tool(t *testing.T, name string) string {
 	tools[name] = p
 	return p
 }
+
+// TestKeyedSnapshot: a snapshot saved with a key restores only with that
+// key; without it the restore is refused as unauthenticated.
+func TestKeyedSnapshot(t *testing.T) {
+	disk := newDisk(t, 256<<20)
+	key := []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=correct horse"}
+	boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, Extra: key, OnLine: killOn("counter: saved at 5")})
+	r := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk})
+	expect(t, r, 102, "restore refused", "authentication")
+	r = boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk,
+		Extra: []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=wrong horse"}})
+	expect(t, r, 102, "restore refused", "authentication")
+	r = boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk, Extra: key, OnLine: killOn("count: 6")})
+	expect(t, r, -1, "snapshots are authenticated", "restored from generation 1", "counter: resumed at 5")
+}
