@@ -18,15 +18,17 @@ ACCEL ?= $(shell grep -qw svm /proc/cpuinfo 2>/dev/null && test -w /dev/kvm && e
 
 # DISK=file: snapshot disk (virtio-blk); RESTORE=1 resumes its newest
 # snapshot; CTL=path: control-channel socket for `tamavisor snapshot`.
-QEMU_FLAGS = -machine microvm,x-option-roms=on,pit=on,pic=off,rtc=on \
+c := ,
+QEMU_FLAGS = -machine microvm$(c)x-option-roms=on$(c)pit=on$(c)pic=off$(c)rtc=on \
 	-accel $(ACCEL) -cpu $(CPU) -m 2G -nographic -monitor none -serial stdio \
-	-no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest,file=$(GUEST)) \
+	-no-reboot -device isa-debug-exit$(c)iobase=0xf4$(c)iosize=0x04 \
+	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest$(c)file=$(GUEST)) \
 	$(if $(DISK),-global virtio-mmio.force-legacy=false \
-	  -drive if=none,id=snapdisk,format=raw,file=$(DISK) -device virtio-blk-device,drive=snapdisk) \
-	$(if $(RESTORE),-fw_cfg name=opt/tamavisor/mode,string=restore) \
-	$(if $(CTL),-chardev socket,id=ctl,server=on,wait=off,path=$(CTL) \
-	  -device isa-serial,chardev=ctl,iobase=0x2f8,irq=3)
+	  -drive if=none$(c)id=snapdisk$(c)format=raw$(c)file=$(DISK) \
+	  -device virtio-blk-device$(c)drive=snapdisk) \
+	$(if $(RESTORE),-fw_cfg name=opt/tamavisor/mode$(c)string=restore) \
+	$(if $(CTL),-chardev socket$(c)id=ctl$(c)server=on$(c)wait=off$(c)path=$(CTL) \
+	  -device isa-serial$(c)chardev=ctl$(c)iobase=0x2f8$(c)irq=3)
 
 SOURCES := $(shell find . -name '*.go' -not -path './qemu/*' -not -name '*_test.go') go.mod
 

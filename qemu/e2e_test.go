@@ -4,6 +4,7 @@ package qemu
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,4 +161,27 @@ func TestBenchMode(t *testing.T) {
 	r := boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "bench"), Mode: "bench"})
 	expect(t, r, 0, "bare VMRUN/#VMEXIT floor", "CPUID exit, full Go exit path",
 		"port I/O exit to UART model", "VM creation to guest first instruction")
+}
+
+// TestMakeQemu runs the README's command for running tamavisor, with and
+// without the optional variables.
+func TestMakeQemu(t *testing.T) {
+	disk := newDisk(t, 64<<20)
+	for _, args := range [][]string{
+		{"qemu"},
+		{"qemu", "GUEST=guests/build/long64.bin", "DISK=" + disk, "CTL=" + filepath.Join(t.TempDir(), "ctl.sock")},
+	} {
+		cmd := exec.Command("make", append([]string{"-C", "..", "--no-print-directory"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %v: %v\n%s", args, err, out)
+		}
+		want := "demo: bye"
+		if len(args) > 1 {
+			want = "long64: PASS"
+		}
+		if !strings.Contains(string(out), want) || !strings.Contains(string(out), "tamavisor status 0") {
+			t.Errorf("make %v output lacks %q or status 0:\n%s", args, want, out)
+		}
+	}
 }
