@@ -8,7 +8,8 @@
 ;   1    "counter: resumed at n"  (a guest restored from that snapshot)
 ;   <0   "counter: snapshot error" (no disk, disk too small...), goes on
 ; At n = 15 it checks the pattern is intact and EXITs 0. A TSC that went
-; backwards EXITs 3, a damaged pattern EXITs 4.
+; backwards EXITs 3, a damaged pattern EXITs 4, lost SSE state (XMM5 and
+; MXCSR, set at the start) EXITs 5.
 ;
 ; The count and the last TSC live in registers (r12, r13): a restore must
 ; bring back the GPRs for the sequence to continue.
@@ -21,6 +22,9 @@ FILL_START  equ 0x01000000              ; 16 MiB
 FILL_END    equ 0x04000000              ; 64 MiB
 PATTERN     equ 0x5441_4d41_5649_534f   ; "OSIVAMAT"
 DELAY       equ 20000000                ; TSC cycles between counts (~8 ms)
+XMM_VALUE   equ 0x0123_4567_89ab_cdef
+MXCSR_VALUE equ 0x7f80                  ; all exceptions masked, round toward zero
+CR4_OSFXSR  equ 1 << 9
 
         GUEST_HEADER 64, 0x10000, FILL_END, "counter"
 
@@ -28,6 +32,12 @@ _start:
         mov rsp, 0x80000
         cld
         PUTS msg_start
+        mov rax, cr4                    ; enable SSE, put state in XMM5/MXCSR
+        or rax, CR4_OSFXSR
+        mov cr4, rax
+        mov rax, XMM_VALUE
+        movq xmm5, rax
+        ldmxcsr [mxcsr_init]
         mov rdi, FILL_START             ; fill 48 MiB, each qword = pattern ^ address
 .fill:  mov rax, PATTERN
         xor rax, rdi
@@ -92,9 +102,18 @@ _start:
         add rdi, 8
         cmp rdi, FILL_END
         jb .check
+        movq rax, xmm5                  ; SSE state survived exits and restores
+        mov rcx, XMM_VALUE
+        cmp rax, rcx
+        jne .sse
+        stmxcsr [mxcsr_now]
+        cmp dword [mxcsr_now], MXCSR_VALUE
+        jne .sse
         PUTS msg_done
         HC_EXIT_WITH 0
 
+.sse:   PUTS msg_sse
+        HC_EXIT_WITH 5
 .backwards:
         PUTS msg_back
         HC_EXIT_WITH 3
@@ -130,6 +149,9 @@ msg_saved:   db GNAME, ": saved at ", 0
 msg_resumed: db GNAME, ": resumed at ", 0
 msg_snaperr: db GNAME, ": snapshot error", 10, 0
 msg_done:    db GNAME, ": done, memory intact", 10, 0
+msg_sse:     db GNAME, ": FAIL SSE state lost", 10, 0
+mxcsr_init:  dd MXCSR_VALUE
+mxcsr_now:   dd 0
 msg_back:    db GNAME, ": FAIL tsc went backwards", 10, 0
 msg_damaged: db GNAME, ": FAIL memory damaged", 10, 0
 numbuf:      times 21 db 0

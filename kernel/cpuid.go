@@ -48,10 +48,12 @@ const (
 	f1ecxOSXSAVE = 1 << 27
 	f1ecxAVX     = 1 << 28
 	f1ecxF16C    = 1 << 29
+	f1ecxX2APIC  = 1 << 21
 	f1edxMCE     = 1 << 7
+	f1edxAPIC    = 1 << 9 // no local APIC is emulated yet
 	f1edxMCA     = 1 << 14
-	f1ecxHidden  = f1ecxMONITOR | f1ecxVMX | f1ecxFMA | f1ecxXSAVE | f1ecxOSXSAVE | f1ecxAVX | f1ecxF16C
-	f1edxHidden  = f1edxMCE | f1edxMCA
+	f1ecxHidden  = f1ecxMONITOR | f1ecxVMX | f1ecxFMA | f1ecxX2APIC | f1ecxXSAVE | f1ecxOSXSAVE | f1ecxAVX | f1ecxF16C
+	f1edxHidden  = f1edxMCE | f1edxAPIC | f1edxMCA
 )
 
 // Leaf 7 EBX bits passed through (everything else is hidden: AVX2,

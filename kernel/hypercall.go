@@ -1,6 +1,9 @@
 package kernel
 
-import "tamavisor/kernel/insn"
+import (
+	"tamavisor/kernel/insn"
+	"tamavisor/svm"
+)
 
 // Hypercall numbers and results (docs/guest-abi.md, "Hypercalls").
 const (
@@ -18,6 +21,9 @@ const (
 	EBUSY  = -3
 	EIO    = -4 // the snapshot could not be written
 	ENODEV = -5 // no snapshot disk
+	EPERM  = -6 // called from CPL > 0
+
+	maxBenchReports = 64
 
 	maxConsoleWrite = 4096
 )
@@ -30,17 +36,29 @@ func (v *VCPU) hypercall() {
 	}
 	s := &v.vmcb.State
 	r := &v.Regs
+	// 16- and 32-bit guests pass 32-bit values: ignore stale upper halves.
+	mask := ^uint64(0)
+	if !(s.EFER&svm.EFERLMA != 0 && s.CS.Attrib&svm.SegL != 0) {
+		mask = 0xffffffff
+	}
+	fn, arg1, arg2 := s.RAX&mask, r.RBX&mask, r.RCX&mask
+	// Only the guest kernel may call the hypervisor (CPL is SS.DPL in
+	// protected mode, APM vol. 2, 15.5.1).
+	if s.CR0&svm.CR0PE != 0 && (s.SS.Attrib>>svm.SegDPLShift)&3 != 0 {
+		s.RAX = errno(EPERM)
+		return
+	}
 	ret := int64(0)
-	switch s.RAX {
+	switch fn {
 	case HCVersion:
 		ret = ABIVersion
 	case HCConsoleWrite:
-		n := r.RCX
+		n := arg2
 		if n > maxConsoleWrite {
 			ret = EINVAL
 			break
 		}
-		b, err := v.vm.Mem.Slice(r.RBX, n)
+		b, err := v.vm.Mem.Slice(arg1, n)
 		if err != nil {
 			ret = EINVAL
 			break
@@ -48,13 +66,17 @@ func (v *VCPU) hypercall() {
 		v.vm.plat.Console.Write(b)
 		ret = int64(n)
 	case HCExit:
-		v.vm.stop = &Stop{Kind: StopExited, Status: int(r.RBX & 0xff)}
+		v.vm.stop = &Stop{Kind: StopExited, Status: int(arg1 & 0xff)}
 	case HCBenchReport:
-		v.vm.BenchReports[r.RBX] = r.RCX
+		if _, ok := v.vm.BenchReports[arg1]; !ok && len(v.vm.BenchReports) >= maxBenchReports {
+			ret = EBUSY
+			break
+		}
+		v.vm.BenchReports[arg1] = arg2
 	case HCSnapshot:
-		// Saved at the next exit boundary, after this exit completes;
+		// Saved right after this exit, before anything else runs;
 		// snapshotHypercall sets RAX.
-		v.vm.pause = pauseHypercall
+		v.vm.pause |= pauseHypercall
 		return
 	default:
 		ret = ENOSYS

@@ -20,13 +20,14 @@ const (
 	inputQueue   = 4096 // console bytes held for the guest UART
 )
 
-// PauseReason says why the run loop left the guest.
+// pauseReason says why the run loop left the guest (bits: several can be
+// pending at once).
 type pauseReason int
 
 const (
-	pauseNone      pauseReason = iota
-	pauseMonitor               // escape typed on the console
-	pauseHypercall             // SNAPSHOT hypercall
+	pauseNone      pauseReason = 0
+	pauseMonitor   pauseReason = 1 << 0 // escape typed on the console
+	pauseHypercall pauseReason = 1 << 1 // SNAPSHOT hypercall
 )
 
 // service runs between exits when a pause was requested or the service
@@ -36,15 +37,17 @@ const (
 func (vm *VM) service() {
 	p := vm.plat
 	vm.nextService = p.TSC() + p.ServiceInterval
+	// A SNAPSHOT hypercall completes first: its exit is the one that was
+	// just handled, and nothing else may run in between.
+	if vm.pause&pauseHypercall != 0 {
+		vm.pause &^= pauseHypercall
+		vm.snapshotHypercall()
+	}
 	vm.pollConsole()
 	vm.pollControl()
-	switch vm.pause {
-	case pauseMonitor:
-		vm.pause = pauseNone
+	if vm.pause&pauseMonitor != 0 && vm.stop == nil {
+		vm.pause &^= pauseMonitor
 		vm.monitor()
-	case pauseHypercall:
-		vm.pause = pauseNone
-		vm.snapshotHypercall()
 	}
 }
 
@@ -61,7 +64,7 @@ func (vm *VM) pollConsole() {
 			return
 		}
 		if b == EscapeByte {
-			vm.pause = pauseMonitor
+			vm.pause |= pauseMonitor
 			return
 		}
 		if len(vm.input) < inputQueue {

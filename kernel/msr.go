@@ -100,8 +100,8 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 		if val&^(eferWritable|svm.EFERLMA) != 0 {
 			return false
 		}
-		// LME cannot change while paging is on in long mode (APM vol. 2, 14.6.1).
-		if s.EFER&svm.EFERLMA != 0 && val&svm.EFERLME == 0 {
+		// LME cannot change while paging is on (APM vol. 2, 14.6.1).
+		if s.CR0&svm.CR0PG != 0 && (val^s.EFER)&svm.EFERLME != 0 {
 			return false
 		}
 		// LMA is read-only: keep the CPU's value.

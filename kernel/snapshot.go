@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,16 @@ const (
 	devDebug = "debugport"
 
 	fxAreaSize = 512
+	maxVMName  = 32 // the snapshot header's limit
+
+	// fxMXCSR is the offset of MXCSR in the FXSAVE area. FXRSTOR of a
+	// value with bits set outside mxcsrValid faults in the hypervisor.
+	fxMXCSR    = 24
+	mxcsrValid = 0xffff
+
+	// Limits for decoding a snapshot (hostile input).
+	maxChunkBody = 1 << 20 // manifest, vm, vcpu and device chunks are small
+	maxRetained  = 4 << 20
 )
 
 // deviceModels are the device models this tamavisor can restore, with the
@@ -132,6 +143,9 @@ func decodeVMConfig(d *snapshot.Decoder) (any, error) {
 	if err := d.Finish(); err != nil {
 		return nil, err
 	}
+	if len(c.Name) == 0 || len(c.Name) > maxVMName || sanitize([]byte(c.Name)) != c.Name {
+		return nil, fmt.Errorf("VM name %q is not 1-%d printable ASCII characters", c.Name, maxVMName)
+	}
 	if c.MemSize == 0 || c.MemSize%svm.PageSize != 0 || c.MemSize > MaxGuestRAM {
 		return nil, fmt.Errorf("guest RAM size %#x not a multiple of 4 KiB up to %d MiB", c.MemSize, MaxGuestRAM>>20)
 	}
@@ -177,7 +191,7 @@ func (v *VCPU) capture() *vcpuState {
 		Regs:        v.Regs,
 		Shadow:      c.InterruptShadow,
 		EventInj:    c.EventInj,
-		VIntr:       c.VIntr,
+		VIntr:       c.VIntr & svm.VIntrTPRMask, // V_TPR; the rest is tamavisor's
 		GuestTSC:    v.vm.plat.TSC() + c.TSCOffset,
 		TSCAux:      v.msrs.TSCAux,
 		MTRRDefType: v.msrs.MTRRDefType,
@@ -201,6 +215,14 @@ func (v *VCPU) apply(st *vcpuState) error {
 		*r = *src[i]
 	}
 	s.EFER |= svm.EFERSVME
+	if mx := binary.LittleEndian.Uint32(st.FX[fxMXCSR:]); mx&^mxcsrValid != 0 {
+		return &RefusedError{fmt.Sprintf("saved MXCSR %#x has reserved bits set", mx)}
+	}
+	// Only V_TPR is guest state; no virtual interrupt, VGIF or AVIC bit is
+	// ever set by tamavisor.
+	if st.VIntr&^svm.VIntrTPRMask != 0 {
+		return &RefusedError{fmt.Sprintf("saved virtual interrupt control %#x uses features tamavisor does not manage", st.VIntr)}
+	}
 	c := &v.vmcb.Control
 	c.InterruptShadow = st.Shadow & svm.InterruptShadowMask
 	c.EventInj = st.EventInj
@@ -357,7 +379,8 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 	sink := &restoreSink{p: p}
 	// The vm chunk, seen as it streams by, says where RAM goes.
 	reg := registry(func(c vmConfig) { sink.cfg = &c })
-	snap, err := store.Decode(newest, snapshot.DecodeOptions{Registry: reg, Key: key, Memory: sink})
+	snap, err := store.Decode(newest, snapshot.DecodeOptions{Registry: reg, Key: key, Memory: sink,
+		MaxRAM: MaxGuestRAM, MaxChunkSize: maxChunkBody, MaxRetained: maxRetained})
 	vm := sink.vm
 	if err == nil {
 		if vm == nil {
@@ -397,6 +420,10 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 		if d.StateVersion > v || d.Instance != 0 {
 			return &RefusedError{fmt.Sprintf("device %q instance %d state version %d (this tamavisor has instance 0 up to version %d)", d.Name, d.Instance, d.StateVersion, v)}
 		}
+	}
+	if r := snap.RAM; r == nil || r.Incremental || len(r.Ranges) != 1 || r.Ranges[0].GPA != 0 ||
+		r.Ranges[0].Pages*svm.PageSize != vm.Mem.Size {
+		return &RefusedError{"the RAM chunk does not hold all guest RAM (missing, incremental, or partial)"}
 	}
 	model := &CPUIDModel{}
 	for _, l := range m.CPUID {
@@ -499,7 +526,7 @@ type SaveStats struct {
 func (vm *VM) snapshotHypercall() {
 	s := &vm.VCPU.vmcb.State
 	flags := vm.VCPU.Regs.RBX
-	s.RAX = resumedRAX
+	s.RAX = resumedRAX // what the guest sees if resumed from this save
 	_, err := vm.snapshot(vm.plat.Console)
 	switch {
 	case errors.Is(err, ErrNoDisk):

@@ -28,7 +28,8 @@ const (
 		svm.InterceptINVLPGA | svm.InterceptFERRFreeze
 	interceptsMisc2 = svm.InterceptVMRUN | svm.InterceptVMMCALL | svm.InterceptVMLOAD |
 		svm.InterceptVMSAVE | svm.InterceptSTGI | svm.InterceptCLGI | svm.InterceptSKINIT |
-		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC
+		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC |
+		svm.InterceptRDTSCP | svm.InterceptXSETBV
 	// Machine checks are never reflected into a guest.
 	interceptsExceptions = 1 << 18
 )
@@ -111,10 +112,13 @@ func (v *VCPU) handleExit() {
 		v.vm.stopFault("triple fault (shutdown) at RIP %#x", v.vmcb.State.RIP)
 	case svm.ExitINVD:
 		v.skip(insn.OpINVD)
+	case svm.ExitRDTSCP:
+		v.rdtscp()
 	case svm.ExitVMRUN, svm.ExitVMLOAD, svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI,
-		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1:
-		// SVM and MONITOR are hidden from the guest: their instructions
-		// do not exist for it.
+		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1,
+		svm.ExitXSETBV:
+		// SVM, MONITOR and XSAVE are hidden from the guest: their
+		// instructions do not exist for it. (XCR0 is not switched.)
 		v.inject(svm.Exception(svm.VectorUD, 0))
 	case svm.ExitExcp0 + 18:
 		v.vm.stopFault("machine check (#MC) in the guest at RIP %#x", v.vmcb.State.RIP)
@@ -196,6 +200,16 @@ func (v *VCPU) msr() {
 		return
 	}
 	v.skip(insn.OpWRMSR)
+}
+
+// rdtscp returns the guest's TSC and its TSC_AUX (emulated: the host's
+// TSC_AUX is not the guest's).
+func (v *VCPU) rdtscp() {
+	s := &v.vmcb.State
+	tsc := v.vm.plat.TSC() + v.vmcb.Control.TSCOffset
+	if v.skip(insn.OpRDTSCP) {
+		s.RAX, v.Regs.RDX, v.Regs.RCX = tsc&0xffffffff, tsc>>32, v.msrs.TSCAux
+	}
 }
 
 // sizeMask is the part of RAX a port access of n bytes uses.

@@ -225,7 +225,7 @@ func TestControlChannel(t *testing.T) {
 	var got string
 	r1 := boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, Control: sock,
 		OnLine: func(l Line) bool {
-			if strings.Contains(l.Text, "count: 1") {
+			if l.Text == "count: 1" {
 				go func() {
 					out, err := exec.Command(ctl, "snapshot", "--socket", sock).CombinedOutput()
 					if err != nil {

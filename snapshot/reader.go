@@ -42,7 +42,17 @@ type DecodeOptions struct {
 	// MaxChunkSize caps an in-memory chunk body; 0 means
 	// DefaultMaxChunkSize.
 	MaxChunkSize uint64
+	// MaxRetained caps the sum of the chunk bodies held in memory; 0
+	// means DefaultMaxRetained.
+	MaxRetained uint64
+	// MaxRAM caps the guest RAM a RAM chunk may describe (its bitmaps are
+	// allocated before the checksums can be checked); 0 means no cap
+	// beyond the stream size. A hypervisor passes its largest guest.
+	MaxRAM uint64
 }
+
+// DefaultMaxRetained is the default of DecodeOptions.MaxRetained.
+const DefaultMaxRetained = 2 * DefaultMaxChunkSize
 
 // Chunk is one chunk of a decoded snapshot.
 type Chunk struct {
@@ -139,6 +149,9 @@ func Decode(r io.Reader, size int64, opts DecodeOptions) (*Snapshot, error) {
 	if opts.MaxChunkSize == 0 {
 		opts.MaxChunkSize = DefaultMaxChunkSize
 	}
+	if opts.MaxRetained == 0 {
+		opts.MaxRetained = DefaultMaxRetained
+	}
 	if size < 0 {
 		return nil, fmt.Errorf("snapshot: negative size")
 	}
@@ -155,11 +168,13 @@ func Decode(r io.Reader, size int64, opts DecodeOptions) (*Snapshot, error) {
 }
 
 type decoder struct {
-	opts    *DecodeOptions
-	sr      *streamReader
-	snap    *Snapshot
-	seen    map[string]bool
-	scratch []byte
+	opts     *DecodeOptions
+	sr       *streamReader
+	snap     *Snapshot
+	seen     map[string]bool
+	scratch  []byte
+	retained uint64 // bytes of chunk bodies held
+	ramTotal uint64 // pages described by the RAM chunk so far
 }
 
 func (d *decoder) notice(format string, args ...any) {
@@ -326,6 +341,9 @@ func (d *decoder) chunk(c *Chunk) error {
 		}
 		return fmt.Errorf("%w: length %d exceeds the limit %d", ErrCorrupt, c.Length, d.opts.MaxChunkSize)
 	}
+	if d.retained += c.Length; d.retained > d.opts.MaxRetained {
+		return fmt.Errorf("%w: chunk bodies exceed %d bytes in all", ErrCorrupt, d.opts.MaxRetained)
+	}
 	body := make([]byte, c.Length)
 	if err := d.sr.read(body); err != nil {
 		return err
@@ -485,6 +503,9 @@ func (d *decoder) ram(n uint64) (*RAMInfo, error) {
 			return nil, fmt.Errorf("%w: RAM range %d (%#x) overlaps or is out of order", ErrCorrupt, i, gpa)
 		}
 		end = gpa + pages*PageSize
+		if d.ramTotal += pages; d.opts.MaxRAM != 0 && d.ramTotal > d.opts.MaxRAM/PageSize {
+			return nil, fmt.Errorf("%w: RAM chunk describes more than the %d MiB this reader accepts", ErrCorrupt, d.opts.MaxRAM>>20)
+		}
 		if d.snap.Manifest == nil || !d.snap.Manifest.ramRegion(gpa, pages*PageSize) {
 			return nil, fmt.Errorf("%w: RAM range %d (%#x+%#x) is not inside a RAM region of the manifest", ErrCorrupt, i, gpa, pages*PageSize)
 		}

@@ -239,3 +239,20 @@ func TestTruncatedStream(t *testing.T) {
 		t.Error("trailing byte accepted")
 	}
 }
+
+// TestDecodeLimits: a reader's memory caps hold before any checksum can be
+// checked (a hostile stream must not exhaust a 512 MiB heap).
+func TestDecodeLimits(t *testing.T) {
+	vm := newTestVM(7, 1<<20+64<<10)
+	b := vm.encode(t, 1, nil)
+	reg := testRegistry(t)
+	if _, err := decodeBytes(b, DecodeOptions{Registry: reg, MaxRAM: 512 << 10}); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("MaxRAM: %v", err)
+	}
+	if _, err := decodeBytes(b, DecodeOptions{Registry: reg, MaxRetained: 64}); err == nil || !strings.Contains(err.Error(), "in all") {
+		t.Errorf("MaxRetained: %v", err)
+	}
+	if _, err := decodeBytes(b, DecodeOptions{Registry: reg, MaxRAM: 8 << 20}); err != nil {
+		t.Errorf("within the limits: %v", err)
+	}
+}

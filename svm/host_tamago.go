@@ -34,7 +34,10 @@ func Enable(alloc PageAllocator) (*Host, error) {
 	if h.state, err = alloc.AllocPage(); err != nil {
 		return nil, fmt.Errorf("svm: host state page: %w", err)
 	}
-	x86.WRMSR(MSREFER, x86.RDMSR(MSREFER)|EFERSVME)
+	// NXE too: nested page tables are walked in the host's paging mode,
+	// and their non-executable bit is reserved without it (APM vol. 2,
+	// 15.25.5).
+	x86.WRMSR(MSREFER, x86.RDMSR(MSREFER)|EFERSVME|EFERNXE)
 	x86.WRMSR(MSRVMHsavePA, h.hsave)
 	return h, nil
 }

@@ -28,8 +28,9 @@
 // its next #VMEXIT. With GIF clear around it, no interrupt or NMI reaches
 // the host while guest state is in the registers.
 //
-//   1. swap x87/SSE state: the guest's FXSAVE area in, the host's out;
-//   2. CLGI; VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
+//   1. CLGI; swap x87/SSE state: the host's out, the guest's FXSAVE area
+//      in;
+//   2. VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
 //      SFMASK/SYSENTER_* (VMRUN does not save them) into hostState;
 //   3. load the guest GPRs that are not in the VMCB; VMLOAD the guest's
 //      hidden state; VMRUN;
@@ -50,10 +51,9 @@ TEXT ·run(SB),NOSPLIT,$48-40
 	MOVQ	R9, F_HOST(SP)
 	MOVQ	BP, F_BP(SP)
 
+	CLGI
 	FXSAVE64	(R12)
 	FXRSTOR64	(R11)
-
-	CLGI
 	MOVQ	R9, AX
 	VMSAVE
 

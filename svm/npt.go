@@ -160,6 +160,9 @@ func (n *NPT) Unmap(gpa, size uint64) error {
 	if gpa%PageSize != 0 || size%PageSize != 0 {
 		return ErrUnaligned
 	}
+	if gpa+size > MaxGPA || gpa+size < gpa {
+		return ErrRange
+	}
 	end := gpa + size
 	for gpa < end {
 		step, err := n.clear(gpa, end)

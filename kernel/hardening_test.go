@@ -1,0 +1,163 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// Behaviour found by review: each case here failed before its fix.
+
+func TestHypercallFromUserMode(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode64)
+	es := e.resume(e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+		v.State.SS.Attrib |= 3 << svm.SegDPLShift // CPL 3
+		v.State.RAX = HCExit
+	}))
+	if got := last(es).vmcb.State.RAX; got != errno(EPERM) {
+		t.Errorf("EXIT from CPL 3 returned %#x, want EPERM; the VM must keep running", got)
+	}
+}
+
+func TestHypercall32BitArguments(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode32)
+	es := e.resume(e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+		v.State.RAX = 0xdead_0000_0000_0000 | HCVersion // stale upper half
+	}))
+	if got := last(es).vmcb.State.RAX; got != ABIVersion {
+		t.Errorf("VERSION with a stale upper RAX in 32-bit mode: %#x", got)
+	}
+}
+
+func TestBenchReportsBounded(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	vm := e.boot(Mode64)
+	var steps []step
+	for i := 0; i < maxBenchReports+5; i++ {
+		id := uint64(i)
+		steps = append(steps, e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+			v.State.RAX, r.RBX, r.RCX = HCBenchReport, id, 1
+		}))
+	}
+	es := e.resume(steps...)
+	if len(vm.BenchReports) != maxBenchReports {
+		t.Errorf("%d reports kept, want the cap %d", len(vm.BenchReports), maxBenchReports)
+	}
+	if got := last(es).vmcb.State.RAX; got != errno(EBUSY) {
+		t.Errorf("report past the cap returned %#x, want EBUSY", got)
+	}
+}
+
+func TestRDTSCPAndXSETBV(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	vm := e.boot(Mode64)
+	vm.VCPU.msrs.TSCAux = 7
+	vm.VCPU.vmcb.Control.TSCOffset = 100
+	es := e.resume(e.insnExit(svm.ExitRDTSCP, []byte{0x0f, 0x01, 0xf9}, nil),
+		e.insnExit(svm.ExitXSETBV, []byte{0x0f, 0x01, 0xd1}, nil))
+	r := es[1]
+	if tsc := r.regs.RDX<<32 | r.vmcb.State.RAX; tsc != e.tsc+100 || r.regs.RCX != 7 {
+		t.Errorf("RDTSCP: TSC %d (want %d), TSC_AUX %d (want 7)", tsc, e.tsc+100, r.regs.RCX)
+	}
+	if ev, ok := svm.DecodeEvent(last(es).vmcb.Control.EventInj); !ok || ev.Vector != svm.VectorUD {
+		t.Errorf("XSETBV: event %+v %v, want #UD", ev, ok)
+	}
+}
+
+func TestEFERLMEWithPaging(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	vm := e.boot(Mode32)
+	vm.VCPU.vmcb.State.CR0 |= svm.CR0PG // 32-bit paging, no PAE
+	es := e.resume(e.insnExit(svm.ExitMSR, encWRMSR, func(v *svm.VMCB, r *svm.Regs) {
+		v.Control.ExitInfo1 = 1
+		r.RCX, v.State.RAX, r.RDX = msrEFER, svm.EFERLME, 0
+	}))
+	if ev, ok := svm.DecodeEvent(last(es).vmcb.Control.EventInj); !ok || ev.Vector != svm.VectorGP {
+		t.Errorf("setting EFER.LME with paging on: event %+v %v, want #GP", ev, ok)
+	}
+	if last(es).vmcb.State.EFER&svm.EFERLME != 0 {
+		t.Error("EFER.LME was set")
+	}
+}
+
+// TestSnapshotHypercallBeforeMonitor: an escape typed while a SNAPSHOT
+// hypercall completes neither loses the save nor leaves RAX unset.
+func TestSnapshotHypercallBeforeMonitor(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	st := e.withStore(dev)
+	e.boot(Mode16)
+	e.input = []byte("\x1dcontinue\n")
+	es := e.resume(snapshotStep(e, 0))
+	if got := last(es).vmcb.State.RAX; got != 0 {
+		t.Errorf("SNAPSHOT returned %#x, want 0", got)
+	}
+	if !strings.Contains(e.console.String(), "back to the guest console") {
+		t.Error("the monitor did not run after the save")
+	}
+	vm, _, err := Restore(e.plat, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Destroy()
+	if vm.VCPU.vmcb.State.RAX != resumedRAX {
+		t.Errorf("resumed guest sees RAX %#x, want 1", vm.VCPU.vmcb.State.RAX)
+	}
+}
+
+// TestRestoreRefusesHostileVCPU: saved state that would fault in the
+// hypervisor (MXCSR) or switch on unmanaged features (AVIC, V_IRQ), and
+// names that cannot be printed, are refused.
+func TestRestoreRefusesHostileVCPU(t *testing.T) {
+	for name, tc := range map[string]struct {
+		mod  func(st *vcpuState, cfg *vmConfig)
+		want string
+	}{
+		"mxcsr": {func(st *vcpuState, _ *vmConfig) { binary.LittleEndian.PutUint32(st.FX[fxMXCSR:], 0xffff1f80) }, "MXCSR"},
+		"avic":  {func(st *vcpuState, _ *vmConfig) { st.VIntr = 1 << 31 }, "virtual interrupt"},
+		"virq":  {func(st *vcpuState, _ *vmConfig) { st.VIntr = svm.VIntrIRQ | 0x30<<svm.VIntrVectorShift }, "virtual interrupt"},
+		"name":  {func(_ *vcpuState, cfg *vmConfig) { cfg.Name = "evil\x1b[2J" }, "VM name"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, featNRIP)
+			vm := e.boot(Mode16)
+			st := e.withStore(snapshot.NewMemDevice(32<<20, 512))
+			vs := vm.VCPU.capture()
+			cfg := vmConfig{Name: vm.Name, MemSize: vm.Mem.Size}
+			tc.mod(vs, &cfg)
+			_, err := st.Save(snapshot.SaveOptions{Header: snapshot.Header{VMName: "x"}}, func(w *snapshot.Writer) error {
+				if err := w.WriteManifest(vm.manifest()); err != nil {
+					return err
+				}
+				if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(cfg)); err != nil {
+					return err
+				}
+				if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vs)); err != nil {
+					return err
+				}
+				if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
+					return err
+				}
+				if err := w.WriteDevice(devDebug, 0, nil); err != nil {
+					return err
+				}
+				return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			free := e.pool.FreeBytes()
+			if _, _, err := Restore(e.plat, st, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("restore: %v, want a refusal naming %q", err, tc.want)
+			}
+			if e.pool.FreeBytes() != free {
+				t.Error("refused restore leaked memory")
+			}
+		})
+	}
+}
