@@ -130,24 +130,7 @@ func TestRestoreRefusesHostileVCPU(t *testing.T) {
 			vs := vm.VCPU.capture()
 			cfg := vmConfig{Name: vm.Name, MemSize: vm.Mem.Size}
 			tc.mod(vs, &cfg)
-			_, err := st.Save(snapshot.SaveOptions{Header: snapshot.Header{VMName: "x"}}, func(w *snapshot.Writer) error {
-				if err := w.WriteManifest(vm.manifest()); err != nil {
-					return err
-				}
-				if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(cfg)); err != nil {
-					return err
-				}
-				if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vs)); err != nil {
-					return err
-				}
-				if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
-					return err
-				}
-				if err := w.WriteDevice(devDebug, 0, nil); err != nil {
-					return err
-				}
-				return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
-			})
+			err := craft(st, vm, cfg, vs)
 			if err != nil {
 				t.Fatal(err)
 			}

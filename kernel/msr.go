@@ -67,6 +67,19 @@ func patValid(v uint64) bool {
 	return true
 }
 
+// stubMSR reports the MSRs that read as 0 and ignore writes: the MTRRs
+// (none are emulated), MCG_STATUS and HWCR.
+func stubMSR(msr uint32) bool {
+	switch {
+	case msr == msrMCGStatus, msr == msrHWCR,
+		msr >= msrMTRRPhysFirst && msr <= msrMTRRPhysLast,
+		msr == msrMTRRFix64K, msr == msrMTRRFix16K0, msr == msrMTRRFix16K1,
+		msr >= msrMTRRFix4KFst && msr <= msrMTRRFix4KLast:
+		return true
+	}
+	return false
+}
+
 // readMSR emulates RDMSR; ok is false for MSRs outside the allowlist, which
 // get #GP(0).
 func (v *VCPU) readMSR(msr uint32) (val uint64, ok bool) {
@@ -82,10 +95,7 @@ func (v *VCPU) readMSR(msr uint32) (val uint64, ok bool) {
 		return v.msrs.TSCAux, true
 	case msr == msrMTRRDefType:
 		return v.msrs.MTRRDefType, true
-	case msr == msrMTRRCap, msr == msrMCGCap, msr == msrMCGStatus, msr == msrHWCR,
-		msr >= msrMTRRPhysFirst && msr <= msrMTRRPhysLast,
-		msr == msrMTRRFix64K, msr == msrMTRRFix16K0, msr == msrMTRRFix16K1,
-		msr >= msrMTRRFix4KFst && msr <= msrMTRRFix4KLast:
+	case msr == msrMTRRCap, msr == msrMCGCap, stubMSR(msr):
 		return 0, true
 	}
 	return 0, false
@@ -128,10 +138,7 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 		}
 		v.msrs.MTRRDefType = val
 		return true
-	case msr == msrMCGStatus, msr == msrHWCR,
-		msr >= msrMTRRPhysFirst && msr <= msrMTRRPhysLast,
-		msr == msrMTRRFix64K, msr == msrMTRRFix16K0, msr == msrMTRRFix16K1,
-		msr >= msrMTRRFix4KFst && msr <= msrMTRRFix4KLast:
+	case stubMSR(msr):
 		return true // accepted and ignored: no MTRRs are emulated
 	}
 	return false

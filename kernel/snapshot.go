@@ -42,11 +42,24 @@ const (
 	maxRetained  = 4 << 20
 )
 
-// deviceModels are the device models this tamavisor can restore, with the
-// newest state version each understands.
-var deviceModels = map[string]uint16{
-	devUART:  devices.UART16550StateVersion,
-	devDebug: devices.DebugPortStateVersion,
+// stateful is a device model that saves and restores its state.
+type stateful interface {
+	MarshalState() []byte
+	UnmarshalState(version uint16, b []byte) error
+}
+
+// deviceModels are the device models this tamavisor saves and restores:
+// their snapshot name, newest state version, whether a restore needs their
+// chunk, and the VM's instance. The manifest, the save and the restore all
+// walk this one table.
+var deviceModels = []struct {
+	name     string
+	version  uint16
+	required bool
+	model    func(vm *VM) stateful
+}{
+	{devUART, devices.UART16550StateVersion, true, func(vm *VM) stateful { return vm.UART }},
+	{devDebug, devices.DebugPortStateVersion, false, func(vm *VM) stateful { return vm.Debug }},
 }
 
 // vmConfig is the body of ChunkVM.
@@ -175,8 +188,8 @@ func registry(onVM func(vmConfig)) *snapshot.Registry {
 		Decoders: map[uint16]snapshot.DecodeFunc{1: vmDecoder}})
 	r.MustRegister(snapshot.Codec{Type: ChunkVCPU, Current: ChunkVCPUVersion,
 		Decoders: map[uint16]snapshot.DecodeFunc{1: decodeVCPU}})
-	for name, v := range deviceModels {
-		if err := r.RegisterRaw(snapshot.DevicePrefix+name, v); err != nil {
+	for _, d := range deviceModels {
+		if err := r.RegisterRaw(snapshot.DevicePrefix+d.name, d.version); err != nil {
 			panic(err)
 		}
 	}
@@ -242,15 +255,14 @@ func (vm *VM) manifest() *snapshot.Manifest {
 	m := &snapshot.Manifest{
 		VCPUs:  1,
 		Memory: []snapshot.MemRegion{{GPA: 0, Size: vm.Mem.Size, Kind: snapshot.MemRAM, Name: "ram"}},
-		Devices: []snapshot.DeviceEntry{
-			{Name: devUART, Instance: 0, StateVersion: devices.UART16550StateVersion, Required: true},
-			{Name: devDebug, Instance: 0, StateVersion: devices.DebugPortStateVersion, Required: false},
-		},
 		Properties: []snapshot.Property{
 			{Key: "hypervisor", Value: "tamavisor"},
 			{Key: "guest-abi", Value: strconv.Itoa(ABIVersion)},
 			{Key: "vm.name", Value: vm.Name},
 		},
+	}
+	for _, d := range deviceModels {
+		m.Devices = append(m.Devices, snapshot.DeviceEntry{Name: d.name, StateVersion: d.version, Required: d.required})
 	}
 	for _, e := range vm.CPUID.Entries {
 		m.CPUID = append(m.CPUID, snapshot.CPUIDLeaf{Leaf: e.Leaf, Subleaf: e.Subleaf, EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX})
@@ -290,11 +302,10 @@ func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(read, total uint64
 	if err := w.WriteChunk(ChunkVCPU, 0, ChunkVCPUVersion, snapshot.Required, encodeVCPU(vm.VCPU.capture())); err != nil {
 		return err
 	}
-	if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
-		return err
-	}
-	if err := w.WriteDevice(devDebug, 0, vm.Debug.MarshalState()); err != nil {
-		return err
+	for _, d := range deviceModels {
+		if err := w.WriteDevice(d.name, 0, d.model(vm).MarshalState()); err != nil {
+			return err
+		}
 	}
 	src := &progressSource{mem: &vm.Mem}
 	if progress != nil {
@@ -410,8 +421,13 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 		return &RefusedError{fmt.Sprintf("memory map %v (this tamavisor has one RAM region at 0 of the vm chunk's size)", m.Memory)}
 	}
 	for _, d := range m.Devices {
-		v, ok := deviceModels[d.Name]
-		if !ok {
+		var v uint16
+		for _, known := range deviceModels {
+			if known.name == d.Name {
+				v = known.version
+			}
+		}
+		if v == 0 {
 			if d.Required {
 				return &RefusedError{fmt.Sprintf("device model %q is not in this tamavisor", d.Name)}
 			}
@@ -440,19 +456,14 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 	if err := vm.VCPU.apply(vc.Value.(*vcpuState)); err != nil {
 		return err
 	}
-	for _, dev := range []struct {
-		name string
-		u    interface {
-			UnmarshalState(uint16, []byte) error
-		}
-	}{{devUART, vm.UART}, {devDebug, vm.Debug}} {
-		c := snap.Find(snapshot.DevicePrefix+dev.name, 0)
+	for _, d := range deviceModels {
+		c := snap.Find(snapshot.DevicePrefix+d.name, 0)
 		if c == nil {
 			continue // optional, or a device added since: reset state
 		}
 		body, _ := c.Value.([]byte)
-		if err := dev.u.UnmarshalState(c.Version, body); err != nil {
-			return fmt.Errorf("device %q: %w", dev.name, err)
+		if err := d.model(vm).UnmarshalState(c.Version, body); err != nil {
+			return fmt.Errorf("device %q: %w", d.name, err)
 		}
 	}
 	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushAll

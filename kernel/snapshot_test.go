@@ -133,29 +133,8 @@ func TestRestoreRefusesUnknownDeviceAndCPU(t *testing.T) {
 	// A snapshot from a "newer tamavisor" with a virtio-net device.
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	st := e.withStore(dev)
-	_, err := st.Save(snapshot.SaveOptions{Header: snapshot.Header{VMName: "x"}}, func(w *snapshot.Writer) error {
-		m := vm.manifest()
-		m.Devices = append(m.Devices, snapshot.DeviceEntry{Name: "virtio-net", StateVersion: 1, Required: true})
-		if err := w.WriteManifest(m); err != nil {
-			return err
-		}
-		if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(vmConfig{"x", vm.Mem.Size})); err != nil {
-			return err
-		}
-		if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vm.VCPU.capture())); err != nil {
-			return err
-		}
-		if err := w.WriteDevice(devUART, 0, vm.UART.MarshalState()); err != nil {
-			return err
-		}
-		if err := w.WriteDevice(devDebug, 0, nil); err != nil {
-			return err
-		}
-		if err := w.WriteDevice("virtio-net", 0, []byte{1}); err != nil {
-			return err
-		}
-		return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
-	})
+	err := craft(st, vm, vmConfig{"x", vm.Mem.Size}, vm.VCPU.capture(),
+		snapshot.DeviceEntry{Name: "virtio-net", StateVersion: 1, Required: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,4 +232,34 @@ func TestControlChannel(t *testing.T) {
 		!strings.Contains(got, "error: unknown command \"fly\"") {
 		t.Errorf("control channel answered:\n%s", got)
 	}
+}
+
+// craft saves a snapshot of vm whose vm and vcpu chunks are cfg and vs, as
+// a hostile or newer writer could, with extra devices (state {1}).
+func craft(st *snapshot.Store, vm *VM, cfg vmConfig, vs *vcpuState, extra ...snapshot.DeviceEntry) error {
+	_, err := st.Save(snapshot.SaveOptions{Header: snapshot.Header{VMName: "x"}}, func(w *snapshot.Writer) error {
+		m := vm.manifest()
+		m.Devices = append(m.Devices, extra...)
+		if err := w.WriteManifest(m); err != nil {
+			return err
+		}
+		if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(cfg)); err != nil {
+			return err
+		}
+		if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vs)); err != nil {
+			return err
+		}
+		for _, d := range deviceModels {
+			if err := w.WriteDevice(d.name, 0, d.model(vm).MarshalState()); err != nil {
+				return err
+			}
+		}
+		for _, d := range extra {
+			if err := w.WriteDevice(d.Name, d.Instance, []byte{1}); err != nil {
+				return err
+			}
+		}
+		return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+	})
+	return err
 }
