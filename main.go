@@ -87,7 +87,7 @@ func main() {
 		TSC:             x86.RDTSC,
 		TSCHz:           boot.TSCHz,
 		ServiceInterval: boot.TSCHz / serviceHz,
-		Console:         boot.Console{},
+		Console:         boot.UARTWriter{U: boot.UART0},
 		Input:           boot.ConsoleRead,
 		Idle:            func() bool { time.Sleep(time.Millisecond); return true },
 		Now:             boot.WallNow,
@@ -143,20 +143,34 @@ func runGuest(plat *kernel.Platform, image []byte) int {
 		logf("error: %v", err)
 		return boot.StatusBadImage
 	}
-	vm, err := kernel.NewVM(plat, img)
+	vm, err := startVM(plat, img)
 	if err != nil {
 		logf("error: vm %s: %v", img.Name, err)
 		return boot.StatusInternal
 	}
-	logf("vm %s: starting (%d-bit, %d KiB RAM, entry %#x)", img.Name, img.Mode, img.MemSize>>10, img.Entry)
 	return finish(plat, vm)
+}
+
+// startVM makes the VM of img.
+func startVM(plat *kernel.Platform, img *kernel.Image) (*kernel.VM, error) {
+	vm, err := kernel.NewVM(plat, img)
+	if err == nil {
+		logf("vm %s: starting (%d-bit, %d KiB RAM, entry %#x)", img.Name, img.Mode, img.MemSize>>10, img.Entry)
+	}
+	return vm, err
+}
+
+// runVM runs a VM to its end, reports how it ended and frees it.
+func runVM(vm *kernel.VM) *kernel.Stop {
+	stop := vm.Run()
+	logf("vm %s: %v (%d exits)", vm.Name, stop, vm.VCPU.Exits)
+	vm.Destroy()
+	return stop
 }
 
 // finish runs a VM to its end and returns the power-off status.
 func finish(plat *kernel.Platform, vm *kernel.VM) int {
-	stop := vm.Run()
-	logf("vm %s: %v (%d exits)", vm.Name, stop, vm.VCPU.Exits)
-	vm.Destroy()
+	stop := runVM(vm)
 	switch stop.Kind {
 	case kernel.StopExited:
 		return min(stop.Status, boot.StatusGuestMax)
@@ -171,8 +185,13 @@ func finish(plat *kernel.Platform, vm *kernel.VM) int {
 func healthCheck(plat *kernel.Platform, status int) int {
 	alive, _ := kernel.ParseImage(aliveGuest)
 	logf("hypervisor still running: starting health-check guest")
-	if s, err := runImage(plat, alive); err != nil || s.Kind != kernel.StopExited || s.Status != 0 {
-		logf("error: health-check guest failed: %v %v", s, err)
+	vm, err := startVM(plat, alive)
+	if err != nil {
+		logf("error: health-check guest: %v", err)
+		return boot.StatusInternal
+	}
+	if s := runVM(vm); s.Kind != kernel.StopExited || s.Status != 0 {
+		logf("error: health-check guest failed: %v", s)
 		return boot.StatusInternal
 	}
 	return status
@@ -216,18 +235,6 @@ func restore(plat *kernel.Platform) int {
 	logf("vm %s: restored from generation %d (slot %d, %.1f MiB) in %.3f s, resuming", vm.Name, c.Generation, c.Slot,
 		float64(c.Length)/(1<<20), secs)
 	return finish(plat, vm)
-}
-
-func runImage(plat *kernel.Platform, img *kernel.Image) (*kernel.Stop, error) {
-	vm, err := kernel.NewVM(plat, img)
-	if err != nil {
-		return nil, err
-	}
-	defer vm.Destroy()
-	logf("vm %s: starting (%d-bit, %d KiB RAM, entry %#x)", img.Name, img.Mode, img.MemSize>>10, img.Entry)
-	stop := vm.Run()
-	logf("vm %s: %v (%d exits)", img.Name, stop, vm.VCPU.Exits)
-	return stop, nil
 }
 
 func cpuName() string {

@@ -163,13 +163,3 @@ func PowerOff(status int) {
 func ConsoleRead() (byte, bool) {
 	return UART0.Rx()
 }
-
-// Console writes to the console UART.
-type Console struct{}
-
-func (Console) Write(p []byte) (int, error) {
-	for _, c := range p {
-		printk(c)
-	}
-	return len(p), nil
-}

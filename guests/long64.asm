@@ -123,11 +123,4 @@ idt_desc:
         dw 32 * 16 - 1
         dq IDT_BASE
 
-msg_start: db GNAME, ": start", 10, 0
-msg_pass:  db GNAME, ": PASS", 10, 0
-
-        GP_HANDLER
-        EXC_STUBS
-        UART_PUTS_FUNC
-        FAIL_FUNC
-        GUEST_END
+        CHECKS_GUEST_END

@@ -46,11 +46,4 @@ ivt_desc:
         dw 0x3FF                        ; limit: 256 vectors * 4 bytes - 1
         dd 0                            ; base
 
-msg_start: db GNAME, ": start", 10, 0
-msg_pass:  db GNAME, ": PASS", 10, 0
-
-        GP_HANDLER
-        EXC_STUBS
-        UART_PUTS_FUNC
-        FAIL_FUNC
-        GUEST_END
+        CHECKS_GUEST_END
