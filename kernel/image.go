@@ -166,8 +166,11 @@ func descriptor(attrib uint16) uint64 {
 // load copies the payload into guest RAM, writes the boot structures of its
 // mode and sets the initial register state in s.
 func (img *Image) load(mem *GuestMemory, s *svm.StateSaveArea) error {
-	if err := mem.WriteGPA(img.LoadGPA, img.Payload); err != nil {
-		return err
+	// An empty payload may sit at load_gpa == mem_size: nothing to copy.
+	if len(img.Payload) > 0 {
+		if err := mem.WriteGPA(img.LoadGPA, img.Payload); err != nil {
+			return err
+		}
 	}
 	*s = svm.StateSaveArea{}
 	s.EFER = svm.EFERSVME
