@@ -16,6 +16,7 @@ var fuzzExitCodes = []svm.ExitCode{
 	svm.ExitNPF, svm.ExitShutdown, svm.ExitINVD, svm.ExitVMRUN, svm.ExitVMLOAD,
 	svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI, svm.ExitSKINIT, svm.ExitINVLPGA,
 	svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitExcp0 + 18, svm.ExitFERRFreeze,
+	svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC,
 	svm.ExitInvalidLow, svm.ExitINTR, 0x3ff,
 }
 

@@ -11,15 +11,39 @@ import (
 
 // Behaviour found by review: each case here failed before its fix.
 
+// TestHypercallFromUserMode: the privilege check reads the VMCB CPL, not
+// SS.DPL. After SYSRET on AMD, user code runs at CPL 3 with SS.DPL 0; a
+// kernel may run with a DPL-3 SS selector loaded yet at CPL 0.
 func TestHypercallFromUserMode(t *testing.T) {
-	e := newEnv(t, featNRIP)
-	e.boot(Mode64)
-	es := e.resume(e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
-		v.State.SS.Attrib |= 3 << svm.SegDPLShift // CPL 3
-		v.State.RAX = HCExit
-	}))
-	if got := last(es).vmcb.State.RAX; got != errno(EPERM) {
-		t.Errorf("EXIT from CPL 3 returned %#x, want EPERM; the VM must keep running", got)
+	for _, tc := range []struct {
+		name    string
+		cpl     uint8
+		ssDPL   uint16
+		allowed bool
+	}{
+		{"CPL 3, SS.DPL 3", 3, 3, false},
+		{"CPL 3, SS.DPL 0 (after SYSRET)", 3, 0, false},
+		{"CPL 1", 1, 1, false},
+		{"CPL 0, SS.DPL 3", 0, 3, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, featNRIP)
+			e.boot(Mode64)
+			exit := e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+				v.State.CPL = tc.cpl
+				v.State.SS.Attrib = v.State.SS.Attrib&^(3<<svm.SegDPLShift) | tc.ssDPL<<svm.SegDPLShift
+				v.State.RAX = HCExit
+			})
+			if tc.allowed {
+				if stop := e.stopped(exit); stop.Kind != StopExited {
+					t.Errorf("EXIT from CPL 0 did not exit the VM: %v", stop)
+				}
+				return
+			}
+			if got := last(e.resume(exit)).vmcb.State.RAX; got != errno(EPERM) {
+				t.Errorf("EXIT from CPL %d returned %#x, want EPERM and the VM running", tc.cpl, got)
+			}
+		})
 	}
 }
 
@@ -140,6 +164,48 @@ func TestRestoreRefusesHostileVCPU(t *testing.T) {
 			}
 			if e.pool.FreeBytes() != free {
 				t.Error("refused restore leaked memory")
+			}
+		})
+	}
+}
+
+// TestBenignExceptionsIntercepted: #DB and #AC are intercepted (a guest
+// could otherwise loop forever inside the CPU delivering them) and
+// reflected into the guest with the right fault/trap behaviour.
+func TestBenignExceptionsIntercepted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		vector    uint8
+		dr6, dr7  uint64
+		wantRF    bool
+		wantError bool
+	}{
+		{"#AC", svm.VectorAC, 0, 0, true, true},
+		{"#DB instruction breakpoint 0 (fault)", svm.VectorDB, 1 << 0, 0, true, false},
+		{"#DB single step (trap)", svm.VectorDB, 1 << 14, 0, false, false},
+		{"#DB instruction breakpoint 2 (fault)", svm.VectorDB, 1 << 2, 0, true, false},
+		{"#DB data breakpoint 1 (trap)", svm.VectorDB, 1 << 1, 1 << (16 + 4), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, featNRIP)
+			vm := e.boot(Mode64)
+			if got := vm.VCPU.vmcb.Control.InterceptExceptions; got&(1<<svm.VectorDB) == 0 || got&(1<<svm.VectorAC) == 0 {
+				t.Fatalf("exception intercepts %#x lack #DB or #AC", got)
+			}
+			es := e.resume(func(v *svm.VMCB, r *svm.Regs) {
+				v.State.RFLAGS &^= svm.RFLAGSRF
+				v.State.DR6, v.State.DR7 = tc.dr6, tc.dr7
+				v.Control.ExitCode = uint64(svm.ExitExcp0) + uint64(tc.vector)
+			}, func(v *svm.VMCB, r *svm.Regs) {
+				v.Control.ExitCode = uint64(svm.ExitCPUID) // resumes after the reflection
+				v.Control.NextRIP = v.State.RIP
+			})
+			got, ok := svm.DecodeEvent(es[1].vmcb.Control.EventInj)
+			if !ok || got.Type != svm.EventException || got.Vector != tc.vector || got.HasError != tc.wantError {
+				t.Errorf("injected %+v, want exception %d (error code %v)", got, tc.vector, tc.wantError)
+			}
+			if rf := es[1].vmcb.State.RFLAGS&svm.RFLAGSRF != 0; rf != tc.wantRF {
+				t.Errorf("RFLAGS.RF %v, want %v", rf, tc.wantRF)
 			}
 		})
 	}

@@ -42,9 +42,11 @@ func (v *VCPU) hypercall() {
 		mask = 0xffffffff
 	}
 	fn, arg1, arg2 := s.RAX&mask, r.RBX&mask, r.RCX&mask
-	// Only the guest kernel may call the hypervisor (CPL is SS.DPL in
-	// protected mode, APM vol. 2, 15.5.1).
-	if s.CR0&svm.CR0PE != 0 && (s.SS.Attrib>>svm.SegDPLShift)&3 != 0 {
+	// Only the guest kernel may call the hypervisor. The privilege level
+	// is the VMCB's CPL field (APM vol. 2, 15.5.1), never SS.DPL: after
+	// SYSRET, AMD CPUs leave SS.DPL as it was, so user code runs at CPL 3
+	// with SS.DPL 0.
+	if s.CPL != 0 {
 		s.RAX = errno(EPERM)
 		return
 	}

@@ -30,8 +30,11 @@ const (
 		svm.InterceptVMSAVE | svm.InterceptSTGI | svm.InterceptCLGI | svm.InterceptSKINIT |
 		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC |
 		svm.InterceptRDTSCP | svm.InterceptXSETBV
-	// Machine checks are never reflected into a guest.
-	interceptsExceptions = 1 << 18
+	// Machine checks are never reflected into a guest. #DB and #AC are
+	// intercepted and reflected: a guest can make their delivery raise
+	// them again, which without an intercept loops inside the CPU and
+	// never gives it back to the hypervisor (CVE-2015-8104, CVE-2015-5307).
+	interceptsExceptions = 1<<svm.VectorMC | 1<<svm.VectorDB | 1<<svm.VectorAC
 )
 
 func newVCPU(vm *VM) (*VCPU, error) {
@@ -120,7 +123,9 @@ func (v *VCPU) handleExit() {
 		// SVM, MONITOR and XSAVE are hidden from the guest: their
 		// instructions do not exist for it. (XCR0 is not switched.)
 		v.inject(svm.Exception(svm.VectorUD, 0))
-	case svm.ExitExcp0 + 18:
+	case svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC:
+		v.reflect(uint8(code - svm.ExitExcp0))
+	case svm.ExitExcp0 + svm.VectorMC:
 		v.vm.stopFault("machine check (#MC) in the guest at RIP %#x", v.vmcb.State.RIP)
 	case svm.ExitFERRFreeze:
 		v.vm.stopFault("x87 FERR freeze at RIP %#x", v.vmcb.State.RIP)
@@ -131,6 +136,36 @@ func (v *VCPU) handleExit() {
 	if pending&svm.EventValid != 0 && c.EventInj == 0 && v.vm.stop == nil {
 		c.EventInj = pending
 	}
+}
+
+// Debug status and control bits (APM vol. 2, 13.1.1).
+const (
+	dr6B0          = 1  // B0-B3 (bits 0-3): breakpoint condition i was met
+	dr7RWShift     = 16 // R/W field of breakpoint i at bit 16+4i: 00 = instruction execution
+	dr7RWMask      = 3
+	dr7FieldStride = 4
+)
+
+// reflect delivers an intercepted #DB or #AC to the guest as the CPU would
+// have. Both are faults except #DB traps (single step, data breakpoints,
+// task switch); a fault is injected with RFLAGS.RF set, as the CPU pushes
+// it, so that returning from the handler does not hit the same
+// instruction breakpoint again. The guest's DR6 already holds the cause.
+func (v *VCPU) reflect(vector uint8) {
+	s := &v.vmcb.State
+	fault := vector == svm.VectorAC
+	if vector == svm.VectorDB {
+		for i := 0; i < 4; i++ {
+			rw := s.DR7 >> (dr7RWShift + dr7FieldStride*i) & dr7RWMask
+			if s.DR6&(dr6B0<<i) != 0 && rw == 0 {
+				fault = true // instruction breakpoint
+			}
+		}
+	}
+	if fault {
+		s.RFLAGS |= svm.RFLAGSRF
+	}
+	v.inject(svm.Exception(vector, 0))
 }
 
 // inject queues an event for the next VMRUN. Real mode has no error codes:

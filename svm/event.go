@@ -38,6 +38,7 @@ const (
 	VectorGP  = 13 // general protection
 	VectorPF  = 14 // page fault
 	VectorAC  = 17 // alignment check
+	VectorMC  = 18 // machine check
 )
 
 // Event is an event to inject or one that was being delivered.

@@ -234,6 +234,7 @@ const (
 
 	RFLAGSFixed = 1 << 1 // reserved bit 1 reads as one
 	RFLAGSTF    = 1 << 8
+	RFLAGSRF    = 1 << 16 // resume flag: suppresses instruction breakpoints for one instruction
 	RFLAGSIF    = 1 << 9
 	RFLAGSVM    = 1 << 17
 )
