@@ -1,13 +1,13 @@
 # tamavisor: bare-metal AMD SVM hypervisor on TamaGo.
 #   make qemu    build and run tamavisor under QEMU (GUEST=file.bin to run your own guest)
-#   make test    all tests: host unit tests, fuzz smoke runs, end-to-end QEMU runs
+#   make test    all tests: host unit tests, fuzz runs, end-to-end QEMU runs, then a summary
 #   make bench   performance table (exit path vs bare VMRUN, snapshot codec vs raw disk)
 
 GO       ?= go
 TAMAGO   ?= $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
 QEMU     ?= qemu-system-x86_64
 CPU      ?= EPYC,+svm
-FUZZTIME ?= 20s
+FUZZSCALE ?= 1
 GOENV    := GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago
 LDFLAGS  := -T 0x10010000 -R 0x1000
 
@@ -48,24 +48,32 @@ qemu: tamavisor.elf
 qemu-gdb: tamavisor.elf
 	$(QEMU) $(QEMU_FLAGS) -kernel tamavisor.elf -S -s
 
-test: test-unit test-fuzz test-e2e
+# make test runs every stage even after a failure, then prints one line per
+# stage (internal/testrun) and fails if any stage failed.
+SUMMARY := qemu/out/test-summary.txt
+TESTRUN := $(GO) run ./internal/testrun
+
+test: tamavisor.elf $(GUESTS_BIN)
+	@mkdir -p $(dir $(SUMMARY)); rm -f $(SUMMARY)
+	-@$(MAKE) --no-print-directory test-unit
+	-@$(MAKE) --no-print-directory test-fuzz
+	-@$(MAKE) --no-print-directory test-e2e
+	@$(TESTRUN) -report $(SUMMARY)
 
 test-unit: $(GUESTS_BIN)
-	$(GO) vet ./...
-	$(GO) test ./...
+	@mkdir -p $(dir $(SUMMARY))
+	$(TESTRUN) -stage unit -summary $(SUMMARY)
 
-# Each fuzz target runs FUZZTIME on its seed corpus and beyond.
+# Each fuzz target runs an execution-count budget (internal/testrun;
+# FUZZSCALE=4 runs four times as many), never a time budget.
 test-fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
-	  done; \
-	done
+	@mkdir -p $(dir $(SUMMARY))
+	$(TESTRUN) -stage fuzz -summary $(SUMMARY) -budget-scale $(FUZZSCALE)
 
 test-e2e: tamavisor.elf $(GUESTS_BIN)
+	@mkdir -p $(dir $(SUMMARY))
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
-	  $(GO) test -count=1 -v -timeout 25m -tags e2e ./qemu/
+	  $(TESTRUN) -stage e2e -summary $(SUMMARY) -- -timeout 25m
 
 bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \

@@ -93,7 +93,7 @@ func main() {
 		Now:             boot.WallNow,
 	}
 	if u := boot.ControlPort(); u != nil {
-		plat.ControlIn, plat.ControlOut = u.Rx, boot.UARTWriter{U: u}
+		plat.ControlIn, plat.ControlOut = u.Rx, boot.UARTWriter{U: u.UART}
 		logf("control channel on COM2")
 	}
 	plat.Store = openDisk()

@@ -20,6 +20,9 @@ const (
 	// lsrAbsent is what an unpopulated port's line status reads.
 	lsrAbsent = 0xff
 	uartLSR   = 5
+	uartFCR   = 2    // FIFO control register (PC16550D)
+	fcrEnable = 0x01 // enable the FIFOs
+	fcrRX14   = 0xc0 // receive trigger level: 14 bytes
 )
 
 var (
@@ -97,13 +100,46 @@ func WallNow() int64 {
 	return bootUnix + nanotime() - bootNano
 }
 
-// ControlPort returns the control channel UART, or nil when COM2 is absent.
-func ControlPort() *uart.UART {
+// ControlPort returns the control channel, or nil when COM2 is absent.
+//
+// Its receive FIFO is enabled: without it the UART holds one byte, and
+// the emulator hands over the next only after that one is read, so a
+// command line took one poll per byte to arrive. Enabling the FIFO
+// empties it; a client writes only after tamavisor announced the channel.
+func ControlPort() *ControlUART {
 	if x86.In8(COM2+uartLSR) == lsrAbsent {
 		return nil
 	}
 	UART1.Init()
-	return UART1
+	c := &ControlUART{UART: UART1}
+	for i := 0; i < maxEarlyBytes; i++ { // bytes received before the FIFO was on
+		b, ok := UART1.Rx()
+		if !ok {
+			break
+		}
+		c.early = append(c.early, b)
+	}
+	x86.Out8(COM2+uartFCR, fcrEnable|fcrRX14)
+	return c
+}
+
+// maxEarlyBytes bounds the bytes kept from before the FIFO was enabled.
+const maxEarlyBytes = 16
+
+// ControlUART is the control channel's UART.
+type ControlUART struct {
+	*uart.UART
+	early []byte
+}
+
+// Rx returns a received byte, if any.
+func (c *ControlUART) Rx() (byte, bool) {
+	if len(c.early) > 0 {
+		b := c.early[0]
+		c.early = c.early[1:]
+		return b, true
+	}
+	return c.UART.Rx()
 }
 
 // UARTWriter writes to a UART, LF as CR LF.

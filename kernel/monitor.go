@@ -16,6 +16,11 @@ const (
 	keyDelete    = 0x7f
 	keyCR        = '\r'
 	keyLF        = '\n'
+	// keyKillLine (Ctrl-U) discards the line typed so far. The host tool
+	// sends it before every command, so that bytes of an earlier command
+	// that never reached its end (its client timed out and QEMU dropped
+	// the rest with the connection) cannot merge with the new one.
+	keyKillLine = 0x15
 	maxLine      = 256
 	inputQueue   = 4096 // console bytes held for the guest UART
 )
@@ -52,10 +57,12 @@ func (vm *VM) service() {
 }
 
 // pollConsole moves console input into the guest's input queue, watching
-// for the monitor escape.
+// for the monitor escape. Once the escape is seen, it reads nothing more
+// until the monitor has run: what is typed after the escape is for the
+// monitor, not for the guest.
 func (vm *VM) pollConsole() {
 	in := vm.plat.Input
-	if in == nil {
+	if in == nil || vm.pause&pauseMonitor != 0 {
 		return
 	}
 	for {
@@ -76,8 +83,7 @@ func (vm *VM) pollConsole() {
 }
 
 // pollControl reads command lines from the control channel (a second
-// serial port on QEMU) and answers each with its output and a final "ok"
-// or "error: ..." line.
+// serial port on QEMU) and answers each (see controlLine).
 func (vm *VM) pollControl() {
 	in := vm.plat.ControlIn
 	if in == nil {
@@ -88,23 +94,42 @@ func (vm *VM) pollControl() {
 		if !ok {
 			return
 		}
-		if b != keyCR && b != keyLF {
+		switch b {
+		case keyKillLine:
+			vm.ctlLine = vm.ctlLine[:0]
+		case keyCR, keyLF:
+			line := string(vm.ctlLine)
+			vm.ctlLine = vm.ctlLine[:0]
+			vm.controlLine(line)
+		default:
 			if len(vm.ctlLine) < maxLine {
 				vm.ctlLine = append(vm.ctlLine, b)
 			}
-			continue
 		}
-		line := strings.TrimSpace(string(vm.ctlLine))
-		vm.ctlLine = vm.ctlLine[:0]
-		if line == "" {
-			continue
-		}
-		out := vm.plat.ControlOut
-		if _, err := vm.command(line, out); err != nil {
-			fmt.Fprintf(out, "error: %v\n", err)
-		} else {
-			fmt.Fprintf(out, "ok\n")
-		}
+	}
+}
+
+// controlLine runs one control-channel command line. Its answer is the
+// command's output and a final line "ok" or "error: <reason>". A line
+// ending in a tag " #<tag>" (the host tool sends one) is answered as
+// "begin #<tag>", the output, then "ok #<tag>" or "error #<tag>: <reason>",
+// so a client can tell its own answer from a late answer to an earlier
+// client that gave up.
+func (vm *VM) controlLine(line string) {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return
+	}
+	out := vm.plat.ControlOut
+	tag := ""
+	if i := strings.LastIndex(line, " #"); i >= 0 && !strings.ContainsAny(line[i+2:], " \t") {
+		line, tag = strings.TrimSpace(line[:i]), " #"+line[i+2:]
+		fmt.Fprintf(out, "begin%s\n", tag)
+	}
+	if _, err := vm.command(line, out); err != nil {
+		fmt.Fprintf(out, "error%s: %v\n", tag, err)
+	} else {
+		fmt.Fprintf(out, "ok%s\n", tag)
 	}
 }
 
@@ -177,12 +202,22 @@ func (vm *VM) readLine() (string, bool) {
 	for {
 		b, ok := vm.plat.Input()
 		if !ok {
+			// The control channel stays live while the monitor waits.
+			vm.pollControl()
+			if vm.stop != nil {
+				return "", true
+			}
 			if vm.plat.Idle == nil || !vm.plat.Idle() {
 				return "", false
 			}
 			continue
 		}
 		switch b {
+		case keyKillLine:
+			for range line {
+				con.Write([]byte("\b \b"))
+			}
+			line = line[:0]
 		case keyCR, keyLF:
 			con.Write([]byte{'\n'})
 			return strings.TrimSpace(string(line)), true

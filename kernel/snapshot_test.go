@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"tamavisor/kernel/devices"
 	"tamavisor/snapshot"
 	"tamavisor/svm"
 )
@@ -262,4 +263,97 @@ func craft(st *snapshot.Store, vm *VM, cfg vmConfig, vs *vcpuState, extra ...sna
 		return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
 	})
 	return err
+}
+
+// byteSource feeds b one byte at a time, as a serial port does.
+func byteSource(b *[]byte) func() (byte, bool) {
+	return func() (byte, bool) {
+		if len(*b) == 0 {
+			return 0, false
+		}
+		c := (*b)[0]
+		*b = (*b)[1:]
+		return c, true
+	}
+}
+
+// TestControlChannelStaleBytes reproduces the "iinfo" failure: a client
+// sent "info", gave up after the first byte was taken (QEMU dropped the
+// rest when it closed the connection), and a new client sent "info". The
+// new command starts with the line-kill byte, so the stale "i" is dropped;
+// its tag marks the answer as its own.
+func TestControlChannelStaleBytes(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode16)
+	ctl := []byte("i\x15info #t1\n")
+	var out bytes.Buffer
+	e.plat.ControlIn, e.plat.ControlOut = byteSource(&ctl), &out
+	e.resume(e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	got := out.String()
+	if !strings.HasPrefix(got, "begin #t1\nvm test:") || !strings.HasSuffix(got, "ok #t1\n") || strings.Contains(got, "iinfo") {
+		t.Errorf("control channel answered:\n%s", got)
+	}
+	ctl = []byte("fly #t2\n")
+	out.Reset()
+	e = newEnv(t, featNRIP)
+	e.boot(Mode16)
+	e.plat.ControlIn, e.plat.ControlOut = byteSource(&ctl), &out
+	e.resume(e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	if got := out.String(); got != "begin #t2\nerror #t2: unknown command \"fly\" (try help)\n" {
+		t.Errorf("tagged error answered %q", got)
+	}
+}
+
+// TestControlChannelWhileMonitorOpen: with the console monitor waiting for
+// input, control-channel commands are still answered (and a quit there
+// ends the VM and the monitor).
+func TestControlChannelWhileMonitorOpen(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode16)
+	e.input = []byte("\x1d")
+	ctl := []byte("\x15info #a\n\x15quit #b\n")
+	var out bytes.Buffer
+	idles := 0
+	e.plat.ControlIn, e.plat.ControlOut = byteSource(&ctl), &out
+	e.plat.Idle = func() bool { idles++; return idles < 100 }
+	stop := e.stopped(e.insnExit(svm.ExitCPUID, encCPUID, nil), e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	if stop.Kind != StopQuit {
+		t.Errorf("VM ended with %v, want quit", stop)
+	}
+	got := out.String()
+	if !strings.Contains(got, "begin #a\nvm test:") || !strings.Contains(got, "ok #a\n") || !strings.HasSuffix(got, "begin #b\nok #b\n") {
+		t.Errorf("control channel answered:\n%s", got)
+	}
+}
+
+// TestMonitorEscapeDuringUARTRead reproduces the TestMonitor hang: the
+// escape byte was taken while the guest read its UART (pollInput), then
+// the service that opens the monitor polled the console again and handed
+// the bytes typed after the escape ("info", "quit") to the guest's UART
+// queue; the monitor then waited for input that had already gone.
+func TestMonitorEscapeDuringUARTRead(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode16)
+	e.input = []byte("ab\x1dinfo\nquit\n")
+	idles := 0
+	e.plat.Idle = func() bool { idles++; return idles < 100 }
+	e.plat.ServiceEvery = 1 << 30 // service only when a pause is pending
+	stop := e.stopped(ioStep(COM1Base+devices.LSR, 1, true, 0), e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	if stop.Kind != StopQuit {
+		t.Errorf("VM ended with %v, want quit from the monitor", stop)
+	}
+	out := e.console.String()
+	if !strings.Contains(out, "tamavisor> info") || !strings.Contains(out, "vm test:") {
+		t.Errorf("monitor output:\n%s", out)
+	}
+	var got []byte
+	for i := 0; i < 8; i++ {
+		if e.vm.UART.In(COM1Base+devices.LSR, 1)&devices.LSR_DR == 0 {
+			break
+		}
+		got = append(got, byte(e.vm.UART.In(COM1Base+devices.RBR, 1)))
+	}
+	if got := string(got) + string(e.vm.input); got != "ab" {
+		t.Errorf("the guest received %q, want only the bytes before the escape", got)
+	}
 }

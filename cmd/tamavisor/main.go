@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tamavisor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "/tmp/tamavisor.sock", "control channel: QEMU's -serial unix socket")
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the answer")
+	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the answer")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tamavisor snapshot|info|quit [--socket PATH] [--timeout D]\n")
 	}
@@ -54,30 +55,47 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return converse(conn, args[0], *timeout, stdout, stderr)
 }
 
-// converse sends one command line and copies the answer until the final
-// "ok" or "error: ..." line.
+// killLine (Ctrl-U) makes tamavisor discard a partial command line: bytes
+// of an earlier command whose client gave up (QEMU drops the rest of it
+// with the connection) cannot merge with this one.
+const killLine = "\x15"
+
+// converse sends one tagged command line and copies the answer between
+// "begin #tag" and the final "ok #tag" or "error #tag: ..." line. Lines
+// before "begin #tag" are late answers to earlier clients: skipped.
 func converse(conn net.Conn, cmd string, timeout time.Duration, stdout, stderr io.Writer) int {
 	conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(conn, "%s\n", cmd); err != nil {
+	tag := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffffff)
+	if _, err := fmt.Fprintf(conn, "%s%s #%s\n", killLine, cmd, tag); err != nil {
 		fmt.Fprintf(stderr, "tamavisor: %v\n", err)
 		return 1
 	}
 	sc := bufio.NewScanner(conn)
+	begun := false
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		switch {
-		case line == "ok":
+		case line == "begin #"+tag:
+			begun = true
+		case !begun:
+		case line == "ok #"+tag:
 			return 0
-		case strings.HasPrefix(line, "error: "):
-			fmt.Fprintln(stderr, "tamavisor:", strings.TrimPrefix(line, "error: "))
+		case strings.HasPrefix(line, "error #"+tag+": "):
+			fmt.Fprintln(stderr, "tamavisor:", strings.TrimPrefix(line, "error #"+tag+": "))
 			return 1
 		case line != "":
 			fmt.Fprintln(stdout, line)
 		}
 	}
-	if err := sc.Err(); err != nil {
+	var ne net.Error
+	switch err := sc.Err(); {
+	case errors.As(err, &ne) && ne.Timeout():
+		fmt.Fprintf(stderr, "tamavisor: no answer within %v: tamavisor reads the control channel between guest exits "+
+			"and while its console monitor is open; a guest that runs without exits, or a long snapshot, delays it "+
+			"(--timeout sets the wait)\n", timeout)
+	case err != nil:
 		fmt.Fprintf(stderr, "tamavisor: %v\n", err)
-	} else {
+	default:
 		fmt.Fprintf(stderr, "tamavisor: control channel closed before an answer\n")
 	}
 	return 1
