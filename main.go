@@ -57,6 +57,10 @@ func logf(f string, a ...any) { fmt.Printf("tamavisor: "+f+"\n", a...) }
 
 func main() {
 	logf("starting on %s, TSC %d MHz", cpuName(), boot.TSCHz/1e6)
+	boot.InitHostInterrupts()
+	if boot.APICTimerHz == 0 {
+		logf("warning: local APIC timer not calibrated: guests that never exit cannot be preempted")
+	}
 
 	ramEnd := boot.RAMEnd()
 	if ramEnd <= boot.PoolStart {
@@ -91,6 +95,7 @@ func main() {
 		Input:           boot.ConsoleRead,
 		Idle:            func() bool { time.Sleep(time.Millisecond); return true },
 		Now:             boot.WallNow,
+		Timer:           boot.HostTimer{},
 	}
 	if u := boot.ControlPort(); u != nil {
 		plat.ControlIn, plat.ControlOut = u.Rx, boot.UARTWriter{U: u.UART}

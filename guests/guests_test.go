@@ -27,6 +27,7 @@ var expected = map[string]struct {
 	"echo":    {16, 64 << 10},
 	"counter": {64, 64 << 20},
 	"fill":    {64, 258 << 20},
+	"spin":    {16, 64 << 10},
 }
 
 const headerSize = 64

@@ -19,11 +19,15 @@ type VCPU struct {
 
 	// Exits counts #VMEXITs.
 	Exits uint64
+
+	halted    bool // in HLT with interrupts enabled, waiting for an event
+	preempted bool // the last exit was the host's preemption timer
 }
 
 // Intercepts every tamavisor guest runs with (APM vol. 2, 15.9-15.13).
 const (
-	interceptsMisc1 = svm.InterceptCPUID | svm.InterceptHLT | svm.InterceptIOIOProt |
+	interceptsMisc1 = svm.InterceptINTR | svm.InterceptNMI |
+		svm.InterceptCPUID | svm.InterceptHLT | svm.InterceptIOIOProt |
 		svm.InterceptMSRProt | svm.InterceptShutdown | svm.InterceptINVD |
 		svm.InterceptINVLPGA | svm.InterceptFERRFreeze
 	interceptsMisc2 = svm.InterceptVMRUN | svm.InterceptVMMCALL | svm.InterceptVMLOAD |
@@ -98,6 +102,10 @@ func (v *VCPU) handleExit() {
 	pending := c.ExitIntInfo
 
 	switch code {
+	case svm.ExitINTR, svm.ExitNMI:
+		// A host interrupt (the preemption timer) or NMI: the host took
+		// it when the world switch set GIF again. The guest resumes.
+		v.preempted = true
 	case svm.ExitCPUID:
 		v.cpuid()
 	case svm.ExitIOIO:
@@ -287,9 +295,9 @@ func (v *VCPU) pollInput() {
 }
 
 // hlt: a guest halted with interrupts disabled can never wake up, so it is
-// stopped with a report. With interrupts enabled HLT completes at once: no
-// device model raises interrupts yet, so the guest sees a wake-up without an
-// interrupt and goes round its idle loop again.
+// stopped with a report. With interrupts enabled the vCPU waits (VM.idle)
+// until it has an interrupt to take or the next console service, while the
+// host sleeps.
 func (v *VCPU) hlt() {
 	s := &v.vmcb.State
 	if s.RFLAGS&svm.RFLAGSIF == 0 {
@@ -297,5 +305,11 @@ func (v *VCPU) hlt() {
 		return
 	}
 	v.pollInput()
-	v.skip(insn.OpHLT)
+	if v.skip(insn.OpHLT) {
+		v.halted = true
+	}
 }
+
+// interruptible reports whether an interrupt is waiting for the guest.
+// (No interrupt controller is modelled yet.)
+func (v *VCPU) interruptible() bool { return false }

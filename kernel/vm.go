@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"tamavisor/kernel/devices"
+	"tamavisor/kernel/event"
 	"tamavisor/snapshot"
 	"tamavisor/svm"
 )
@@ -49,6 +50,10 @@ type Platform struct {
 	SnapshotKey []byte
 	// Now returns the wall time in Unix nanoseconds, for snapshot headers.
 	Now func() int64
+	// Timer is the host preemption timer, or nil (tests): without it a
+	// guest that never exits is not interrupted, and a halted guest
+	// resumes at once.
+	Timer HostTimer
 }
 
 // Fixed guest devices (docs/guest-abi.md, "Devices").
@@ -109,6 +114,9 @@ type VM struct {
 	// LastSave describes the last snapshot saved.
 	LastSave SaveStats
 
+	// clock holds the VM's timers (device timers), in VM time.
+	clock *event.Queue
+
 	pages  pageTracker
 	ranges []span // pool ranges to free (RAM, permission maps)
 	stop   *Stop
@@ -140,6 +148,7 @@ func NewVM(p *Platform, img *Image) (*VM, error) {
 // gives back everything it took.
 func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM, err error) {
 	vm = &VM{Name: name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}, CPUID: model}
+	vm.clock = event.NewQueue(vm.now)
 	defer func() {
 		if err != nil {
 			vm.Destroy()
@@ -215,13 +224,25 @@ func (vm *VM) Run() (stop *Stop) {
 		every = serviceEvery
 	}
 	for vm.stop == nil {
+		if v.halted {
+			vm.idle()
+			if vm.stop != nil {
+				break
+			}
+		}
+		vm.armPreemption()
 		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx)
 		v.Exits++
 		v.handleExit()
+		vm.clock.Run()
 		// Reading the TSC is not free under emulation: look at the
-		// clock every serviceEvery exits only.
-		if vm.pause != pauseNone || v.Exits%every == 0 && vm.plat.TSC() >= vm.nextService {
-			vm.service()
+		// clock every serviceEvery exits only, or when the host timer
+		// took the CPU back (it fires for the service, among others).
+		if vm.pause != pauseNone || v.preempted || v.Exits%every == 0 && vm.plat.TSC() >= vm.nextService {
+			v.preempted = false
+			if vm.plat.TSC() >= vm.nextService || vm.pause != pauseNone {
+				vm.service()
+			}
 		}
 	}
 	return vm.stop

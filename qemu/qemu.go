@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -28,9 +29,16 @@ type Config struct {
 	Input   string        // typed on the console (serial) after start
 	Disk    string        // raw disk image for the virtio-blk snapshot disk
 	Control string        // unix socket path of the control channel (COM2)
+	// A Linux guest (fw_cfg opt/tamavisor/kernel, initrd, cmdline, mem):
+	// bzImage and initramfs files, the kernel command line and the guest
+	// RAM size ("256M"); empty fields are not passed.
+	Kernel, Initrd, Cmdline, Mem string
 	// OnLine sees each console line as it arrives; returning true kills
 	// QEMU at once (SIGKILL), as a power cut would.
 	OnLine func(Line) bool
+	// Respond sees each console line as it arrives and returns what to
+	// type on the console in answer ("" for nothing). Not with Input.
+	Respond func(Line) string
 }
 
 // Line is one line of console output and when the host received it.
@@ -109,6 +117,14 @@ func Args(cfg Config) []string {
 	if cfg.Mode != "" {
 		args = append(args, "-fw_cfg", "name=opt/tamavisor/mode,string="+cfg.Mode)
 	}
+	for _, f := range []struct{ name, kind, val string }{
+		{"kernel", "file", cfg.Kernel}, {"initrd", "file", cfg.Initrd},
+		{"cmdline", "string", cfg.Cmdline}, {"mem", "string", cfg.Mem},
+	} {
+		if f.val != "" {
+			args = append(args, "-fw_cfg", "name=opt/tamavisor/"+f.name+","+f.kind+"="+optPath(f.val))
+		}
+	}
 	if cfg.Disk != "" {
 		args = append(args, "-global", "virtio-mmio.force-legacy=false",
 			"-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk),
@@ -138,8 +154,15 @@ func Run(cfg Config) (*Result, error) {
 	cmd := exec.CommandContext(ctx, cfg.QEMU, Args(cfg)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	var stdin io.WriteCloser
 	if cfg.Input != "" {
 		cmd.Stdin = strings.NewReader(cfg.Input)
+	} else if cfg.Respond != nil {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, err
+		}
+		defer stdin.Close()
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -154,6 +177,11 @@ func Run(cfg Config) (*Result, error) {
 	for sc.Scan() {
 		l := Line{Text: strings.TrimRight(sc.Text(), "\r"), At: time.Now()}
 		res.Lines = append(res.Lines, l)
+		if stdin != nil {
+			if in := cfg.Respond(l); in != "" {
+				stdin.Write([]byte(in))
+			}
+		}
 		if cfg.OnLine != nil && !res.Killed && cfg.OnLine(l) {
 			cmd.Process.Kill()
 			res.Killed = true

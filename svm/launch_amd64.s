@@ -29,7 +29,7 @@
 // the host while guest state is in the registers.
 //
 //   1. CLGI; swap x87/SSE state: the host's out, the guest's FXSAVE area
-//      in;
+//      in; set IF (see below);
 //   2. VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
 //      SFMASK/SYSENTER_* (VMRUN does not save them) into hostState;
 //   3. load the guest GPRs that are not in the VMCB; VMLOAD the guest's
@@ -52,6 +52,12 @@ TEXT ·run(SB),NOSPLIT,$48-40
 	MOVQ	BP, F_BP(SP)
 
 	CLGI
+	// The caller may have cleared IF so that the host timer it armed
+	// cannot fire before CLGI; with GIF clear, interrupts now wait, and
+	// IF must be set for VMRUN: with V_INTR_MASKING the host's IF decides
+	// whether a physical interrupt makes the guest exit (APM vol. 2,
+	// 15.21.1). It is taken by the host after STGI.
+	STI
 	FXSAVE64	(R12)
 	FXRSTOR64	(R11)
 	MOVQ	R9, AX

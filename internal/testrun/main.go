@@ -222,7 +222,8 @@ func goTestJSON(verbose bool, args ...string) (counts, error) {
 	if err := cmd.Start(); err != nil {
 		return c, err
 	}
-	logs := map[string][]string{} // package/test -> output so far
+	logs := map[string][]string{}   // package/test -> output so far
+	testFailed := map[string]bool{} // packages with a failed test
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
@@ -237,9 +238,12 @@ func goTestJSON(verbose bool, args ...string) (counts, error) {
 			logs[key] = append(logs[key], e.Output)
 		case "pass", "fail", "skip":
 			if e.Test == "" {
-				if e.Action == "fail" {
+				if e.Action == "fail" && !testFailed[e.Package] {
+					// Failed without a failing test: build error, panic, timeout.
 					c.pkgFail++
 					fmt.Printf("FAIL %s\n%s", e.Package, strings.Join(logs[key], ""))
+				} else if e.Action == "fail" {
+					fmt.Printf("FAIL %s\n", e.Package)
 				} else if !verbose {
 					fmt.Printf("ok   %s (%.1fs)\n", e.Package, e.Elapsed)
 				}
@@ -259,6 +263,7 @@ func goTestJSON(verbose bool, args ...string) (counts, error) {
 				}
 			case "fail":
 				c.fail++
+				testFailed[e.Package] = true
 				fmt.Printf("--- FAIL: %s %s (%.1fs)\n%s", e.Package, e.Test, e.Elapsed, strings.Join(logs[key], ""))
 			}
 			delete(logs, key)
