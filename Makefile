@@ -48,6 +48,27 @@ qemu: tamavisor.elf
 qemu-gdb: tamavisor.elf
 	$(QEMU) $(QEMU_FLAGS) -kernel tamavisor.elf -S -s
 
+# make qemu-linux: boot a Linux guest, by default Debian's cloud kernel and a
+# busybox initramfs that guests/linux/fetch.sh fetches once into
+# LINUX_CACHE. KERNEL= (bzImage), INITRD= (empty: none), CMDLINE= (empty:
+# tamavisor's default) and MEM= (e.g. 512M; empty: 256 MiB) override.
+LINUX_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tamavisor/linux
+KERNEL  ?= $(LINUX_CACHE)/bzImage
+INITRD  ?= $(LINUX_CACHE)/initramfs.cpio.gz
+CMDLINE ?=
+MEM     ?=
+fwcfgval = $(subst $(c),$(c)$(c),$(1))
+LINUX_FWCFG = -fw_cfg name=opt/tamavisor/kernel$(c)file=$(call fwcfgval,$(KERNEL)) \
+	$(if $(INITRD),-fw_cfg name=opt/tamavisor/initrd$(c)file=$(call fwcfgval,$(INITRD))) \
+	$(if $(CMDLINE),-fw_cfg 'name=opt/tamavisor/cmdline$(c)string=$(call fwcfgval,$(CMDLINE))') \
+	$(if $(MEM),-fw_cfg name=opt/tamavisor/mem$(c)string=$(MEM))
+
+.PHONY: qemu-linux
+qemu-linux: tamavisor.elf
+	$(if $(filter $(LINUX_CACHE)/%,$(KERNEL) $(INITRD)),TAMAVISOR_LINUX_DIR='$(LINUX_CACHE)' guests/linux/fetch.sh)
+	$(QEMU) $(QEMU_FLAGS) $(LINUX_FWCFG) -kernel tamavisor.elf; \
+	  s=$$?; echo "qemu exited with $$s (tamavisor status $$(( (s - 1) / 2 )))"
+
 # make test runs every stage even after a failure, then prints one line per
 # stage (internal/testrun) and fails if any stage failed.
 SUMMARY := qemu/out/test-summary.txt

@@ -105,6 +105,13 @@ func main() {
 
 	image, mode := demoGuest, ""
 	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
+		if lc, ok, err := linuxFromFWCfg(cfg); ok {
+			if err != nil {
+				logf("error: %v", err)
+				boot.PowerOff(boot.StatusBadImage)
+			}
+			boot.PowerOff(runLinux(plat, lc))
+		}
 		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
 			mode = strings.TrimSpace(string(b))
 		}
