@@ -175,7 +175,7 @@ func startVM(plat *kernel.Platform, img *kernel.Image) (*kernel.VM, error) {
 // runVM runs a VM to its end, reports how it ended and frees it.
 func runVM(vm *kernel.VM) *kernel.Stop {
 	stop := vm.Run()
-	logf("vm %s: %v (%d exits)", vm.Name, stop, vm.VCPU.Exits)
+	logf("vm %s: %v (%d exits, %d interrupts injected, %d MMIO accesses)", vm.Name, stop, vm.VCPU.Exits, vm.IRQsInjected, vm.MMIOExits)
 	vm.Destroy()
 	return stop
 }

@@ -169,4 +169,3 @@ func (h HostTimer) HaltUntil(deadline uint64) {
 func IRQCounts() (timer, stray, spurious uint64) {
 	return timerIRQs, strayIRQs, spuriousIRQs
 }
-

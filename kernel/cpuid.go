@@ -50,10 +50,11 @@ const (
 	f1ecxF16C    = 1 << 29
 	f1ecxX2APIC  = 1 << 21
 	f1edxMCE     = 1 << 7
-	f1edxAPIC    = 1 << 9 // no local APIC is emulated yet
+	f1ecxTSCDL   = 1 << 24 // TSC-deadline timer mode: not emulated
+	f1edxAPIC    = 1 << 9  // the emulated xAPIC (shown even where the host lacks it)
 	f1edxMCA     = 1 << 14
-	f1ecxHidden  = f1ecxMONITOR | f1ecxVMX | f1ecxFMA | f1ecxX2APIC | f1ecxXSAVE | f1ecxOSXSAVE | f1ecxAVX | f1ecxF16C
-	f1edxHidden  = f1edxMCE | f1edxAPIC | f1edxMCA
+	f1ecxHidden  = f1ecxMONITOR | f1ecxVMX | f1ecxFMA | f1ecxX2APIC | f1ecxXSAVE | f1ecxOSXSAVE | f1ecxAVX | f1ecxF16C | f1ecxTSCDL
+	f1edxHidden  = f1edxMCE | f1edxMCA
 )
 
 // Leaf 7 EBX bits passed through (everything else is hidden: AVX2,
@@ -144,7 +145,7 @@ func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
 		b &^= apicIDMask | logicalMask
 		b |= 1 << logicalShift // one logical processor, APIC ID 0
 		c = c&^f1ecxHidden | hypervisorBit
-		d &^= f1edxHidden
+		d = d&^f1edxHidden | f1edxAPIC
 	case leafMonitor, leafXSAVE, leafSVM, leafTopology:
 		a, b, c, d = 0, 0, 0, 0
 	case leafCache:

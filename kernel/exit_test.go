@@ -681,8 +681,9 @@ func TestUDExits(t *testing.T) {
 	}
 }
 
-// TestEventReinjection: an event interrupted by an exit is delivered again
-// unless the handler injected its own; injections last one VMRUN.
+// TestEventReinjection: an event interrupted by an exit is delivered again;
+// when the handler injects its own exception, an interrupted interrupt is
+// delivered on the VMRUN after; injections last one VMRUN.
 func TestEventReinjection(t *testing.T) {
 	bothNRIP(t, func(t *testing.T, e *env) {
 		e.boot(Mode64)
@@ -700,10 +701,11 @@ func TestEventReinjection(t *testing.T) {
 			withPending(ioStep(0x80, 1, false, 0), intr),
 			withPending(e.cpuidStep(0, 0), pf),
 			e.cpuidStep(0, 0),
-			withPending(e.msrStep(false, 0x12345678, 0), intr),   // handler injects #GP
-			withPending(e.cpuidStep(0, 0), intr&^svm.EventValid), // not valid: nothing
+			withPending(e.msrStep(false, 0x12345678, 0), intr),   // handler injects #GP; the interrupt follows
+			withPending(e.cpuidStep(0, 0), intr&^svm.EventValid), // not valid: the deferred interrupt
+			e.cpuidStep(0, 0),
 		)
-		for i, want := range []uint64{0, intr, pf, 0, evGP, 0} {
+		for i, want := range []uint64{0, intr, pf, 0, evGP, intr, 0} {
 			if got := es[i].vmcb.Control.EventInj; got != want {
 				t.Errorf("entry %d: EVENTINJ %#x, want %#x", i, got, want)
 			}

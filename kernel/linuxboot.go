@@ -37,11 +37,14 @@ const (
 	linuxACPIEnd  = linux.HighMemStart
 )
 
-// linuxACPI describes the guest platform to the guest: HW-reduced ACPI (no
-// SCI, no PM1 or PM timer blocks, no FACS), no 8042 keyboard controller
-// and no dual 8259 PIC (MADT PCAT_COMPAT clear), one I/O APIC with the ID
-// the I/O APIC model resets to (0).
-var linuxACPI = acpi.Config{HWReduced: true, PCATCompat: false, I8042: false, IOAPICID: 0}
+// linuxACPI describes the guest platform to the guest: full ACPI with the
+// fixed hardware of acpipm (PM1a blocks, PM timer: a reference for the
+// guest's TSC calibration; S5 for its poweroff), the SCI on IRQ 9, the
+// dual 8259 PIC (MADT PCAT_COMPAT, so the ISA IRQs 0-15 exist and the
+// 8250 UART gets IRQ 4), no 8042 keyboard controller, one I/O APIC with
+// the ID the model resets to (0).
+var linuxACPI = acpi.Config{PCATCompat: true, I8042: false, IOAPICID: 0, SCI: irqSCI,
+	PM1aEventBlock: pmEventPort, PM1aControlBlock: pmControlPort, PMTimerBlock: pmTimerPort, S5: true}
 
 // LinuxConfig is a Linux guest: a bzImage, an optional initrd, the kernel
 // command line and the guest RAM size.
@@ -100,6 +103,27 @@ func ParseMemSize(s string) (uint64, error) {
 	return v << shift, nil
 }
 
+// tscKHzParam tells Linux the TSC frequency (kernel-parameters.txt).
+const tscKHzParam = "tsc_early_khz="
+
+// withTSCKHz adds tsc_early_khz=<the host's TSC kHz> to a command line
+// that does not set it. Linux calibrates the TSC against the PIT, needing
+// thousands of port reads within milliseconds and two reads within ~25 us
+// of each other; every emulated port read is a world switch (~20 us under
+// QEMU TCG), so that calibration cannot succeed, and HW-reduced ACPI has no
+// PM timer to fall back on. The guest's TSC is the host's (offset only),
+// so the hypervisor knows its rate exactly.
+func withTSCKHz(cmdline string, tscHz uint64) string {
+	if tscHz == 0 || strings.Contains(cmdline, tscKHzParam) {
+		return cmdline
+	}
+	p := fmt.Sprintf("%s%d", tscKHzParam, tscHz/1000)
+	if cmdline == "" {
+		return p
+	}
+	return cmdline + " " + p
+}
+
 // NewLinuxVM builds a VM that boots cfg's kernel through the 64-bit boot
 // protocol (linux package): kernel, initrd, command line, boot_params,
 // identity page tables, GDT and ACPI tables in guest RAM, and the vCPU at
@@ -118,7 +142,8 @@ func NewLinuxVM(p *Platform, cfg LinuxConfig) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := linux.Plan(mem, img, uint64(len(cfg.Initrd)), cfg.Cmdline)
+	cmdline := withTSCKHz(cfg.Cmdline, p.TSCHz)
+	l, err := linux.Plan(mem, img, uint64(len(cfg.Initrd)), cmdline)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func TestCPUIDModel(t *testing.T) {
 		}
 	}
 	a, b, c, d := m.Lookup(1, 0)
-	if a != 0x00a20f10 || b != 0x00010800 || c != 1|1<<20|hypervisorBit || d != 1|1<<25|1<<26 {
+	if a != 0x00a20f10 || b != 0x00010800 || c != 1|1<<20|hypervisorBit || d != 1|1<<25|1<<26|f1edxAPIC {
 		t.Errorf("leaf 1: %#x %#x %#x %#x", a, b, c, d)
 	}
 	// The table is the model: no hypervisor-only leaves beyond what is listed.
@@ -74,7 +74,7 @@ func TestCPUIDModelSmallHost(t *testing.T) {
 	if a, _, _, _ := m.Lookup(0, 0); a != 1 {
 		t.Errorf("max leaf %d, want the host's 1", a)
 	}
-	if _, b, c, d := m.Lookup(1, 0); b != 1<<16 || c != hypervisorBit || d != 0 {
+	if _, b, c, d := m.Lookup(1, 0); b != 1<<16 || c != hypervisorBit || d != f1edxAPIC {
 		t.Errorf("leaf 1 EBX %#x ECX %#x EDX %#x", b, c, d)
 	}
 	if a, b, c, d := m.Lookup(7, 0); a|b|c|d != 0 {

@@ -21,8 +21,8 @@ const (
 	// that never reached its end (its client timed out and QEMU dropped
 	// the rest with the connection) cannot merge with the new one.
 	keyKillLine = 0x15
-	maxLine      = 256
-	inputQueue   = 4096 // console bytes held for the guest UART
+	maxLine     = 256
+	inputQueue  = 4096 // console bytes held for the guest UART
 )
 
 // pauseReason says why the run loop left the guest (bits: several can be

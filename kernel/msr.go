@@ -32,6 +32,7 @@ const (
 	msrKernelGSBase  = 0xc0000102
 	msrTSCAux        = 0xc0000103
 	msrHWCR          = 0xc0010015
+	msrNBCfg         = 0xc001001f // AMD northbridge configuration (BKDG): Linux reads it on AMD
 )
 
 // eferWritable are the EFER bits a guest may set (APM vol. 2, 3.1.7); SVME
@@ -68,10 +69,10 @@ func patValid(v uint64) bool {
 }
 
 // stubMSR reports the MSRs that read as 0 and ignore writes: the MTRRs
-// (none are emulated), MCG_STATUS and HWCR.
+// (none are emulated), MCG_STATUS, HWCR and NB_CFG.
 func stubMSR(msr uint32) bool {
 	switch {
-	case msr == msrMCGStatus, msr == msrHWCR,
+	case msr == msrMCGStatus, msr == msrHWCR, msr == msrNBCfg,
 		msr >= msrMTRRPhysFirst && msr <= msrMTRRPhysLast,
 		msr == msrMTRRFix64K, msr == msrMTRRFix16K0, msr == msrMTRRFix16K1,
 		msr >= msrMTRRFix4KFst && msr <= msrMTRRFix4KLast:
@@ -97,6 +98,8 @@ func (v *VCPU) readMSR(msr uint32) (val uint64, ok bool) {
 		return v.msrs.MTRRDefType, true
 	case msr == msrMTRRCap, msr == msrMCGCap, stubMSR(msr):
 		return 0, true
+	case msr == msrAPICBase:
+		return v.vm.PC.LAPIC.BaseMSR(), true
 	}
 	return 0, false
 }
@@ -140,6 +143,9 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 		return true
 	case stubMSR(msr):
 		return true // accepted and ignored: no MTRRs are emulated
+	case msr == msrAPICBase:
+		// x2APIC, relocation and reserved bits are refused (#GP).
+		return v.vm.PC.LAPIC.SetBaseMSR(val) == nil
 	}
 	return false
 }

@@ -8,6 +8,13 @@ import (
 	"strconv"
 
 	"tamavisor/kernel/devices"
+	"tamavisor/kernel/devices/acpipm"
+	"tamavisor/kernel/devices/ioapic"
+	"tamavisor/kernel/devices/lapic"
+	"tamavisor/kernel/devices/legacy"
+	"tamavisor/kernel/devices/pic"
+	"tamavisor/kernel/devices/pit"
+	"tamavisor/kernel/devices/rtc"
 	"tamavisor/snapshot"
 	"tamavisor/svm"
 )
@@ -60,6 +67,15 @@ var deviceModels = []struct {
 }{
 	{devUART, devices.UART16550StateVersion, true, func(vm *VM) stateful { return vm.UART }},
 	{devDebug, devices.DebugPortStateVersion, false, func(vm *VM) stateful { return vm.Debug }},
+	{"lapic", lapic.StateVersion, false, func(vm *VM) stateful { return vm.PC.LAPIC }},
+	{"ioapic", ioapic.StateVersion, false, func(vm *VM) stateful { return vm.PC.IOAPIC }},
+	{"pic", pic.StateVersion, false, func(vm *VM) stateful { return vm.PC.PIC }},
+	{"pit", pit.StateVersion, false, func(vm *VM) stateful { return vm.PC.PIT }},
+	{"rtc", rtc.StateVersion, false, func(vm *VM) stateful { return vm.PC.RTC }},
+	{"post", legacy.StateVersion, false, func(vm *VM) stateful { return vm.PC.POST }},
+	{"pci-host", legacy.StateVersion, false, func(vm *VM) stateful { return vm.PC.PCIHost }},
+	{"i8042", legacy.StateVersion, false, func(vm *VM) stateful { return vm.PC.I8042 }},
+	{"acpi-pm", acpipm.StateVersion, false, func(vm *VM) stateful { return vm.PC.PM }},
 }
 
 // vmConfig is the body of ChunkVM.

@@ -20,8 +20,11 @@ type VCPU struct {
 	// Exits counts #VMEXITs.
 	Exits uint64
 
-	halted    bool // in HLT with interrupts enabled, waiting for an event
-	preempted bool // the last exit was the host's preemption timer
+	halted    bool   // in HLT with interrupts enabled, waiting for an event
+	preempted bool   // the last exit was the host's preemption timer
+	deferred  uint64 // an interrupt taken from the APIC, to inject next (irq.go)
+
+	ibuf [insn.MaxLen]byte // instruction bytes for MMIO emulation
 }
 
 // Intercepts every tamavisor guest runs with (APM vol. 2, 15.9-15.13).
@@ -106,6 +109,9 @@ func (v *VCPU) handleExit() {
 		// A host interrupt (the preemption timer) or NMI: the host took
 		// it when the world switch set GIF again. The guest resumes.
 		v.preempted = true
+	case svm.ExitVINTR:
+		// The interrupt window opened: the next VMRUN injects.
+		v.clearWindow()
 	case svm.ExitCPUID:
 		v.cpuid()
 	case svm.ExitIOIO:
@@ -117,6 +123,10 @@ func (v *VCPU) handleExit() {
 	case svm.ExitHLT:
 		v.hlt()
 	case svm.ExitNPF:
+		if v.vm.MMIO.Claims(c.ExitInfo2) {
+			v.mmio(c.ExitInfo2)
+			break
+		}
 		v.vm.stopFault("nested page fault: guest touched guest-physical address %#x outside its %d KiB of RAM (%s) at RIP %#x",
 			c.ExitInfo2, v.vm.Mem.Size>>10, svm.DescribeNPF(c.ExitInfo1), v.vmcb.State.RIP)
 	case svm.ExitShutdown:
@@ -141,8 +151,15 @@ func (v *VCPU) handleExit() {
 		v.vm.stopFault("unexpected #VMEXIT %s (EXITINFO1 %#x, EXITINFO2 %#x) at RIP %#x",
 			code, c.ExitInfo1, c.ExitInfo2, v.vmcb.State.RIP)
 	}
-	if pending&svm.EventValid != 0 && c.EventInj == 0 && v.vm.stop == nil {
-		c.EventInj = pending
+	if pending&svm.EventValid != 0 && v.vm.stop == nil {
+		switch {
+		case c.EventInj == 0:
+			c.EventInj = pending
+		case isInterrupt(pending):
+			// The handler injects an exception; the interrupt whose
+			// delivery the exit cut short follows it.
+			v.deferred = pending
+		}
 	}
 }
 
@@ -278,6 +295,9 @@ func (v *VCPU) ioio() {
 	} else {
 		v.vm.Bus.Out(io.Port, io.Size, uint32(s.RAX&sizeMask(io.Size)))
 	}
+	if io.Port >= COM1Base && io.Port < COM1Base+COM1Ports {
+		v.vm.updateUARTIRQ()
+	}
 	s.RIP = c.ExitInfo2 // IOIO always saves the next RIP (APM vol. 2, 15.10.2)
 	c.InterruptShadow &^= svm.InterruptShadowMask
 }
@@ -292,6 +312,9 @@ func (v *VCPU) pollInput() {
 		n++
 	}
 	vm.input = vm.input[:copy(vm.input, vm.input[n:])]
+	if n > 0 {
+		vm.updateUARTIRQ()
+	}
 }
 
 // hlt: a guest halted with interrupts disabled can never wake up, so it is
@@ -309,7 +332,3 @@ func (v *VCPU) hlt() {
 		v.halted = true
 	}
 }
-
-// interruptible reports whether an interrupt is waiting for the guest.
-// (No interrupt controller is modelled yet.)
-func (v *VCPU) interruptible() bool { return false }

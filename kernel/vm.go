@@ -88,6 +88,9 @@ type Stop struct {
 func (s *Stop) String() string {
 	switch s.Kind {
 	case StopExited:
+		if s.Reason != "" {
+			return fmt.Sprintf("%s (exit status %d)", s.Reason, s.Status)
+		}
 		return fmt.Sprintf("exited with status %d", s.Status)
 	case StopQuit, StopSuspended:
 		return s.Reason
@@ -102,7 +105,9 @@ type VM struct {
 	Mem   GuestMemory
 	NPT   *svm.NPT
 	CPUID *CPUIDModel
-	Bus   devices.Bus
+	Bus   devices.Bus     // port I/O
+	MMIO  devices.MMIOBus // memory-mapped devices (never mapped in the NPT)
+	PC    *PC             // interrupt controllers, timers, RTC, legacy ports
 	UART  *devices.UART16550
 	Debug *devices.DebugPort
 	VCPU  *VCPU
@@ -113,6 +118,10 @@ type VM struct {
 
 	// LastSave describes the last snapshot saved.
 	LastSave SaveStats
+
+	// IRQsInjected counts interrupts injected; MMIOExits emulated MMIO
+	// accesses.
+	IRQsInjected, MMIOExits uint64
 
 	// clock holds the VM's timers (device timers), in VM time.
 	clock *event.Queue
@@ -182,6 +191,10 @@ func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM,
 	if vm.VCPU, err = newVCPU(vm); err != nil {
 		return vm, err
 	}
+	// After the vCPU: the devices read VM time, the guest's TSC.
+	if err = vm.newPC(); err != nil {
+		return vm, err
+	}
 	return vm, nil
 }
 
@@ -230,6 +243,7 @@ func (vm *VM) Run() (stop *Stop) {
 				break
 			}
 		}
+		v.deliverInterrupt()
 		vm.armPreemption()
 		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx)
 		v.Exits++

@@ -187,10 +187,11 @@ const (
 
 // VIntr bits, VMCB offset 0x060 (APM vol. 2, 15.21).
 const (
-	VIntrTPRMask        = 0xff    // V_TPR
-	VIntrIRQ            = 1 << 8  // V_IRQ: a virtual interrupt is pending
-	VIntrGIF            = 1 << 9  // VGIF value
-	VIntrPrioShift      = 16      // V_INTR_PRIO, 4 bits
+	VIntrTPRMask        = 0xff   // V_TPR
+	VIntrIRQ            = 1 << 8 // V_IRQ: a virtual interrupt is pending
+	VIntrGIF            = 1 << 9 // VGIF value
+	VIntrPrioShift      = 16     // V_INTR_PRIO, 4 bits
+	VIntrPrioMask       = 0xf << VIntrPrioShift
 	VIntrIgnTPR         = 1 << 20 // V_IGN_TPR
 	VIntrMasking        = 1 << 24 // V_INTR_MASKING: host RFLAGS.IF masks physical interrupts
 	VIntrVGIFEnable     = 1 << 25

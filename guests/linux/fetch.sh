@@ -86,8 +86,10 @@ else
 fi
 
 # The initramfs: a static busybox and an /init that mounts proc, sys and
-# devtmpfs, prints a marker line and runs a shell on the console.
-if [ -s "$dir/initramfs.cpio.gz" ]; then
+# devtmpfs, prints a marker line and runs a shell on the console. It is
+# rebuilt when this script's init changes (initramfs.id holds its version).
+initramfs_id=4
+if [ -s "$dir/initramfs.cpio.gz" ] && [ "$(cat "$dir/initramfs.id" 2>/dev/null)" = "$initramfs_id" ]; then
 	say "have $dir/initramfs.cpio.gz"
 else
 	deb=$(download busybox-static)
@@ -119,9 +121,16 @@ exec </dev/console >/dev/console 2>&1
 echo "tamavisor-linux: init ($(cut -d' ' -f1 /proc/uptime) s since boot, $(uname -r))"
 export HOME=/root PATH=/bin:/sbin:/usr/bin:/usr/sbin PS1='\w \$ '
 cd "$HOME"
-# A shell with the console as its controlling terminal (job control,
-# Ctrl-C); when it exits, power off.
-if command -v cttyhack >/dev/null; then setsid cttyhack sh; else sh; fi
+# busybox poweroff/reboot/halt signal PID 1 (USR2/TERM/USR1): this script
+# is PID 1, so it traps them. A shell with the console as its controlling
+# terminal (job control, Ctrl-C) runs in the background so that the traps
+# run at once; when it exits, power off.
+trap 'echo "tamavisor-linux: powering off"; poweroff -f' USR2
+trap 'echo "tamavisor-linux: rebooting"; reboot -f' TERM
+trap 'echo "tamavisor-linux: halting"; halt -f' USR1
+if command -v cttyhack >/dev/null; then setsid cttyhack sh & else sh & fi
+pid=$!
+while :; do wait $pid; [ $? -gt 128 ] || break; done # >128: a trap ran
 echo "tamavisor-linux: shell exited, powering off"
 poweroff -f
 INIT
@@ -130,6 +139,7 @@ INIT
 	(cd "$tree" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) |
 		gzip -9 -n >"$dir/initramfs.cpio.gz.tmp"
 	mv "$dir/initramfs.cpio.gz.tmp" "$dir/initramfs.cpio.gz"
+	echo "$initramfs_id" >"$dir/initramfs.id"
 	rm -rf "$root" "$tree"
 	say "wrote $dir/initramfs.cpio.gz ($(wc -c <"$dir/initramfs.cpio.gz") bytes, $(basename "$deb"))"
 fi

@@ -95,6 +95,29 @@ type Config struct {
 	// LINT1NMI adds a Local APIC NMI structure: LINT1 of every processor
 	// is the NMI input.
 	LINT1NMI bool
+	// S5 puts the \_S5 sleep-state package in the DSDT (full ACPI only):
+	// the guest powers off by writing SLP_TYP = S5SleepType with SLP_EN to
+	// PM1a_CNT (7.4.2, 16.1.5).
+	S5 bool
+}
+
+// S5SleepType is the SLP_TYP value of \_S5 (S5Package).
+const S5SleepType = 5
+
+// AML of `Name (_S5, Package () { 5, 5 })` (ACPI 6.0, 20.2.5): NameOp,
+// NameString, PackageOp, PkgLength (bytes after PackageOp), NumElements,
+// then two BytePrefix constants (SLP_TYPa, SLP_TYPb).
+const (
+	amlNameOp    = 0x08
+	amlPackageOp = 0x12
+	amlBytePref  = 0x0a
+)
+
+// s5Package returns the AML of \_S5.
+func s5Package() []byte {
+	body := []byte{2, amlBytePref, S5SleepType, amlBytePref, S5SleepType} // NumElements, SLP_TYPa, SLP_TYPb
+	aml := []byte{amlNameOp, '_', 'S', '5', '_', amlPackageOp, byte(1 + len(body))}
+	return append(aml, body...)
 }
 
 // Build returns the tables to copy to guest-physical base (16-byte aligned)
@@ -121,7 +144,11 @@ func Build(base uint64, cfg Config) (tables []byte, rsdpAddr uint64, err error) 
 	xsdtAt := place(make([]byte, HeaderSize+2*8), tableAlign)
 	fadtAt := place(make([]byte, fadtSize), tableAlign)
 	madtAt := place(cfg.madt(), tableAlign)
-	dsdtAt := place(table("DSDT", dsdtRevision, nil), tableAlign)
+	var dsdt []byte
+	if cfg.S5 {
+		dsdt = s5Package()
+	}
+	dsdtAt := place(table("DSDT", dsdtRevision, dsdt), tableAlign)
 	var facsAt uint64
 	if !cfg.HWReduced {
 		facsAt = place(facs(), facsAlign)
@@ -150,8 +177,8 @@ func Build(base uint64, cfg Config) (tables []byte, rsdpAddr uint64, err error) 
 func (c *Config) check() error {
 	fixed := c.SCI != 0 || c.PM1aEventBlock != 0 || c.PM1aControlBlock != 0 || c.PMTimerBlock != 0
 	switch {
-	case c.HWReduced && fixed:
-		return fmt.Errorf("acpi: a HW-reduced platform has no SCI, PM1 or PM timer blocks")
+	case c.HWReduced && (fixed || c.S5):
+		return fmt.Errorf("acpi: a HW-reduced platform has no SCI, PM1 or PM timer blocks (nor PM1-based S5)")
 	case c.HWReduced:
 		return nil
 	case c.SCI == 0 || c.SCI == isaCascade || c.SCI >= isaIRQs:
