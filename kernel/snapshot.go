@@ -31,7 +31,7 @@ const (
 	// VMCB does not hold, pending event, interrupt shadow, guest TSC, MSRs
 	// kept outside the VMCB, and the FXSAVE area.
 	ChunkVCPU        = "vcpu"
-	ChunkVCPUVersion = 1
+	ChunkVCPUVersion = 2 // 2: the deferred interrupt and the halt state
 
 	devUART  = "uart16550"
 	devDebug = "debugport"
@@ -95,6 +95,8 @@ type vcpuState struct {
 	TSCAux      uint64
 	MTRRDefType uint64
 	FX          [fxAreaSize]byte
+	Deferred    uint64 // an interrupt taken from the APIC, not yet injected (v2)
+	Halted      bool   // in HLT with interrupts enabled (v2)
 }
 
 func segments(s *svm.StateSaveArea) []*svm.Segment {
@@ -131,10 +133,44 @@ func encodeVCPU(st *vcpuState) []byte {
 		e.PutU64(v)
 	}
 	e.PutBytes(st.FX[:])
+	e.PutU64(st.Deferred)
+	halted := uint8(0)
+	if st.Halted {
+		halted = 1
+	}
+	e.PutU8(halted)
 	return e.Bytes()
 }
 
+// decodeVCPU1 decodes version 1 (no deferred interrupt, not halted).
+func decodeVCPU1(d *snapshot.Decoder) (any, error) {
+	st, err := decodeVCPUFields(d)
+	if err != nil {
+		return nil, err
+	}
+	return st, d.Finish()
+}
+
 func decodeVCPU(d *snapshot.Decoder) (any, error) {
+	st, err := decodeVCPUFields(d)
+	if err != nil {
+		return nil, err
+	}
+	st.Deferred = d.U64()
+	switch d.U8() {
+	case 0:
+	case 1:
+		st.Halted = true
+	default:
+		d.Failf("halt state is neither 0 nor 1")
+	}
+	if st.Deferred != 0 && !isInterrupt(st.Deferred) || st.Deferred != 0 && st.Deferred&svm.EventValid == 0 {
+		d.Failf("deferred event %#x is not a valid interrupt", st.Deferred)
+	}
+	return st, d.Finish()
+}
+
+func decodeVCPUFields(d *snapshot.Decoder) (*vcpuState, error) {
 	st := &vcpuState{}
 	for _, seg := range segments(&st.Save) {
 		seg.Selector = d.U16()
@@ -157,7 +193,7 @@ func decodeVCPU(d *snapshot.Decoder) (any, error) {
 		d.Failf("FXSAVE area of %d bytes, want %d", len(fx), fxAreaSize)
 	}
 	copy(st.FX[:], fx)
-	return st, d.Finish()
+	return st, d.Err()
 }
 
 func encodeVMConfig(c vmConfig) []byte {
@@ -203,7 +239,10 @@ func registry(onVM func(vmConfig)) *snapshot.Registry {
 	r.MustRegister(snapshot.Codec{Type: ChunkVM, Current: ChunkVMVersion,
 		Decoders: map[uint16]snapshot.DecodeFunc{1: vmDecoder}})
 	r.MustRegister(snapshot.Codec{Type: ChunkVCPU, Current: ChunkVCPUVersion,
-		Decoders: map[uint16]snapshot.DecodeFunc{1: decodeVCPU}})
+		Decoders: map[uint16]snapshot.DecodeFunc{1: decodeVCPU1, 2: decodeVCPU},
+		// Version 1 had no interrupt controller: nothing deferred, and a
+		// HLT completed at once, so never halted.
+		Upgrades: map[uint16]snapshot.UpgradeFunc{1: func(v any) (any, error) { return v, nil }}})
 	for _, d := range deviceModels {
 		if err := r.RegisterRaw(snapshot.DevicePrefix+d.name, d.version); err != nil {
 			panic(err)
@@ -224,6 +263,8 @@ func (v *VCPU) capture() *vcpuState {
 		GuestTSC:    v.vm.plat.TSC() + c.TSCOffset,
 		TSCAux:      v.msrs.TSCAux,
 		MTRRDefType: v.msrs.MTRRDefType,
+		Deferred:    v.deferred,
+		Halted:      v.halted,
 	}
 	copy(st.FX[:], v.fx[:])
 	return st
@@ -259,6 +300,7 @@ func (v *VCPU) apply(st *vcpuState) error {
 	c.TSCOffset = st.GuestTSC - v.vm.plat.TSC()
 	v.Regs = st.Regs
 	v.msrs = msrState{TSCAux: st.TSCAux, MTRRDefType: st.MTRRDefType}
+	v.deferred, v.halted = st.Deferred, st.Halted
 	copy(v.fx[:], st.FX[:])
 	if bad := svm.Check(v.vmcb); len(bad) > 0 {
 		return fmt.Errorf("saved vCPU state would be refused by VMRUN: %v", bad)

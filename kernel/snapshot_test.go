@@ -247,7 +247,7 @@ func craft(st *snapshot.Store, vm *VM, cfg vmConfig, vs *vcpuState, extra ...sna
 		if err := w.WriteChunk(ChunkVM, 0, 1, snapshot.Required, encodeVMConfig(cfg)); err != nil {
 			return err
 		}
-		if err := w.WriteChunk(ChunkVCPU, 0, 1, snapshot.Required, encodeVCPU(vs)); err != nil {
+		if err := w.WriteChunk(ChunkVCPU, 0, ChunkVCPUVersion, snapshot.Required, encodeVCPU(vs)); err != nil {
 			return err
 		}
 		for _, d := range deviceModels {
@@ -355,5 +355,40 @@ func TestMonitorEscapeDuringUARTRead(t *testing.T) {
 	}
 	if got := string(got) + string(e.vm.input); got != "ab" {
 		t.Errorf("the guest received %q, want only the bytes before the escape", got)
+	}
+}
+
+// TestVCPUChunkVersions: a version 1 vcpu chunk (before the interrupt
+// controller) still decodes, as not halted with nothing deferred; version
+// 2 keeps both and refuses a deferred event that is not an interrupt.
+func TestVCPUChunkVersions(t *testing.T) {
+	st := &vcpuState{Regs: svm.Regs{RBX: 7}, Deferred: svm.EventValid | 0x30, Halted: true}
+	v2 := encodeVCPU(st)
+	v1 := v2[:len(v2)-9] // without Deferred (8 bytes) and Halted (1)
+	c := Registry().Lookup(ChunkVCPU)
+	dec := func(v uint16, b []byte) (any, error) {
+		x, err := c.Decoders[v](snapshot.NewDecoder(b))
+		if err == nil && v < c.Current {
+			x, err = c.Upgrades[v](x)
+		}
+		return x, err
+	}
+	got, err := dec(1, v1)
+	if err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	if g := got.(*vcpuState); g.Regs.RBX != 7 || g.Deferred != 0 || g.Halted {
+		t.Errorf("version 1 decoded as %+v", g)
+	}
+	got, err = dec(2, v2)
+	if err != nil {
+		t.Fatalf("version 2: %v", err)
+	}
+	if g := got.(*vcpuState); g.Deferred != st.Deferred || !g.Halted {
+		t.Errorf("version 2 decoded deferred %#x halted %v", g.Deferred, g.Halted)
+	}
+	st.Deferred = svm.Exception(svm.VectorGP, 0).Encode()
+	if _, err := dec(2, encodeVCPU(st)); err == nil {
+		t.Error("a deferred exception was accepted")
 	}
 }
