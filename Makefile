@@ -93,7 +93,8 @@ test-fuzz:
 
 test-e2e: tamavisor.elf $(GUESTS_BIN)
 	@mkdir -p $(dir $(SUMMARY))
-	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	TAMAVISOR_LINUX_DIR='$(LINUX_CACHE)' guests/linux/fetch.sh
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) LINUX_DIR='$(LINUX_CACHE)' \
 	  $(TESTRUN) -stage e2e -summary $(SUMMARY) -- -timeout 25m
 
 bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin

@@ -51,7 +51,10 @@ func (vm *VM) hostTSCAt(t int64) uint64 {
 	if hi >= nsPerSecond {
 		return ^uint64(0)
 	}
-	g, _ := bits.Div64(hi, lo, nsPerSecond)
+	g, rem := bits.Div64(hi, lo, nsPerSecond)
+	if rem != 0 {
+		g++ // round up: at the TSC returned, VM time has reached t
+	}
 	return g - vm.VCPU.vmcb.Control.TSCOffset
 }
 

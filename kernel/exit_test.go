@@ -691,6 +691,12 @@ func TestEventReinjection(t *testing.T) {
 			intr = svm.EventValid | 0x20                                                   // external interrupt 0x20
 			pf   = svm.EventValid | 3<<svm.EventTypeShift | 14 | svm.EventErrValid | 2<<32 // #PF, error code 2
 		)
+		withIF := func(st step) step {
+			return func(v *svm.VMCB, r *svm.Regs) {
+				st(v, r)
+				v.State.RFLAGS |= svm.RFLAGSIF
+			}
+		}
 		withPending := func(st step, ev uint64) step {
 			return func(v *svm.VMCB, r *svm.Regs) {
 				st(v, r)
@@ -702,7 +708,7 @@ func TestEventReinjection(t *testing.T) {
 			withPending(e.cpuidStep(0, 0), pf),
 			e.cpuidStep(0, 0),
 			withPending(e.msrStep(false, 0x12345678, 0), intr),   // handler injects #GP; the interrupt follows
-			withPending(e.cpuidStep(0, 0), intr&^svm.EventValid), // not valid: the deferred interrupt
+			withIF(withPending(e.cpuidStep(0, 0), intr&^svm.EventValid)), // not valid; IF set: the deferred interrupt
 			e.cpuidStep(0, 0),
 		)
 		for i, want := range []uint64{0, intr, pf, 0, evGP, intr, 0} {

@@ -30,7 +30,13 @@ func (v *VCPU) deliverInterrupt() {
 		}
 		return
 	}
+	blocked := s.RFLAGS&svm.RFLAGSIF == 0 || c.InterruptShadow&svm.InterruptShadowMask != 0
 	if v.deferred != 0 {
+		// Still pending for the guest: it waits for IF like any other.
+		if blocked {
+			v.requestWindow()
+			return
+		}
 		c.EventInj, v.deferred = v.deferred, 0
 		v.clearWindow()
 		return
@@ -40,7 +46,7 @@ func (v *VCPU) deliverInterrupt() {
 		v.clearWindow()
 		return
 	}
-	if s.RFLAGS&svm.RFLAGSIF == 0 || c.InterruptShadow&svm.InterruptShadowMask != 0 {
+	if blocked {
 		v.requestWindow()
 		return
 	}

@@ -33,6 +33,7 @@ const (
 	msrTSCAux        = 0xc0000103
 	msrHWCR          = 0xc0010015
 	msrNBCfg         = 0xc001001f // AMD northbridge configuration (BKDG): Linux reads it on AMD
+	msrIntPending    = 0xc0010055 // AMD interrupt pending message (C1E): Linux reads it on AMD
 )
 
 // eferWritable are the EFER bits a guest may set (APM vol. 2, 3.1.7); SVME
@@ -69,10 +70,11 @@ func patValid(v uint64) bool {
 }
 
 // stubMSR reports the MSRs that read as 0 and ignore writes: the MTRRs
-// (none are emulated), MCG_STATUS, HWCR and NB_CFG.
+// (none are emulated), MCG_STATUS, HWCR, NB_CFG and the interrupt pending
+// message register (no C1E).
 func stubMSR(msr uint32) bool {
 	switch {
-	case msr == msrMCGStatus, msr == msrHWCR, msr == msrNBCfg,
+	case msr == msrMCGStatus, msr == msrHWCR, msr == msrNBCfg, msr == msrIntPending,
 		msr >= msrMTRRPhysFirst && msr <= msrMTRRPhysLast,
 		msr == msrMTRRFix64K, msr == msrMTRRFix16K0, msr == msrMTRRFix16K1,
 		msr >= msrMTRRFix4KFst && msr <= msrMTRRFix4KLast:

@@ -107,6 +107,15 @@ func (vm *VM) guestReset() {
 	}
 }
 
+// restored re-derives what the platform keeps outside the device states
+// after a restore: the UART's interrupt line level, driven again so the
+// I/O APIC and PIC inputs match the restored UART.
+func (pc *PC) restored(vm *VM) {
+	level := vm.UART.IRQ() && vm.UART.In(COM1Base+devices.MCR, 1)&devices.MCR_OUT2 != 0
+	pc.uartLevel = level
+	pc.isaLine(irqCOM1, irqCOM1).Set(level)
+}
+
 // updateUARTIRQ follows the UART's interrupt output (gated by MCR.OUT2, as
 // on the PC) to ISA IRQ 4 after an access that may have changed it.
 func (vm *VM) updateUARTIRQ() {

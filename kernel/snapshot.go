@@ -524,6 +524,7 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 			return fmt.Errorf("device %q: %w", d.name, err)
 		}
 	}
+	vm.PC.restored(vm)
 	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushAll
 	return nil
 }

@@ -21,7 +21,9 @@ func boot(t *testing.T, cfg Config) *Result {
 	t.Helper()
 	cfg.ELF = os.Getenv("TAMAVISOR_ELF")
 	cfg.QEMU = os.Getenv("QEMU")
-	cfg.Timeout = time.Minute
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Minute
+	}
 	if cfg.ELF == "" {
 		t.Fatal("TAMAVISOR_ELF not set: run through make test-e2e")
 	}
