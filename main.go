@@ -105,19 +105,19 @@ func main() {
 
 	image, mode := demoGuest, ""
 	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
-		if lc, ok, err := linuxFromFWCfg(cfg); ok {
-			if err != nil {
-				logf("error: %v", err)
-				boot.PowerOff(boot.StatusBadImage)
-			}
-			boot.PowerOff(runLinux(plat, lc))
-		}
 		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
 			mode = strings.TrimSpace(string(b))
 		}
 		if b, err := cfg.ReadFile(cfgKey, maxKeyLen); err == nil {
 			plat.SnapshotKey = b
 			logf("snapshots are authenticated (HMAC-SHA256 key from %s)", cfgKey)
+		}
+		if lc, ok, err := linuxFromFWCfg(cfg); ok && mode == "" {
+			if err != nil {
+				logf("error: %v", err)
+				boot.PowerOff(boot.StatusBadImage)
+			}
+			boot.PowerOff(runLinux(plat, lc))
 		}
 		if _, ok := cfg.Lookup(cfgGuest); ok {
 			if image, err = cfg.ReadFile(cfgGuest, maxImage); err != nil {

@@ -707,7 +707,7 @@ func TestEventReinjection(t *testing.T) {
 			withPending(ioStep(0x80, 1, false, 0), intr),
 			withPending(e.cpuidStep(0, 0), pf),
 			e.cpuidStep(0, 0),
-			withPending(e.msrStep(false, 0x12345678, 0), intr),   // handler injects #GP; the interrupt follows
+			withPending(e.msrStep(false, 0x12345678, 0), intr),           // handler injects #GP; the interrupt follows
 			withIF(withPending(e.cpuidStep(0, 0), intr&^svm.EventValid)), // not valid; IF set: the deferred interrupt
 			e.cpuidStep(0, 0),
 		)
