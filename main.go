@@ -176,6 +176,11 @@ func startVM(plat *kernel.Platform, img *kernel.Image) (*kernel.VM, error) {
 func runVM(vm *kernel.VM) *kernel.Stop {
 	stop := vm.Run()
 	logf("vm %s: %v (%d exits, %d interrupts injected, %d MMIO accesses)", vm.Name, stop, vm.VCPU.Exits, vm.IRQsInjected, vm.MMIOExits)
+	var prof []string
+	for _, e := range vm.VCPU.ExitProfile() {
+		prof = append(prof, fmt.Sprintf("%s %d", e.Reason, e.N))
+	}
+	logf("vm %s: exits by reason: %s", vm.Name, strings.Join(prof, ", "))
 	vm.Destroy()
 	return stop
 }

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"sort"
+
 	"tamavisor/kernel/insn"
 	"tamavisor/svm"
 )
@@ -17,8 +19,10 @@ type VCPU struct {
 	msrs   msrState
 	cpu    insn.CPU // scratch for instruction fetch; refreshed per decode
 
-	// Exits counts #VMEXITs.
-	Exits uint64
+	// Exits counts #VMEXITs; ExitsBy counts them by exit code (codes
+	// up to maxCountedExit, the rest in the last slot).
+	Exits   uint64
+	ExitsBy [maxCountedExit + 2]uint64
 
 	halted    bool   // in HLT with interrupts enabled, waiting for an event
 	preempted bool   // the last exit was the host's preemption timer
@@ -103,6 +107,7 @@ func (v *VCPU) handleExit() {
 	c.TLBControl = svm.TLBControlNothing
 	c.EventInj = 0
 	pending := c.ExitIntInfo
+	v.ExitsBy[min(uint64(code), maxCountedExit+1)]++
 
 	switch code {
 	case svm.ExitINTR, svm.ExitNMI:
@@ -191,6 +196,33 @@ func (v *VCPU) reflect(vector uint8) {
 		s.RFLAGS |= svm.RFLAGSRF
 	}
 	v.inject(svm.Exception(vector, 0))
+}
+
+// maxCountedExit is the highest exit code counted on its own (NPF, 0x400).
+const maxCountedExit = uint64(svm.ExitNPF)
+
+// ExitProfile returns the exit counts by reason, most frequent first, as
+// "REASON count" pairs.
+func (v *VCPU) ExitProfile() []ExitCount {
+	var p []ExitCount
+	for code, n := range v.ExitsBy {
+		if n == 0 {
+			continue
+		}
+		name := svm.ExitCode(code).String()
+		if uint64(code) > maxCountedExit {
+			name = "other"
+		}
+		p = append(p, ExitCount{name, n})
+	}
+	sort.Slice(p, func(i, j int) bool { return p[i].N > p[j].N })
+	return p
+}
+
+// ExitCount is one line of an exit profile.
+type ExitCount struct {
+	Reason string
+	N      uint64
 }
 
 // inject queues an event for the next VMRUN. Real mode has no error codes:
