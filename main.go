@@ -96,6 +96,10 @@ func main() {
 		Idle:            func() bool { time.Sleep(time.Millisecond); return true },
 		Now:             boot.WallNow,
 		Timer:           boot.HostTimer{},
+		HostXCR0:        host.XCR0,
+	}
+	if host.XCR0 != 0 {
+		logf("XSAVE enabled: guests get x87/SSE/AVX state components %#x", host.XCR0)
 	}
 	if u := boot.ControlPort(); u != nil {
 		plat.ControlIn, plat.ControlOut = u.Rx, boot.UARTWriter{U: u.UART}

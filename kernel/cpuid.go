@@ -89,6 +89,7 @@ const (
 // is what a snapshot records as "CPU features the guest saw".
 type CPUIDModel struct {
 	Entries []CPUIDEntry
+	xcr0    uint64 // XSAVE components shown (0: no XSAVE)
 }
 
 // CPUIDEntry is one leaf/subleaf.
@@ -106,9 +107,32 @@ func subleafLeaf(leaf uint32) bool {
 	return false
 }
 
-// NewCPUIDModel filters the host's CPUID (docs/guest-abi.md, "CPU model").
-func NewCPUIDModel(host svm.CPUIDFunc) *CPUIDModel {
-	m := &CPUIDModel{}
+// NewCPUIDModel filters the host's CPUID (docs/guest-abi.md, "CPU model"),
+// for a host without XSAVE support for guests.
+func NewCPUIDModel(host svm.CPUIDFunc) *CPUIDModel { return NewCPUIDModelXSAVE(host, 0) }
+
+// cpuidModel is the model of a new VM on this platform.
+func (p *Platform) cpuidModel() *CPUIDModel { return NewCPUIDModelXSAVE(p.CPUID, p.HostXCR0) }
+
+// Leaf 0xD and the XSAVE-dependent feature bits (AMD CPUID Specification,
+// Fn0000_000D; APM vol. 3, appendix E).
+const (
+	f7ebxAVX2       = 1 << 5
+	fdXSAVEOPT      = 1 << 0 // Fn0000_000D_ECX_x1 EAX: XSAVEOPT (XSAVEC, XGETBV1, XSAVES hidden)
+	xsaveLeafAVX    = 2      // subleaf of the AVX component
+	xsaveLeafExtras = 1      // subleaf of the XSAVE extensions
+)
+
+// NewCPUIDModelXSAVE is NewCPUIDModel for a host whose world switch moves
+// the XSAVE components of xcr0 (0: none): XSAVE, AVX and AVX2 are shown
+// when xcr0 has AVX, with leaf 0xD describing exactly those components.
+// OSXSAVE and leaf 0xD's current size follow the guest (VCPU.cpuid).
+func NewCPUIDModelXSAVE(host svm.CPUIDFunc, xcr0 uint64) *CPUIDModel {
+	xcr0 &= svm.XCR0Guest
+	if xcr0&svm.XCR0AVX == 0 {
+		xcr0 = 0 // without AVX there is nothing worth XSAVE to a guest
+	}
+	m := &CPUIDModel{xcr0: xcr0}
 	maxBasic, _, _, _ := host(leafVendor, 0)
 	if maxBasic > maxBasicLeaf {
 		maxBasic = maxBasicLeaf
@@ -144,9 +168,29 @@ func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
 	case leafFeatures:
 		b &^= apicIDMask | logicalMask
 		b |= 1 << logicalShift // one logical processor, APIC ID 0
+		shown := c & (f1ecxXSAVE | f1ecxAVX)
 		c = c&^f1ecxHidden | hypervisorBit
+		if m.xcr0 != 0 {
+			c |= shown
+		}
 		d = d&^f1edxHidden | f1edxAPIC
-	case leafMonitor, leafXSAVE, leafSVM, leafTopology:
+	case leafXSAVE:
+		if m.xcr0 == 0 {
+			a, b, c, d = 0, 0, 0, 0
+			break
+		}
+		switch sub {
+		case 0: // supported components, sizes (EBX follows XCR0: VCPU.cpuid)
+			size := uint32(svm.XSaveSize(m.xcr0))
+			a, b, c, d = uint32(m.xcr0), size, size, 0
+		case xsaveLeafExtras:
+			a, b, c, d = a&fdXSAVEOPT, 0, 0, 0
+		case xsaveLeafAVX:
+			a, b, c, d = svm.XSaveAVXSize, svm.XSaveAVXOffset, 0, 0
+		default:
+			a, b, c, d = 0, 0, 0, 0
+		}
+	case leafMonitor, leafSVM, leafTopology:
 		a, b, c, d = 0, 0, 0, 0
 	case leafCache:
 		a &^= cacheSharingMask | coresPerPkgMask // one core, cache not shared
@@ -154,7 +198,11 @@ func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
 		c &^= ncMask // NC: one core
 	case leafExtFeat:
 		if sub == 0 {
-			a, b, c, d = 0, b&f7ebxAllowed, 0, 0
+			allowed := uint32(f7ebxAllowed)
+			if m.xcr0 != 0 {
+				allowed |= f7ebxAVX2
+			}
+			a, b, c, d = 0, b&allowed, 0, 0
 		} else {
 			a, b, c, d = 0, 0, 0, 0
 		}

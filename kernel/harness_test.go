@@ -92,7 +92,7 @@ type scriptRunner struct {
 	exhausted bool
 }
 
-func (s *scriptRunner) Run(vmcbPA uint64, regs *svm.Regs, fx *svm.FXArea) {
+func (s *scriptRunner) Run(vmcbPA uint64, regs *svm.Regs, fx *svm.FXArea, xcr0 *uint64) {
 	v := vmcbAt(s.mem, vmcbPA)
 	s.entries = append(s.entries, entry{*v, *regs})
 	c := &v.Control

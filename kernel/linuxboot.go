@@ -171,7 +171,7 @@ func NewLinuxVM(p *Platform, cfg LinuxConfig) (*VM, error) {
 	}
 	pieces = append(pieces, linux.Piece{Name: "ACPI tables", GPA: LinuxACPIBase, Data: tables})
 
-	vm, err := newVM(p, name, mem, NewCPUIDModel(p.CPUID))
+	vm, err := newVM(p, name, mem, p.cpuidModel())
 	if err != nil {
 		return nil, fmt.Errorf("linux: %w", err)
 	}

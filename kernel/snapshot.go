@@ -97,7 +97,12 @@ type vcpuState struct {
 	FX          [fxAreaSize]byte
 	Deferred    uint64 // an interrupt taken from the APIC, not yet injected (v2)
 	Halted      bool   // in HLT with interrupts enabled (v2)
+	XCR0        uint64 // the guest's XCR0 (v2; version 1: x87 only)
+	XSave       []byte // the XSAVE area after the FXSAVE image: header, AVX (v2)
 }
+
+// maxXSaveExt bounds the saved XSAVE area beyond the FXSAVE image.
+const maxXSaveExt = 4096
 
 func segments(s *svm.StateSaveArea) []*svm.Segment {
 	return []*svm.Segment{&s.ES, &s.CS, &s.SS, &s.DS, &s.FS, &s.GS, &s.GDTR, &s.LDTR, &s.IDTR, &s.TR}
@@ -139,6 +144,8 @@ func encodeVCPU(st *vcpuState) []byte {
 		halted = 1
 	}
 	e.PutU8(halted)
+	e.PutU64(st.XCR0)
+	e.PutBytes(st.XSave)
 	return e.Bytes()
 }
 
@@ -166,6 +173,14 @@ func decodeVCPU(d *snapshot.Decoder) (any, error) {
 	}
 	if st.Deferred != 0 && !isInterrupt(st.Deferred) || st.Deferred != 0 && st.Deferred&svm.EventValid == 0 {
 		d.Failf("deferred event %#x is not a valid interrupt", st.Deferred)
+	}
+	st.XCR0 = d.U64()
+	st.XSave = d.Bytes()
+	if d.Err() == nil && !svm.ValidXCR0(st.XCR0, svm.XCR0Guest) {
+		d.Failf("XCR0 %#x is not a valid x87/SSE/AVX combination", st.XCR0)
+	}
+	if d.Err() == nil && len(st.XSave) > maxXSaveExt {
+		d.Failf("XSAVE area of %d bytes beyond the FXSAVE image (at most %d)", len(st.XSave), maxXSaveExt)
 	}
 	return st, d.Finish()
 }
@@ -242,7 +257,10 @@ func registry(onVM func(vmConfig)) *snapshot.Registry {
 		Decoders: map[uint16]snapshot.DecodeFunc{1: decodeVCPU1, 2: decodeVCPU},
 		// Version 1 had no interrupt controller: nothing deferred, and a
 		// HLT completed at once, so never halted.
-		Upgrades: map[uint16]snapshot.UpgradeFunc{1: func(v any) (any, error) { return v, nil }}})
+		Upgrades: map[uint16]snapshot.UpgradeFunc{1: func(v any) (any, error) {
+			v.(*vcpuState).XCR0 = svm.XCR0X87 // the reset value
+			return v, nil
+		}}})
 	for _, d := range deviceModels {
 		if err := r.RegisterRaw(snapshot.DevicePrefix+d.name, d.version); err != nil {
 			panic(err)
@@ -265,6 +283,10 @@ func (v *VCPU) capture() *vcpuState {
 		MTRRDefType: v.msrs.MTRRDefType,
 		Deferred:    v.deferred,
 		Halted:      v.halted,
+		XCR0:        v.xcr0,
+	}
+	if len(v.xsave) > svm.XSaveLegacySize {
+		st.XSave = append([]byte(nil), v.xsave[svm.XSaveLegacySize:]...)
 	}
 	copy(st.FX[:], v.fx[:])
 	return st
@@ -301,10 +323,53 @@ func (v *VCPU) apply(st *vcpuState) error {
 	v.Regs = st.Regs
 	v.msrs = msrState{TSCAux: st.TSCAux, MTRRDefType: st.MTRRDefType}
 	v.deferred, v.halted = st.Deferred, st.Halted
+	if err := v.applyXSave(st); err != nil {
+		return err
+	}
 	copy(v.fx[:], st.FX[:])
 	if bad := svm.Check(v.vmcb); len(bad) > 0 {
 		return fmt.Errorf("saved vCPU state would be refused by VMRUN: %v", bad)
 	}
+	return nil
+}
+
+// XSAVE header fields (APM vol. 2, 11.5.2): XSTATE_BV, XCOMP_BV, then 48
+// reserved bytes that must be zero for XRSTOR.
+const (
+	xcompBVOffset = 8
+	xsaveHdrEnd   = svm.XSaveHeaderSize
+)
+
+// applyXSave installs the saved XCR0 and extended state, refusing what
+// this host cannot hold (AVX state where the CPU or the world switch has
+// none) or what would make XRSTOR fault in the hypervisor.
+func (v *VCPU) applyXSave(st *vcpuState) error {
+	allowed := v.vm.plat.HostXCR0&svm.XCR0Guest | svm.XCR0X87
+	if !svm.ValidXCR0(st.XCR0, allowed) {
+		return &RefusedError{fmt.Sprintf("the guest's XCR0 %#x uses state this host cannot run (XSAVE components %#x)", st.XCR0, allowed)}
+	}
+	v.xcr0 = st.XCR0
+	ext := v.xsave[svm.XSaveLegacySize:]
+	for i := range ext {
+		ext[i] = 0
+	}
+	if len(st.XSave) >= xsaveHdrEnd {
+		h := st.XSave[:xsaveHdrEnd]
+		bv := binary.LittleEndian.Uint64(h)
+		if bv&^(allowed|svm.XCR0SSE) != 0 { // x87 and SSE are the FXSAVE image: always restorable
+			return &RefusedError{fmt.Sprintf("the saved XSAVE state holds components %#x this host cannot restore (it has %#x)", bv, allowed)}
+		}
+		for _, b := range h[xcompBVOffset:] {
+			if b != 0 {
+				return &RefusedError{"the saved XSAVE header has compacted-format or reserved bits set"}
+			}
+		}
+		if len(st.XSave) > len(ext) && bv&svm.XCR0AVX != 0 {
+			return &RefusedError{"the saved XSAVE area is larger than this host's"}
+		}
+		copy(ext, st.XSave)
+	}
+	v.setXStateBV()
 	return nil
 }
 
@@ -503,7 +568,7 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 	for _, l := range m.CPUID {
 		model.Entries = append(model.Entries, CPUIDEntry{l.Leaf, l.Subleaf, l.EAX, l.EBX, l.ECX, l.EDX})
 	}
-	if err := model.Compatible(NewCPUIDModel(p.CPUID)); err != nil {
+	if err := model.Compatible(p.cpuidModel()); err != nil {
 		return &RefusedError{err.Error()}
 	}
 	vm.CPUID = model

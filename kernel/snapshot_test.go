@@ -362,9 +362,9 @@ func TestMonitorEscapeDuringUARTRead(t *testing.T) {
 // controller) still decodes, as not halted with nothing deferred; version
 // 2 keeps both and refuses a deferred event that is not an interrupt.
 func TestVCPUChunkVersions(t *testing.T) {
-	st := &vcpuState{Regs: svm.Regs{RBX: 7}, Deferred: svm.EventValid | 0x30, Halted: true}
+	st := &vcpuState{Regs: svm.Regs{RBX: 7}, Deferred: svm.EventValid | 0x30, Halted: true, XCR0: svm.XCR0X87}
 	v2 := encodeVCPU(st)
-	v1 := v2[:len(v2)-9] // without Deferred (8 bytes) and Halted (1)
+	v1 := v2[:len(v2)-9-8-4] // without Deferred (8 bytes), Halted (1), XCR0 (8), XSave (4: empty)
 	c := Registry().Lookup(ChunkVCPU)
 	dec := func(v uint16, b []byte) (any, error) {
 		x, err := c.Decoders[v](snapshot.NewDecoder(b))
@@ -377,7 +377,7 @@ func TestVCPUChunkVersions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("version 1: %v", err)
 	}
-	if g := got.(*vcpuState); g.Regs.RBX != 7 || g.Deferred != 0 || g.Halted {
+	if g := got.(*vcpuState); g.Regs.RBX != 7 || g.Deferred != 0 || g.Halted || g.XCR0 != svm.XCR0X87 {
 		t.Errorf("version 1 decoded as %+v", g)
 	}
 	got, err = dec(2, v2)

@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"sort"
+	"unsafe"
 
 	"tamavisor/kernel/insn"
 	"tamavisor/svm"
@@ -14,8 +16,10 @@ type VCPU struct {
 	vmcbPA uint64
 	vmcb   *svm.VMCB
 	Regs   svm.Regs
-	fx     *svm.FXArea
+	fx     *svm.FXArea // the first 512 bytes of xsave: the FXSAVE image
 	fxBuf  []byte
+	xsave  []byte // XSAVE area (standard format) when the host has XSAVE
+	xcr0   uint64 // the guest's XCR0
 	msrs   msrState
 	cpu    insn.CPU // scratch for instruction fetch; refreshed per decode
 
@@ -49,9 +53,13 @@ const (
 )
 
 func newVCPU(vm *VM) (*VCPU, error) {
-	v := &VCPU{vm: vm, fxBuf: make([]byte, 512+16)}
-	v.fx = svm.FXAreaAligned(v.fxBuf)
+	size := svm.XSaveSize(vm.plat.HostXCR0)
+	v := &VCPU{vm: vm, fxBuf: make([]byte, size+svm.XSaveAlign), xcr0: svm.XCR0X87}
+	off := (svm.XSaveAlign - int(uintptr(unsafe.Pointer(&v.fxBuf[0])))%svm.XSaveAlign) % svm.XSaveAlign
+	v.xsave = v.fxBuf[off : off+size]
+	v.fx = (*svm.FXArea)(v.xsave[:svm.XSaveLegacySize])
 	v.fx.DefaultFX()
+	v.setXStateBV()
 	var err error
 	if v.vmcbPA, err = vm.alloc(svm.PageSize, svm.PageSize); err != nil {
 		return nil, err
@@ -140,11 +148,12 @@ func (v *VCPU) handleExit() {
 		v.skip(insn.OpINVD)
 	case svm.ExitRDTSCP:
 		v.rdtscp()
+	case svm.ExitXSETBV:
+		v.xsetbv()
 	case svm.ExitVMRUN, svm.ExitVMLOAD, svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI,
-		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1,
-		svm.ExitXSETBV:
-		// SVM, MONITOR and XSAVE are hidden from the guest: their
-		// instructions do not exist for it. (XCR0 is not switched.)
+		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1:
+		// SVM and MONITOR are hidden from the guest: their instructions
+		// do not exist for it.
 		v.inject(svm.Exception(svm.VectorUD, 0))
 	case svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC:
 		v.reflect(uint8(code - svm.ExitExcp0))
@@ -261,11 +270,75 @@ func (v *VCPU) skip(op insn.Op) bool {
 	return true
 }
 
+// xstateBVOffset is XSTATE_BV in the XSAVE header (APM vol. 2, 11.5.2).
+const xstateBVOffset = svm.XSaveLegacySize
+
+// setXStateBV marks the x87 and SSE state of the XSAVE area as holding
+// values (not the init state), so that XRSTOR loads the FXSAVE image: after
+// reset, or after a restore wrote it.
+func (v *VCPU) setXStateBV() {
+	if len(v.xsave) > xstateBVOffset+8 {
+		h := v.xsave[xstateBVOffset:]
+		binary.LittleEndian.PutUint64(h, binary.LittleEndian.Uint64(h)|svm.XCR0X87|svm.XCR0SSE)
+	}
+}
+
+// xsetbv emulates XSETBV: only XCR0, only at CPL 0 with CR4.OSXSAVE set,
+// and only values with the components the host manages (APM vol. 3,
+// XSETBV: #UD without OSXSAVE, #GP(0) otherwise).
+func (v *VCPU) xsetbv() {
+	s := &v.vmcb.State
+	allowed := v.vm.plat.HostXCR0 & svm.XCR0Guest
+	switch {
+	case allowed == 0 || s.CR4&svm.CR4OSXSAVE == 0:
+		v.inject(svm.Exception(svm.VectorUD, 0))
+		return
+	case s.CPL != 0 || uint32(v.Regs.RCX) != 0:
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	val := v.Regs.RDX<<32 | s.RAX&0xffffffff
+	if !svm.ValidXCR0(val, allowed) {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	if v.skip(insn.OpXSETBV) {
+		v.xcr0 = val
+	}
+}
+
+// checkXCR0 keeps the guest's XCR0 within what the world switch saves:
+// where XSETBV is not intercepted (QEMU TCG), the guest sets XCR0 itself,
+// checked only against the emulated CPU. Components beyond the host's are
+// dropped (their state would not be preserved anyway).
+func (v *VCPU) checkXCR0() {
+	if v.vm.plat.HostXCR0 == 0 {
+		v.xcr0 = svm.XCR0X87
+		return
+	}
+	allowed := v.vm.plat.HostXCR0 & svm.XCR0Guest
+	if !svm.ValidXCR0(v.xcr0, allowed) {
+		x := v.xcr0&allowed | svm.XCR0X87
+		if x&svm.XCR0SSE == 0 {
+			x &^= svm.XCR0AVX
+		}
+		v.xcr0 = x
+	}
+}
+
 // cpuid answers from the VM's CPUID model. Results are 32-bit, so the upper
 // halves of RAX, RBX, RCX and RDX are cleared, as the CPU does.
 func (v *VCPU) cpuid() {
 	s := &v.vmcb.State
-	a, b, c, d := v.vm.CPUID.Lookup(uint32(s.RAX), uint32(v.Regs.RCX))
+	leaf, sub := uint32(s.RAX), uint32(v.Regs.RCX)
+	a, b, c, d := v.vm.CPUID.Lookup(leaf, sub)
+	// The bits that follow the guest's own state, as on the CPU.
+	switch {
+	case leaf == leafFeatures && s.CR4&svm.CR4OSXSAVE != 0 && c&f1ecxXSAVE != 0:
+		c |= f1ecxOSXSAVE
+	case leaf == leafXSAVE && sub == 0 && a != 0:
+		b = uint32(svm.XSaveSize(v.xcr0))
+	}
 	if !v.skip(insn.OpCPUID) {
 		return
 	}

@@ -14,7 +14,9 @@ import (
 // Runner is the world switch: it enters the guest of a VMCB and returns at
 // its next #VMEXIT. svm.Host implements it on hardware; tests script exits.
 type Runner interface {
-	Run(vmcb uint64, regs *svm.Regs, fx *svm.FXArea)
+	// Run enters the guest: fx is its XSAVE area (its FXSAVE image when
+	// Platform.HostXCR0 is 0), *xcr0 the guest's XCR0, updated at the exit.
+	Run(vmcb uint64, regs *svm.Regs, fx *svm.FXArea, xcr0 *uint64)
 }
 
 // Platform is what the kernel needs from the machine.
@@ -50,6 +52,9 @@ type Platform struct {
 	SnapshotKey []byte
 	// Now returns the wall time in Unix nanoseconds, for snapshot headers.
 	Now func() int64
+	// HostXCR0 is the host's XCR0 when the world switch moves guests'
+	// XSAVE state (svm.Host.XCR0), else 0: guests then have no XSAVE/AVX.
+	HostXCR0 uint64
 	// Timer is the host preemption timer, or nil (tests): without it a
 	// guest that never exits is not interrupted, and a halted guest
 	// resumes at once.
@@ -141,7 +146,7 @@ type VM struct {
 // fresh NPT, the image loaded, a VMCB with tamavisor's intercepts, and the
 // fixed devices on the port bus.
 func NewVM(p *Platform, img *Image) (*VM, error) {
-	vm, err := newVM(p, img.Name, img.MemSize, NewCPUIDModel(p.CPUID))
+	vm, err := newVM(p, img.Name, img.MemSize, p.cpuidModel())
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +250,8 @@ func (vm *VM) Run() (stop *Stop) {
 		}
 		v.deliverInterrupt()
 		vm.armPreemption()
-		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx)
+		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx, &v.xcr0)
+		v.checkXCR0()
 		v.Exits++
 		v.handleExit()
 		vm.clock.Run()

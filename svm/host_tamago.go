@@ -14,6 +14,10 @@ import (
 // VMLOAD move around each VMRUN.
 type Host struct {
 	Features Features
+	// XCR0 is the host's XCR0 when XSAVE is enabled (the components the
+	// world switch saves and restores for guests), else 0: then only
+	// x87/SSE state moves, with FXSAVE.
+	XCR0 uint64
 	hsave    uint64 // VM_HSAVE_PA page (APM vol. 2, 15.30.4)
 	state    uint64 // VMSAVE area for host FS/GS/TR/LDTR and syscall MSRs
 	hostFX   *FXArea
@@ -39,14 +43,37 @@ func Enable(alloc PageAllocator) (*Host, error) {
 	// 15.25.5).
 	x86.WRMSR(MSREFER, x86.RDMSR(MSREFER)|EFERSVME|EFERNXE)
 	x86.WRMSR(MSRVMHsavePA, h.hsave)
+	h.enableXSAVE()
 	return h, nil
+}
+
+// enableXSAVE turns on XSAVE (CR4.OSXSAVE) with XCR0 = the guest
+// components the CPU supports, so that guests can use AVX: SVM does not
+// switch XCR0 or the extended state, the world switch does (launch_amd64.s).
+// TamaGo's runtime chose its code paths before this, without AVX, so the
+// host itself never touches the YMM registers.
+func (h *Host) enableXSAVE() {
+	if _, _, c, _ := x86.CPUID(1, 0); c&CPUIDXSAVE == 0 {
+		return
+	}
+	lo, _, _, hi := x86.CPUID(0xd, 0)
+	supported := uint64(hi)<<32 | uint64(lo)
+	x86.WriteCR4(x86.ReadCR4() | CR4OSXSAVE)
+	h.XCR0 = supported & XCR0Guest
+	x86.XSETBV(0, h.XCR0)
 }
 
 // Run enters the guest of the VMCB at physical address vmcb and returns at
 // its next #VMEXIT; the exit is described in the VMCB's control area.
 // regs and fx hold the guest state that is not in the VMCB.
-func (h *Host) Run(vmcb uint64, regs *Regs, fx *FXArea) {
-	run(vmcb, h.state, regs, fx, h.hostFX)
+//
+// fx is the guest's XSAVE area (standard format, 64-byte aligned, of
+// XSaveSize(h.XCR0) bytes) when h.XCR0 is set, else its FXSAVE area;
+// *xcr0 is the guest's XCR0, loaded for the guest's run only, and updated
+// with the value the guest left (it may set XCR0 without an exit where the
+// XSETBV intercept is not implemented: QEMU TCG).
+func (h *Host) Run(vmcb uint64, regs *Regs, fx *FXArea, xcr0 *uint64) {
+	run(vmcb, h.state, regs, fx, h.hostFX, xcr0, h.XCR0)
 }
 
 // BareLoop runs n VMRUN/#VMEXIT pairs back to back in assembly, the floor
@@ -58,7 +85,7 @@ func (h *Host) BareLoop(vmcb uint64, n uint64) {
 	}
 }
 
-func run(vmcb, hostState uint64, regs *Regs, guestFX, hostFX *FXArea)
+func run(vmcb, hostState uint64, regs *Regs, guestFX, hostFX *FXArea, guestXCR0 *uint64, hostXCR0 uint64)
 func bareLoop(vmcb, hostState uint64, n uint64)
 
 // Phys returns the physical address of a Go object: TamaGo identity-maps

@@ -21,24 +21,30 @@
 #define F_HFX	24
 #define F_HOST	32
 #define F_BP	40
+#define F_GXCR0	48
+#define F_HXCR0	56
 
-// func run(vmcb, hostState uint64, regs *Regs, guestFX, hostFX *FXArea)
+// func run(vmcb, hostState uint64, regs *Regs, guestFX, hostFX *FXArea, guestXCR0 *uint64, hostXCR0 uint64)
 //
 // Enters the guest whose VMCB is at physical address vmcb and returns at
 // its next #VMEXIT. With GIF clear around it, no interrupt or NMI reaches
 // the host while guest state is in the registers.
 //
 //   1. CLGI; swap x87/SSE state: the host's out, the guest's FXSAVE area
-//      in; set IF (see below);
+//      in, or with XSAVE (hostXCR0 != 0) the guest's XSAVE area in with
+//      every host-enabled component, then XCR0 = *guestXCR0 (SVM switches
+//      neither, APM vol. 2, 15.5.1); set IF (see below);
 //   2. VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
 //      SFMASK/SYSENTER_* (VMRUN does not save them) into hostState;
 //   3. load the guest GPRs that are not in the VMCB; VMLOAD the guest's
 //      hidden state; VMRUN;
 //   4. after #VMEXIT (RAX, RSP restored from the host save area): VMSAVE
 //      the guest's hidden state, store its GPRs, VMLOAD the host's (FS base
-//      holds TamaGo's g pointer: no Go code may run before this), swap the
-//      FPU state back, STGI.
-TEXT ·run(SB),NOSPLIT,$48-40
+//      holds TamaGo's g pointer: no Go code may run before this), the
+//      guest's XCR0 into *guestXCR0, XCR0 = hostXCR0 and XSAVE the guest's
+//      area (or FXSAVE), the host's x87/SSE
+//      state back, STGI.
+TEXT ·run(SB),NOSPLIT,$64-56
 	MOVQ	vmcb+0(FP), R8
 	MOVQ	hostState+8(FP), R9
 	MOVQ	regs+16(FP), R10
@@ -50,6 +56,10 @@ TEXT ·run(SB),NOSPLIT,$48-40
 	MOVQ	R12, F_HFX(SP)
 	MOVQ	R9, F_HOST(SP)
 	MOVQ	BP, F_BP(SP)
+	MOVQ	guestXCR0+40(FP), AX
+	MOVQ	AX, F_GXCR0(SP) // a pointer: read before, written after
+	MOVQ	hostXCR0+48(FP), AX
+	MOVQ	AX, F_HXCR0(SP)
 
 	CLGI
 	// The caller may have cleared IF so that the host timer it armed
@@ -59,8 +69,24 @@ TEXT ·run(SB),NOSPLIT,$48-40
 	// 15.21.1). It is taken by the host after STGI.
 	STI
 	FXSAVE64	(R12)
+	MOVQ	F_HXCR0(SP), AX
+	TESTQ	AX, AX
+	JNZ	xrstor
 	FXRSTOR64	(R11)
-	MOVQ	R9, AX
+	JMP	loaded
+xrstor:
+	// RFBM = host XCR0 = the current XCR0: every component of the area.
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	XRSTOR64	(R11)
+	MOVQ	F_GXCR0(SP), AX
+	MOVQ	(AX), AX
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	XORL	CX, CX
+	XSETBV
+loaded:
+	MOVQ	F_HOST(SP), AX
 	VMSAVE
 
 	MOVQ	R10, AX
@@ -103,8 +129,34 @@ TEXT ·run(SB),NOSPLIT,$48-40
 	MOVQ	F_HOST(SP), AX
 	VMLOAD
 
+	MOVQ	F_HXCR0(SP), AX
+	TESTQ	AX, AX
+	JNZ	xsave
 	MOVQ	F_GFX(SP), AX
 	FXSAVE64	(AX)
+	JMP	saved
+xsave:
+	// The guest's XCR0 as it left it: where the XSETBV intercept is not
+	// implemented (QEMU TCG), the guest set it without an exit.
+	XORL	CX, CX
+	XGETBV
+	SHLQ	$32, DX
+	ORQ	DX, AX
+	MOVQ	F_GXCR0(SP), BX
+	MOVQ	AX, (BX)
+	// XCR0 back to the host's first: the save then covers every
+	// component, whatever the guest's XCR0 was.
+	MOVQ	F_HXCR0(SP), AX
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	XORL	CX, CX
+	XSETBV
+	MOVQ	F_HXCR0(SP), AX
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	MOVQ	F_GFX(SP), BX
+	XSAVE64	(BX)
+saved:
 	MOVQ	F_HFX(SP), AX
 	FXRSTOR64	(AX)
 

@@ -62,3 +62,9 @@ func WriteCR4(val uint64)
 
 // Pause executes PAUSE (a spin-loop hint).
 func Pause()
+
+// XGETBV reads extended control register index (XCR0 is 0).
+func XGETBV(index uint32) uint64
+
+// XSETBV writes extended control register index.
+func XSETBV(index uint32, val uint64)

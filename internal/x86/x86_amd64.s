@@ -119,3 +119,21 @@ TEXT ·WriteCR4(SB),NOSPLIT,$0-8
 TEXT ·Pause(SB),NOSPLIT,$0-0
 	PAUSE
 	RET
+
+// func XGETBV(index uint32) uint64
+TEXT ·XGETBV(SB),NOSPLIT,$0-16
+	MOVL	index+0(FP), CX
+	XGETBV
+	SHLQ	$32, DX
+	ORQ	DX, AX
+	MOVQ	AX, ret+8(FP)
+	RET
+
+// func XSETBV(index uint32, val uint64)
+TEXT ·XSETBV(SB),NOSPLIT,$0-16
+	MOVL	index+0(FP), CX
+	MOVQ	val+8(FP), AX
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	XSETBV
+	RET

@@ -144,6 +144,7 @@ const (
 	OpINVD                  // 0F 08
 	OpWBINVD                // 0F 09
 	OpPAUSE                 // F3 90
+	OpXSETBV                // 0F 01 D1
 	numOps
 )
 
@@ -165,6 +166,7 @@ var ops = [numOps]opInfo{
 	OpINVD:    {"INVD", [3]byte{0x0f, 0x08}, 2, x86asm.INVD},
 	OpWBINVD:  {"WBINVD", [3]byte{0x0f, 0x09}, 2, x86asm.WBINVD},
 	OpPAUSE:   {"PAUSE", [3]byte{0xf3, 0x90}, 2, x86asm.PAUSE},
+	OpXSETBV:  {"XSETBV", [3]byte{0x0f, 0x01, 0xd1}, 3, x86asm.XSETBV},
 }
 
 func (op Op) valid() bool { return op > 0 && op < numOps }
