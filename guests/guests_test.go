@@ -28,6 +28,7 @@ var expected = map[string]struct {
 	"counter": {64, 64 << 20},
 	"fill":    {64, 258 << 20},
 	"spin":    {16, 64 << 10},
+	"avx":     {64, 2 << 20},
 }
 
 const headerSize = 64

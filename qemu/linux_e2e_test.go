@@ -136,10 +136,11 @@ func TestLinuxShell(t *testing.T) {
 				scriptStep{"R=42", "echo I$((1)); cat /proc/interrupts; sleep 1; echo I$((2)); cat /proc/interrupts; echo I$((3))\n"},
 				scriptStep{"I3", "echo S$((1)); sleep 2; echo S$((2))\n"},
 				scriptStep{"S1", ""},
-				scriptStep{"S2", "poweroff\n"},
+				scriptStep{"S2", "grep -c -w avx2 /proc/cpuinfo | sed s/^/AVX2=/\n"},
+				scriptStep{"AVX2=*", "poweroff\n"},
 			)
 			r := linuxBoot(t, Config{CPU: cpu}, s)
-			expect(t, r, 0, version, "R=42", "tamavisor-linux: powering off", "the guest powered off (ACPI S5)")
+			expect(t, r, 0, version, "R=42", "AVX2=1", "tamavisor-linux: powering off", "the guest powered off (ACPI S5)")
 			loc1, tty1 := interruptCounts(t, r, "I1", "I2")
 			loc2, tty2 := interruptCounts(t, r, "I2", "I3")
 			if loc2 <= loc1 || tty2 <= tty1 {

@@ -1,5 +1,7 @@
 // Command bench boots tamavisor in bench mode under each CPU model and
-// prints its exit-path table (run by `make bench`).
+// prints its exit-path table, then the snapshot table, then boots the
+// cached Linux guest (LINUX_DIR) to its shell under tamavisor and directly
+// in QEMU and prints the times and the exit profile (run by `make bench`).
 package main
 
 import (
@@ -32,6 +34,9 @@ func main() {
 		}
 	}
 	if !snapBench(elf, guests) {
+		failed = true
+	}
+	if !linuxBench(os.Getenv("QEMU"), elf) {
 		failed = true
 	}
 	if failed {
