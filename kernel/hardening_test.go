@@ -210,3 +210,77 @@ func TestBenignExceptionsIntercepted(t *testing.T) {
 		})
 	}
 }
+
+// TestXSETBVAndCPUIDLeafD: with the host managing x87/SSE/AVX, the guest
+// sees XSAVE, AVX and AVX2, leaf 0xD describes exactly those components,
+// OSXSAVE and the current XSAVE size follow the guest, and XSETBV accepts
+// only valid values from CPL 0 with CR4.OSXSAVE.
+func TestXSETBVAndCPUIDLeafD(t *testing.T) {
+	host := func(leaf, sub uint32) (uint32, uint32, uint32, uint32) {
+		switch {
+		case leaf == 0:
+			return 0xd, 1, 2, 3
+		case leaf == 1:
+			return 0xf00, 0, f1ecxXSAVE | f1ecxAVX | f1ecxOSXSAVE, 0
+		case leaf == 7 && sub == 0:
+			return 0, f7ebxAVX2 | 1<<16, 0, 0 // AVX2 and AVX-512F
+		case leaf == 0xd && sub == 0:
+			return 0xe7, 2696, 2696, 0 // x87 SSE AVX + AVX-512 components
+		case leaf == 0xd && sub == 1:
+			return 0xf, 0, 0, 0 // XSAVEOPT XSAVEC XGETBV1 XSAVES
+		case leaf == 0xd && sub == 2:
+			return 256, 576, 0, 0
+		}
+		return 0, 0, 0, 0
+	}
+	m := NewCPUIDModelXSAVE(host, svm.XCR0Guest)
+	if _, _, c, _ := m.Lookup(1, 0); c&(f1ecxXSAVE|f1ecxAVX) != f1ecxXSAVE|f1ecxAVX || c&f1ecxOSXSAVE != 0 {
+		t.Errorf("leaf 1 ECX %#x: want XSAVE and AVX, OSXSAVE left to the guest", c)
+	}
+	if _, b, _, _ := m.Lookup(7, 0); b != f7ebxAVX2 {
+		t.Errorf("leaf 7 EBX %#x: want AVX2 only", b)
+	}
+	for _, c := range []struct{ sub, a, b, cc, d uint32 }{
+		{0, 7, 832, 832, 0}, {1, 1, 0, 0, 0}, {2, 256, 576, 0, 0}, {3, 0, 0, 0, 0},
+	} {
+		if a, b, cc, d := m.Lookup(0xd, c.sub); a != c.a || b != c.b || cc != c.cc || d != c.d {
+			t.Errorf("leaf 0xd.%d: %d %d %d %d, want %d %d %d %d", c.sub, a, b, cc, d, c.a, c.b, c.cc, c.d)
+		}
+	}
+	if _, _, c, _ := NewCPUIDModel(host).Lookup(1, 0); c&(f1ecxXSAVE|f1ecxAVX) != 0 {
+		t.Errorf("without host XSAVE the guest sees leaf 1 ECX %#x", c)
+	}
+
+	e := newEnv(t, featNRIP)
+	e.plat.HostXCR0 = svm.XCR0Guest
+	e.plat.CPUID = host
+	vm := e.boot(Mode64)
+	xsetbv := func(cr4, cpl uint64, ecx, val uint64) step {
+		return e.insnExit(svm.ExitXSETBV, []byte{0x0f, 0x01, 0xd1}, func(v *svm.VMCB, r *svm.Regs) {
+			v.State.CR4 = v.State.CR4&^svm.CR4OSXSAVE | cr4
+			v.State.CPL = uint8(cpl)
+			r.RCX, r.RDX, v.State.RAX = ecx, val>>32, val&0xffffffff
+		})
+	}
+	cpuidD := e.insnExit(svm.ExitCPUID, encCPUID, func(v *svm.VMCB, r *svm.Regs) { v.State.RAX, r.RCX = 0xd, 0 })
+	es := e.resume(
+		xsetbv(0, 0, 0, 7),                 // no OSXSAVE: #UD
+		xsetbv(svm.CR4OSXSAVE, 3, 0, 7),    // CPL 3: #GP
+		xsetbv(svm.CR4OSXSAVE, 0, 1, 7),    // XCR1: #GP
+		xsetbv(svm.CR4OSXSAVE, 0, 0, 5),    // AVX without SSE: #GP
+		xsetbv(svm.CR4OSXSAVE, 0, 0, 0xe7), // AVX-512: not managed, #GP
+		xsetbv(svm.CR4OSXSAVE, 0, 0, 7),    // ok
+		cpuidD,
+	)
+	for i, want := range []uint64{evUD, evGP, evGP, evGP, evGP, 0} {
+		if got := es[i+1].vmcb.Control.EventInj; got != want {
+			t.Errorf("XSETBV case %d: EVENTINJ %#x, want %#x", i, got, want)
+		}
+	}
+	if vm.VCPU.xcr0 != 7 {
+		t.Errorf("guest XCR0 %#x after a valid XSETBV, want 7", vm.VCPU.xcr0)
+	}
+	if b := last(es).regs.RBX; b != 832 {
+		t.Errorf("CPUID 0xd.0 EBX %d with XCR0 7, want 832", b)
+	}
+}

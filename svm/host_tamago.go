@@ -17,11 +17,11 @@ type Host struct {
 	// XCR0 is the host's XCR0 when XSAVE is enabled (the components the
 	// world switch saves and restores for guests), else 0: then only
 	// x87/SSE state moves, with FXSAVE.
-	XCR0 uint64
-	hsave    uint64 // VM_HSAVE_PA page (APM vol. 2, 15.30.4)
-	state    uint64 // VMSAVE area for host FS/GS/TR/LDTR and syscall MSRs
-	hostFX   *FXArea
-	fxBuf    []byte
+	XCR0   uint64
+	hsave  uint64 // VM_HSAVE_PA page (APM vol. 2, 15.30.4)
+	state  uint64 // VMSAVE area for host FS/GS/TR/LDTR and syscall MSRs
+	hostFX *FXArea
+	fxBuf  []byte
 }
 
 // Enable detects SVM and enables it on this CPU (APM vol. 2, 15.4).
