@@ -180,6 +180,12 @@ func TestLinuxPanic(t *testing.T) {
 // loop keeps printing, the guest's clock never goes back, and new
 // commands work.
 func TestLinuxSnapshot(t *testing.T) {
+	for _, cpu := range cpus {
+		t.Run(cpu, func(t *testing.T) { linuxSnapshot(t, cpu) })
+	}
+}
+
+func linuxSnapshot(t *testing.T, cpu string) {
 	disk := newDisk(t, 512<<20)
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	ctl := tool(t, "tamavisor")
@@ -189,7 +195,7 @@ func TestLinuxSnapshot(t *testing.T) {
 		scriptStep{"T=*", ""},
 		scriptStep{"T=*", ""},
 	)
-	r1 := linuxBoot(t, Config{CPU: "EPYC,+svm", Disk: disk, Control: sock,
+	r1 := linuxBoot(t, Config{CPU: cpu, Disk: disk, Control: sock,
 		OnLine: func(l Line) bool {
 			if answer == "" && strings.HasPrefix(l.Text, "T=") && len(s.steps) == 0 {
 				out, err := runTool(ctl, "snapshot", "--socket", sock, "--timeout", "3m")
@@ -213,7 +219,7 @@ func TestLinuxSnapshot(t *testing.T) {
 		scriptStep{"T=*", ""},
 		scriptStep{"T=*", "poweroff\n"},
 	)
-	r2 := linuxBoot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk}, s2)
+	r2 := linuxBoot(t, Config{CPU: cpu, Mode: "restore", Disk: disk}, s2)
 	expect(t, r2, 0, "restored from generation "+m[1], "V=kept42", "the guest powered off (ACPI S5)")
 	after := times(r2)
 	if len(before) == 0 || len(after) < 3 {
