@@ -42,6 +42,15 @@ const (
 	maxKeyLen  = 256
 )
 
+// Indirect branch prediction barrier (AMD CPUID Fn8000_0008 EBX bit 12;
+// MSR PRED_CMD bit 0).
+const (
+	cpuidExtSize = 0x80000008
+	cpuidIBPB    = 1 << 12
+	msrPredCmd   = 0x49
+	predCmdIBPB  = 1
+)
+
 // Status when a restore was refused (docs/guest-abi.md, "Exit status").
 const statusRestoreRefused = 102
 
@@ -97,6 +106,10 @@ func main() {
 		Now:             boot.WallNow,
 		Timer:           boot.HostTimer{},
 		HostXCR0:        host.XCR0,
+	}
+	if _, b, _, _ := x86.CPUID(cpuidExtSize, 0); b&cpuidIBPB != 0 {
+		plat.IBPB = func() { x86.WRMSR(msrPredCmd, predCmdIBPB) }
+		logf("IBPB between VMs")
 	}
 	if host.XCR0 != 0 {
 		logf("XSAVE enabled: guests get x87/SSE/AVX state components %#x", host.XCR0)

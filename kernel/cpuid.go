@@ -81,8 +81,14 @@ const (
 	e1ecxPerfCtrCor = 1 << 23
 	e1ecxPerfCtrNB  = 1 << 24
 	e1ecxPerfCtrL2  = 1 << 28
-	e1ecxHidden     = e1ecxSVM | e1ecxIBS | e1ecxWDT | e1ecxPerfCtrCor | e1ecxPerfCtrNB | e1ecxPerfCtrL2
+	e1ecxMONITORX   = 1 << 29 // MONITORX/MWAITX: MWAIT is not offered either
+	e1ecxHidden     = e1ecxSVM | e1ecxIBS | e1ecxWDT | e1ecxPerfCtrCor | e1ecxPerfCtrNB | e1ecxPerfCtrL2 | e1ecxMONITORX
 )
+
+// Leaf 0x8000_0008 EBX: only IBPB is shown (WRMSR PRED_CMD does an IBPB on
+// the host); IBRS, STIBP, SSBD (SPEC_CTRL is not offered), RDPRU, CLZERO,
+// INVLPGB, WBNOINVD and the rest are hidden.
+const e8ebxIBPB = 1 << 12
 
 // CPUIDModel is the CPU a guest sees: the host's CPUID filtered once, when
 // the VM is made, into a table; an exit is then a table lookup. The table
@@ -196,6 +202,7 @@ func (m *CPUIDModel) add(leaf, sub uint32, host svm.CPUIDFunc) {
 		a &^= cacheSharingMask | coresPerPkgMask // one core, cache not shared
 	case leafExtSize:
 		c &^= ncMask // NC: one core
+		b &= e8ebxIBPB
 	case leafExtFeat:
 		if sub == 0 {
 			allowed := uint32(f7ebxAllowed)

@@ -284,3 +284,53 @@ func TestXSETBVAndCPUIDLeafD(t *testing.T) {
 		t.Errorf("CPUID 0xd.0 EBX %d with XCR0 7, want 832", b)
 	}
 }
+
+// TestSpeculationAndCounters: RDPMC is intercepted (#GP: no counters are
+// offered, and with CR4.PCE the guest would read the host's); CPUID leaf
+// 0x8000_0008 EBX shows IBPB only, 0x8000_0001 ECX no MONITORX; a guest's
+// PRED_CMD write is an IBPB on the host where IBPB is shown, #GP
+// elsewhere; the host does an IBPB when the CPU switches to another VM.
+func TestSpeculationAndCounters(t *testing.T) {
+	host := func(leaf, sub uint32) (uint32, uint32, uint32, uint32) {
+		switch leaf {
+		case 0, 0x80000000:
+			return 0x80000008, 1, 2, 3
+		case 0x80000001:
+			return 0, 0, 1<<29 | 1<<0, 0 // MONITORX, LAHF
+		case 0x80000008:
+			return 0x3030, 1<<12 | 1<<14 | 1<<15 | 1<<24 | 1<<4 | 1<<0, 0, 0 // IBPB IBRS STIBP SSBD RDPRU CLZERO
+		}
+		return 0, 0, 0, 0
+	}
+	m := NewCPUIDModel(host)
+	if _, b, _, _ := m.Lookup(0x80000008, 0); b != 1<<12 {
+		t.Errorf("leaf 0x80000008 EBX %#x, want IBPB only", b)
+	}
+	if _, _, c, _ := m.Lookup(0x80000001, 0); c != 1 {
+		t.Errorf("leaf 0x80000001 ECX %#x, want LAHF only (no MONITORX)", c)
+	}
+
+	e := newEnv(t, featNRIP)
+	e.plat.CPUID = host
+	ibpb := 0
+	e.plat.IBPB = func() { ibpb++ }
+	vm := e.boot(Mode64)
+	if vm.VCPU.vmcb.Control.InterceptMisc1&svm.InterceptRDPMC == 0 {
+		t.Fatal("RDPMC not intercepted")
+	}
+	es := e.resume(
+		exitStep(svm.ExitRDPMC, 0, 0),
+		e.msrStep(true, msrPredCmd, predCmdIBPB),
+		e.msrStep(true, msrPredCmd, 2),
+	)
+	for i, want := range []uint64{evGP, 0, evGP} {
+		if got := es[i+1].vmcb.Control.EventInj; got != want {
+			t.Errorf("exit %d: EVENTINJ %#x, want %#x", i, got, want)
+		}
+	}
+	// Four VMRUNs of the same VM: one IBPB before the first, one for
+	// PRED_CMD.
+	if ibpb != 2 {
+		t.Errorf("%d IBPBs, want 2", ibpb)
+	}
+}

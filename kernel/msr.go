@@ -34,6 +34,8 @@ const (
 	msrHWCR          = 0xc0010015
 	msrNBCfg         = 0xc001001f // AMD northbridge configuration (BKDG): Linux reads it on AMD
 	msrIntPending    = 0xc0010055 // AMD interrupt pending message (C1E): Linux reads it on AMD
+	msrPredCmd       = 0x49       // PRED_CMD: bit 0 IBPB (write-only)
+	predCmdIBPB      = 1
 )
 
 // eferWritable are the EFER bits a guest may set (APM vol. 2, 3.1.7); SVME
@@ -148,6 +150,15 @@ func (v *VCPU) writeMSR(msr uint32, val uint64) bool {
 	case msr == msrAPICBase:
 		// x2APIC, relocation and reserved bits are refused (#GP).
 		return v.vm.PC.LAPIC.SetBaseMSR(val) == nil
+	case msr == msrPredCmd:
+		// IBPB, offered only where the host has it (CPUID 0x8000_0008).
+		if _, b, _, _ := v.vm.CPUID.Lookup(leafExtSize, 0); b&e8ebxIBPB == 0 || val != predCmdIBPB {
+			return false
+		}
+		if v.vm.plat.IBPB != nil {
+			v.vm.plat.IBPB()
+		}
+		return true
 	}
 	return false
 }

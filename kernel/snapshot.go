@@ -31,7 +31,7 @@ const (
 	// VMCB does not hold, pending event, interrupt shadow, guest TSC, MSRs
 	// kept outside the VMCB, and the FXSAVE area.
 	ChunkVCPU        = "vcpu"
-	ChunkVCPUVersion = 2 // 2: the deferred interrupt and the halt state
+	ChunkVCPUVersion = 2 // 2: deferred interrupt, halt state, XCR0 and XSAVE area, DR0-DR3
 
 	devUART  = "uart16550"
 	devDebug = "debugport"
@@ -146,8 +146,14 @@ func encodeVCPU(st *vcpuState) []byte {
 	e.PutU8(halted)
 	e.PutU64(st.XCR0)
 	e.PutBytes(st.XSave)
+	for _, r := range debugRegs(&st.Regs) {
+		e.PutU64(*r)
+	}
 	return e.Bytes()
 }
+
+// debugRegs are DR0-DR3 (version 2; version 1: zero).
+func debugRegs(r *svm.Regs) []*uint64 { return []*uint64{&r.DR0, &r.DR1, &r.DR2, &r.DR3} }
 
 // decodeVCPU1 decodes version 1 (no deferred interrupt, not halted).
 func decodeVCPU1(d *snapshot.Decoder) (any, error) {
@@ -176,6 +182,9 @@ func decodeVCPU(d *snapshot.Decoder) (any, error) {
 	}
 	st.XCR0 = d.U64()
 	st.XSave = d.Bytes()
+	for _, r := range debugRegs(&st.Regs) {
+		*r = d.U64()
+	}
 	if d.Err() == nil && !svm.ValidXCR0(st.XCR0, svm.XCR0Guest) {
 		d.Failf("XCR0 %#x is not a valid x87/SSE/AVX combination", st.XCR0)
 	}

@@ -362,9 +362,9 @@ func TestMonitorEscapeDuringUARTRead(t *testing.T) {
 // controller) still decodes, as not halted with nothing deferred; version
 // 2 keeps both and refuses a deferred event that is not an interrupt.
 func TestVCPUChunkVersions(t *testing.T) {
-	st := &vcpuState{Regs: svm.Regs{RBX: 7}, Deferred: svm.EventValid | 0x30, Halted: true, XCR0: svm.XCR0X87}
+	st := &vcpuState{Regs: svm.Regs{RBX: 7, DR2: 0x1234}, Deferred: svm.EventValid | 0x30, Halted: true, XCR0: svm.XCR0X87}
 	v2 := encodeVCPU(st)
-	v1 := v2[:len(v2)-9-8-4] // without Deferred (8 bytes), Halted (1), XCR0 (8), XSave (4: empty)
+	v1 := v2[:len(v2)-9-8-4-32] // without Deferred (8 bytes), Halted (1), XCR0 (8), XSave (4: empty), DR0-3 (32)
 	c := Registry().Lookup(ChunkVCPU)
 	dec := func(v uint16, b []byte) (any, error) {
 		x, err := c.Decoders[v](snapshot.NewDecoder(b))
@@ -384,7 +384,7 @@ func TestVCPUChunkVersions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("version 2: %v", err)
 	}
-	if g := got.(*vcpuState); g.Deferred != st.Deferred || !g.Halted {
+	if g := got.(*vcpuState); g.Deferred != st.Deferred || !g.Halted || g.Regs.DR2 != 0x1234 {
 		t.Errorf("version 2 decoded deferred %#x halted %v", g.Deferred, g.Halted)
 	}
 	st.Deferred = svm.Exception(svm.VectorGP, 0).Encode()

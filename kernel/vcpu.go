@@ -37,7 +37,7 @@ type VCPU struct {
 
 // Intercepts every tamavisor guest runs with (APM vol. 2, 15.9-15.13).
 const (
-	interceptsMisc1 = svm.InterceptINTR | svm.InterceptNMI |
+	interceptsMisc1 = svm.InterceptINTR | svm.InterceptNMI | svm.InterceptRDPMC |
 		svm.InterceptCPUID | svm.InterceptHLT | svm.InterceptIOIOProt |
 		svm.InterceptMSRProt | svm.InterceptShutdown | svm.InterceptINVD |
 		svm.InterceptINVLPGA | svm.InterceptFERRFreeze
@@ -150,6 +150,10 @@ func (v *VCPU) handleExit() {
 		v.rdtscp()
 	case svm.ExitXSETBV:
 		v.xsetbv()
+	case svm.ExitRDPMC:
+		// No performance counters are offered: with CR4.PCE a guest
+		// would read the host's.
+		v.inject(svm.Exception(svm.VectorGP, 0))
 	case svm.ExitVMRUN, svm.ExitVMLOAD, svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI,
 		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1:
 		// SVM and MONITOR are hidden from the guest: their instructions

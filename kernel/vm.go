@@ -52,6 +52,13 @@ type Platform struct {
 	SnapshotKey []byte
 	// Now returns the wall time in Unix nanoseconds, for snapshot headers.
 	Now func() int64
+	// IBPB issues an indirect branch prediction barrier on the host, or
+	// is nil where the CPU has none. It runs before the CPU switches to
+	// another VM than the last one (speculation hygiene: a guest cannot
+	// steer another's indirect branches), and for a guest's PRED_CMD.
+	IBPB   func()
+	lastVM *VM
+
 	// HostXCR0 is the host's XCR0 when the world switch moves guests'
 	// XSAVE state (svm.Host.XCR0), else 0: guests then have no XSAVE/AVX.
 	HostXCR0 uint64
@@ -249,6 +256,12 @@ func (vm *VM) Run() (stop *Stop) {
 			}
 		}
 		v.deliverInterrupt()
+		if vm.plat.lastVM != vm {
+			if vm.plat.IBPB != nil {
+				vm.plat.IBPB()
+			}
+			vm.plat.lastVM = vm
+		}
 		vm.armPreemption()
 		vm.plat.Runner.Run(v.vmcbPA, &v.Regs, v.fx, &v.xcr0)
 		v.checkXCR0()

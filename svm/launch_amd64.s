@@ -14,6 +14,24 @@
 #define STGI	BYTE $0x0f; BYTE $0x01; BYTE $0xdc
 #define CLGI	BYTE $0x0f; BYTE $0x01; BYTE $0xdd
 
+// MOV DRn, RBX (0F 23 /r) and MOV RBX, DRn (0F 21 /r): the Go assembler
+// knows DR0, DR6 and DR7 only (APM vol. 3, "MOV (DRn)").
+#define MOV_DR0_BX	BYTE $0x0f; BYTE $0x23; BYTE $0xc3
+#define MOV_DR1_BX	BYTE $0x0f; BYTE $0x23; BYTE $0xcb
+#define MOV_DR2_BX	BYTE $0x0f; BYTE $0x23; BYTE $0xd3
+#define MOV_DR3_BX	BYTE $0x0f; BYTE $0x23; BYTE $0xdb
+#define MOV_BX_DR0	BYTE $0x0f; BYTE $0x21; BYTE $0xc3
+#define MOV_BX_DR1	BYTE $0x0f; BYTE $0x21; BYTE $0xcb
+#define MOV_BX_DR2	BYTE $0x0f; BYTE $0x21; BYTE $0xd3
+#define MOV_BX_DR3	BYTE $0x0f; BYTE $0x21; BYTE $0xdb
+
+// One return-stack entry: CALL over a speculation trap (PAUSE; LFENCE;
+// JMP back to the PAUSE), 5+7 bytes. Encoded as bytes, with the stack
+// fix-up below, so that the assembler's SP tracking is not disturbed.
+#define RSB_CALL	BYTE $0xe8; BYTE $0x07; BYTE $0x00; BYTE $0x00; BYTE $0x00; \
+			BYTE $0xf3; BYTE $0x90; BYTE $0x0f; BYTE $0xae; BYTE $0xe8; BYTE $0xeb; BYTE $0xf9
+#define ADD_SP_16	BYTE $0x48; BYTE $0x83; BYTE $0xc4; BYTE $0x10
+
 // Stack frame of run (hardware SP after the prologue).
 #define F_VMCB	0
 #define F_REGS	8
@@ -36,10 +54,11 @@
 //      neither, APM vol. 2, 15.5.1); set IF (see below);
 //   2. VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
 //      SFMASK/SYSENTER_* (VMRUN does not save them) into hostState;
-//   3. load the guest GPRs that are not in the VMCB; VMLOAD the guest's
+//   3. load the guest GPRs that are not in the VMCB and DR0-DR3; VMLOAD the guest's
 //      hidden state; VMRUN;
 //   4. after #VMEXIT (RAX, RSP restored from the host save area): VMSAVE
-//      the guest's hidden state, store its GPRs, VMLOAD the host's (FS base
+//      the guest's hidden state, store its GPRs and DR0-DR3, overwrite the
+//      return stack buffer (32 CALLs), VMLOAD the host's (FS base
 //      holds TamaGo's g pointer: no Go code may run before this), the
 //      guest's XCR0 into *guestXCR0, XCR0 = hostXCR0 and XSAVE the guest's
 //      area (or FXSAVE), the host's x87/SSE
@@ -90,6 +109,14 @@ loaded:
 	VMSAVE
 
 	MOVQ	R10, AX
+	MOVQ	Regs_DR0(AX), BX
+	MOV_DR0_BX
+	MOVQ	Regs_DR1(AX), BX
+	MOV_DR1_BX
+	MOVQ	Regs_DR2(AX), BX
+	MOV_DR2_BX
+	MOVQ	Regs_DR3(AX), BX
+	MOV_DR3_BX
 	MOVQ	Regs_RBX(AX), BX
 	MOVQ	Regs_RCX(AX), CX
 	MOVQ	Regs_RDX(AX), DX
@@ -125,6 +152,26 @@ loaded:
 	MOVQ	R13, Regs_R13(AX)
 	MOVQ	R14, Regs_R14(AX)
 	MOVQ	R15, Regs_R15(AX)
+	MOV_BX_DR0
+	MOVQ	BX, Regs_DR0(AX)
+	MOV_BX_DR1
+	MOVQ	BX, Regs_DR1(AX)
+	MOV_BX_DR2
+	MOVQ	BX, Regs_DR2(AX)
+	MOV_BX_DR3
+	MOVQ	BX, Regs_DR3(AX)
+
+	// Return stack stuffing: the guest may have left return predictions
+	// that the host's RETs would follow speculatively. 32 CALLs that
+	// never return overwrite the return stack buffer with harmless
+	// targets (the PAUSE loops), then SP is restored.
+	MOVQ	$16, CX
+rsbfill:
+	RSB_CALL
+	RSB_CALL
+	ADD_SP_16
+	DECQ	CX
+	JNZ	rsbfill
 
 	MOVQ	F_HOST(SP), AX
 	VMLOAD

@@ -10,6 +10,10 @@ type Regs struct {
 	RBX, RCX, RDX, RSI, RDI, RBP uint64
 	R8, R9, R10, R11, R12, R13   uint64
 	R14, R15                     uint64
+	// DR0-DR3, the breakpoint addresses: the VMCB holds DR6 and DR7 only
+	// (APM vol. 2, 15.5.1), so the world switch loads and saves these
+	// too. A new vCPU starts with zeros: nothing a previous VM left.
+	DR0, DR1, DR2, DR3 uint64
 }
 
 // Offsets used by launch_amd64.s; TestRegsLayout keeps them honest.
