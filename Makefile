@@ -98,7 +98,8 @@ test-e2e: tamavisor.elf $(GUESTS_BIN)
 	  $(TESTRUN) -stage e2e -summary $(SUMMARY) -- -timeout 25m
 
 bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
-	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	TAMAVISOR_LINUX_DIR='$(LINUX_CACHE)' guests/linux/fetch.sh
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) LINUX_DIR='$(LINUX_CACHE)' \
 	  $(GO) run ./qemu/cmd/bench
 	$(GO) run ./cmd/tamavisor-snap bench
 

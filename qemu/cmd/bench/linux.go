@@ -53,6 +53,7 @@ type bootTimes struct {
 	first     time.Duration // the kernel's first line (0: none seen)
 	shell     time.Duration // the init marker line
 	uptime    float64       // the guest's /proc/uptime at the marker, s
+	kmsgs     []string      // the kernel's lines before the marker, without timestamps
 	exits     profile       // tamavisor only
 	lastLines []string      // the output's tail, for a failure
 }
@@ -72,8 +73,12 @@ type reasonCount struct {
 
 var (
 	kernelLine = regexp.MustCompile(`\[\s*[0-9]+\.[0-9]+\] |Linux version `)
-	stopLine   = regexp.MustCompile(`^tamavisor: vm linux: (.*) \(([0-9]+) exits, ([0-9]+) interrupts injected, ([0-9]+) MMIO accesses\)$`)
-	uptimeRe   = regexp.MustCompile(`init \(([0-9.]+) s since boot`)
+	stamp      = regexp.MustCompile(`^.*?\[\s*[0-9]+\.[0-9]+\] `)
+	// The terminal controls SeaBIOS and the kernel print on the direct
+	// boots (ESC c, ESC [?7l, ESC [2J ...): the init line can follow them.
+	escapes  = regexp.MustCompile("\x1b(\\[[0-9;?]*[A-Za-z]|[A-Za-z])")
+	stopLine = regexp.MustCompile(`^tamavisor: vm linux: (.*) \(([0-9]+) exits, ([0-9]+) interrupts injected, ([0-9]+) MMIO accesses\)$`)
+	uptimeRe = regexp.MustCompile(`init \(([0-9.]+) s since boot`)
 )
 
 // linuxBench runs the Linux section and prints its tables.
@@ -182,6 +187,31 @@ func linuxBench(qemuBin, elf string) bool {
 	if !printProfile(profs, []string{"default", "quiet"}) {
 		ok = false
 	}
+
+	// With quiet the kernel prints only messages of loglevel <= 4
+	// (warnings, errors): list them, from the first boot of each kind.
+	fmt.Println("== Linux guest: what the kernel prints with quiet (warnings and errors), first boot of each")
+	for _, p := range linuxPairs {
+		k := key{true, p}
+		for _, s := range []struct {
+			what string
+			bs   []bootTimes
+		}{{"tamavisor -cpu " + p.tamavisor, tv[k]}, {"direct -cpu " + p.direct, direct[k]}} {
+			if len(s.bs) == 0 || !s.bs[0].ok {
+				fmt.Printf("  %s: (no boot to the shell)\n", s.what)
+				continue
+			}
+			fmt.Printf("  %s: %d lines\n", s.what, len(s.bs[0].kmsgs))
+			const most = 12
+			for i, m := range s.bs[0].kmsgs {
+				if i == most {
+					fmt.Printf("    ... %d more\n", len(s.bs[0].kmsgs)-most)
+					break
+				}
+				fmt.Printf("    %.110s\n", m)
+			}
+		}
+	}
 	return ok
 }
 
@@ -277,7 +307,7 @@ func printProfile(ps []profile, names []string) bool {
 		fmt.Println()
 	}
 	for i, p := range ps {
-		if p.ok && p.stop != "the guest powered off (ACPI S5)" {
+		if p.ok && !strings.HasPrefix(p.stop, "the guest powered off (ACPI S5)") {
 			fmt.Printf("  (%s: the VM stopped with: %s)\n", names[i], p.stop)
 		}
 		sum := 0
@@ -299,7 +329,7 @@ func bootTamavisor(qemuBin, elf, cpu, kernel, initrd, cmdline string) bootTimes 
 	r, err := qemu.Run(qemu.Config{QEMU: qemuBin, ELF: elf, CPU: cpu, Kernel: kernel, Initrd: initrd,
 		Cmdline: cmdline, Timeout: 4 * time.Minute,
 		Respond: func(l qemu.Line) string {
-			if !typed && strings.HasPrefix(l.Text, initMarker) {
+			if !typed && isMarker(l.Text) {
 				typed = true
 				return "poweroff\n"
 			}
@@ -377,7 +407,7 @@ func bootDirect(qemuBin, cpu, kernel, initrd, cmdline string) bootTimes {
 	for sc.Scan() {
 		l := qemu.Line{Text: strings.TrimRight(sc.Text(), "\r"), At: time.Now()}
 		lines = append(lines, l)
-		if !typed && strings.HasPrefix(l.Text, initMarker) {
+		if !typed && isMarker(l.Text) {
 			typed = true
 			io.WriteString(stdin, "poweroff\n")
 		}
@@ -390,16 +420,26 @@ func bootDirect(qemuBin, cpu, kernel, initrd, cmdline string) bootTimes {
 	return b
 }
 
+// isMarker reports whether a console line holds the init marker (after
+// terminal controls or the rest of a line, on the direct boots).
+func isMarker(text string) bool {
+	return strings.Contains(escapes.ReplaceAllString(text, ""), initMarker)
+}
+
 // measure finds the kernel's first line and the init marker.
 func measure(lines []qemu.Line, start time.Time) bootTimes {
 	var b bootTimes
 	for _, l := range lines {
-		if b.first == 0 && kernelLine.MatchString(l.Text) {
-			b.first = l.At.Sub(start)
+		text := escapes.ReplaceAllString(l.Text, "")
+		if kernelLine.MatchString(text) {
+			if b.first == 0 {
+				b.first = l.At.Sub(start)
+			}
+			b.kmsgs = append(b.kmsgs, stamp.ReplaceAllString(text, ""))
 		}
-		if strings.HasPrefix(l.Text, initMarker) {
+		if isMarker(l.Text) {
 			b.ok, b.shell = true, l.At.Sub(start)
-			if m := uptimeRe.FindStringSubmatch(l.Text); m != nil {
+			if m := uptimeRe.FindStringSubmatch(text); m != nil {
 				b.uptime, _ = strconv.ParseFloat(m[1], 64)
 			}
 			break
