@@ -7,7 +7,7 @@ import "fmt"
 // itself a PortDevice.
 //
 // A multi-byte access is sent whole to the device owning its first port;
-// devices built on byteWiseIn/byteWiseOut split it themselves. Register
+// devices built on ByteWiseIn/ByteWiseOut split it themselves. Register
 // devices before the bus is used: Register is not safe to call
 // concurrently with In and Out.
 type Bus struct {

@@ -29,7 +29,7 @@ func NewDebugPort(out io.Writer) *DebugPort {
 
 // In implements PortDevice.
 func (d *DebugPort) In(port uint16, size uint8) uint32 {
-	return byteWiseIn(port, size, func(p uint16) uint8 {
+	return ByteWiseIn(port, size, func(p uint16) uint8 {
 		if p == DebugPortAddr {
 			return DebugPortAddr
 		}
@@ -39,7 +39,7 @@ func (d *DebugPort) In(port uint16, size uint8) uint32 {
 
 // Out implements PortDevice.
 func (d *DebugPort) Out(port uint16, size uint8, v uint32) {
-	byteWiseOut(port, size, v, func(p uint16, b uint8) {
+	ByteWiseOut(port, size, v, func(p uint16, b uint8) {
 		if p == DebugPortAddr {
 			_, _ = d.out.Write([]byte{b})
 		}

@@ -35,12 +35,12 @@ func sizeMask(size uint8) uint32 {
 	return Floating >> (32 - 8*uint32(size))
 }
 
-// byteWiseIn and byteWiseOut implement a multi-byte port access on a
+// ByteWiseIn and ByteWiseOut implement a multi-byte port access on a
 // device whose registers are one byte wide, the way the ISA bus does it: a
 // size-byte access to port is size single-byte accesses to port, port+1,
 // ..., assembled little endian. Invalid sizes read as Floating and write
 // nothing.
-func byteWiseIn(port uint16, size uint8, in8 func(port uint16) uint8) uint32 {
+func ByteWiseIn(port uint16, size uint8, in8 func(port uint16) uint8) uint32 {
 	if !validSize(size) {
 		return Floating
 	}
@@ -51,7 +51,7 @@ func byteWiseIn(port uint16, size uint8, in8 func(port uint16) uint8) uint32 {
 	return v
 }
 
-func byteWiseOut(port uint16, size uint8, v uint32, out8 func(port uint16, b uint8)) {
+func ByteWiseOut(port uint16, size uint8, v uint32, out8 func(port uint16, b uint8)) {
 	if !validSize(size) {
 		return
 	}

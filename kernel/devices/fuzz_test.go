@@ -3,6 +3,8 @@ package devices
 import (
 	"bytes"
 	"testing"
+
+	"tamavisor/kernel/devices/devicetest"
 )
 
 // FuzzUART16550 runs a random sequence of operations on a UART. The input
@@ -57,23 +59,9 @@ func FuzzUART16550(f *testing.F) {
 				}
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := u.MarshalState()
-				if err := u.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(u.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(u.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, u.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, u, version, st)
 			case 4:
-				st := u.MarshalState()
-				v := NewUART16550(com1, nil)
-				if err := v.UnmarshalState(UART16550StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(v.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, u, NewUART16550(com1, nil), UART16550StateVersion)
 			case 5:
 				u.IRQ()
 			}

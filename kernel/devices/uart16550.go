@@ -181,14 +181,14 @@ func (u *UART16550) Base() uint16 { return u.base }
 func (u *UART16550) In(port uint16, size uint8) uint32 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return byteWiseIn(port, size, u.in8)
+	return ByteWiseIn(port, size, u.in8)
 }
 
 // Out implements PortDevice. Writes outside base..base+7 are ignored.
 func (u *UART16550) Out(port uint16, size uint8, v uint32) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	byteWiseOut(port, size, v, u.out8)
+	ByteWiseOut(port, size, v, u.out8)
 }
 
 // Receive queues b as received from the line. It returns false, dropping

@@ -1,9 +1,10 @@
 package ioapic
 
 import (
-	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"tamavisor/kernel/devices/devicetest"
 )
 
 // FuzzIOAPIC runs a random sequence of operations on an I/O APIC. The
@@ -70,23 +71,9 @@ func FuzzIOAPIC(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := io.MarshalState()
-				if err := io.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(io.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(io.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, io.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, io, version, st)
 			case 5:
-				st := io.MarshalState()
-				n := New(nil)
-				if err := n.UnmarshalState(StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(n.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, io, New(nil), StateVersion)
 			}
 			for pin, e := range io.redtbl {
 				if e&REMOTE_IRR != 0 && e&TRIGGER == 0 {

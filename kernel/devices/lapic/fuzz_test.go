@@ -1,10 +1,10 @@
 package lapic
 
 import (
-	"bytes"
 	"encoding/binary"
 	"testing"
 
+	"tamavisor/kernel/devices/devicetest"
 	"tamavisor/kernel/event"
 )
 
@@ -90,23 +90,9 @@ func FuzzLAPIC(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := a.MarshalState()
-				if err := a.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(a.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(a.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, a.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, a, version, st)
 			case 7:
-				st := a.MarshalState()
-				b := New(event.NewQueue(c.read), 0)
-				if err := b.UnmarshalState(StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(b.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, a, New(event.NewQueue(c.read), 0), StateVersion)
 			}
 			a.mu.Lock()
 			deadline, initial, icr := a.r.deadline, a.r.initial, a.r.icrLo

@@ -3,6 +3,8 @@ package legacy
 import (
 	"bytes"
 	"testing"
+
+	"tamavisor/kernel/devices/devicetest"
 )
 
 var fuzzPorts = [...]uint16{0x5F, I8042_DATA, 0x61, 0x63, I8042_STATUS, 0x65, 0x7F, POST_PORT, 0x81,
@@ -85,14 +87,7 @@ func FuzzLegacy(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := d.MarshalState()
-				if err := d.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(d.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(d.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, d.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, d, version, st)
 			case 3:
 				st := d.MarshalState()
 				var c stub

@@ -61,7 +61,7 @@ func (k *I8042) Register(bus *devices.Bus) error {
 
 // In implements devices.PortDevice.
 func (k *I8042) In(port uint16, size uint8) uint32 {
-	return byteWiseIn(port, size, func(port uint16) uint8 {
+	return devices.ByteWiseIn(port, size, func(port uint16) uint8 {
 		if port == I8042_STATUS {
 			return STR_OBF
 		}
@@ -72,7 +72,7 @@ func (k *I8042) In(port uint16, size uint8) uint32 {
 // Out implements devices.PortDevice.
 func (k *I8042) Out(port uint16, size uint8, v uint32) {
 	reset := false
-	byteWiseOut(port, size, v, func(port uint16, b uint8) {
+	devices.ByteWiseOut(port, size, v, func(port uint16, b uint8) {
 		if port == I8042_COMMAND && b&CMD_PULSE_OUTPUT == CMD_PULSE_OUTPUT && b&OUT_RESET == 0 {
 			reset = true
 		}

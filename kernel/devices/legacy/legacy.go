@@ -39,26 +39,3 @@ func validSize(size uint8) bool { return size == 1 || size == 2 || size == 4 }
 
 // floating returns what a size-byte read nobody answers returns.
 func floating(size uint8) uint32 { return devices.Floating >> (32 - 8*uint32(size)) }
-
-// byteWiseIn and byteWiseOut split a size-byte access to port into byte
-// accesses to port, port+1, ... as the ISA bus does; invalid sizes read
-// as all ones and write nothing.
-func byteWiseIn(port uint16, size uint8, in8 func(uint16) uint8) uint32 {
-	if !validSize(size) {
-		return devices.Floating
-	}
-	var v uint32
-	for i := uint8(0); i < size; i++ {
-		v |= uint32(in8(port+uint16(i))) << (8 * i)
-	}
-	return v
-}
-
-func byteWiseOut(port uint16, size uint8, v uint32, out8 func(uint16, uint8)) {
-	if !validSize(size) {
-		return
-	}
-	for i := uint8(0); i < size; i++ {
-		out8(port+uint16(i), uint8(v>>(8*i)))
-	}
-}

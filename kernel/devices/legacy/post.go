@@ -35,7 +35,7 @@ func (p *POST) Code() uint8 {
 func (p *POST) In(port uint16, size uint8) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return byteWiseIn(port, size, func(port uint16) uint8 {
+	return devices.ByteWiseIn(port, size, func(port uint16) uint8 {
 		if port != POST_PORT {
 			return 0xFF
 		}
@@ -47,7 +47,7 @@ func (p *POST) In(port uint16, size uint8) uint32 {
 func (p *POST) Out(port uint16, size uint8, v uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	byteWiseOut(port, size, v, func(port uint16, b uint8) {
+	devices.ByteWiseOut(port, size, v, func(port uint16, b uint8) {
 		if port == POST_PORT {
 			p.code = b
 		}

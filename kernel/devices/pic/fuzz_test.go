@@ -3,6 +3,8 @@ package pic
 import (
 	"bytes"
 	"testing"
+
+	"tamavisor/kernel/devices/devicetest"
 )
 
 var fuzzPorts = [...]uint16{0x1F, MASTER_CMD, MASTER_DATA, 0x22, 0x9F, SLAVE_CMD, SLAVE_DATA, 0xA2, 0x4CF, ELCR1, ELCR2, 0x4D2}
@@ -78,23 +80,10 @@ func FuzzPIC(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := p.MarshalState()
-				if err := p.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(p.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(p.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, p.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, p, version, st)
 			case 5:
-				st := p.MarshalState()
 				c := New()
-				if err := c.UnmarshalState(StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(c.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, p, c, StateVersion)
 				if a, b := probe(p), probe(c); !bytes.Equal(a, b) {
 					t.Fatalf("restored PIC reads %x, original %x", b, a)
 				}

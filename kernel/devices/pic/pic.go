@@ -418,14 +418,14 @@ func (p *PIC) Ack() (vector uint8, ok bool) {
 func (p *PIC) In(port uint16, size uint8) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return byteWiseIn(port, size, p.in8)
+	return devices.ByteWiseIn(port, size, p.in8)
 }
 
 // Out implements devices.PortDevice.
 func (p *PIC) Out(port uint16, size uint8, v uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	byteWiseOut(port, size, v, p.out8)
+	devices.ByteWiseOut(port, size, v, p.out8)
 }
 
 func (p *PIC) in8(port uint16) uint8 {
@@ -586,27 +586,4 @@ func (p *PIC) UnmarshalState(version uint16, b []byte) error {
 	defer p.mu.Unlock()
 	p.master, p.slave = q.master, q.slave
 	return nil
-}
-
-// byteWiseIn and byteWiseOut split a size-byte access to port into byte
-// accesses to port, port+1, ... as the ISA bus does; invalid sizes read
-// as all ones and write nothing.
-func byteWiseIn(port uint16, size uint8, in8 func(uint16) uint8) uint32 {
-	if size != 1 && size != 2 && size != 4 {
-		return devices.Floating
-	}
-	var v uint32
-	for i := uint8(0); i < size; i++ {
-		v |= uint32(in8(port+uint16(i))) << (8 * i)
-	}
-	return v
-}
-
-func byteWiseOut(port uint16, size uint8, v uint32, out8 func(uint16, uint8)) {
-	if size != 1 && size != 2 && size != 4 {
-		return
-	}
-	for i := uint8(0); i < size; i++ {
-		out8(port+uint16(i), uint8(v>>(8*i)))
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"tamavisor/kernel/devices"
+	"tamavisor/kernel/devices/devicetest"
 	"tamavisor/kernel/event"
 )
 
@@ -84,23 +85,10 @@ func FuzzPIT(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := p.MarshalState()
-				if err := p.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(p.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(p.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, p.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, p, version, st)
 			case 5:
-				st := p.MarshalState()
 				c := New(q, nil)
-				if err := c.UnmarshalState(StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(c.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, p, c, StateVersion)
 				d0, ok0 := p.timer.Armed()
 				d1, ok1 := c.timer.Armed()
 				if d0 != d1 || ok0 != ok1 {

@@ -523,7 +523,7 @@ func (p *PIT) In(port uint16, size uint8) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.q.Now()
-	return byteWiseIn(port, size, func(port uint16) uint8 { return p.in8(port, now) })
+	return devices.ByteWiseIn(port, size, func(port uint16) uint8 { return p.in8(port, now) })
 }
 
 // Out implements devices.PortDevice.
@@ -531,7 +531,7 @@ func (p *PIT) Out(port uint16, size uint8, v uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.q.Now()
-	byteWiseOut(port, size, v, func(port uint16, b uint8) { p.out8(port, b, now) })
+	devices.ByteWiseOut(port, size, v, func(port uint16, b uint8) { p.out8(port, b, now) })
 	p.arm(now)
 }
 
@@ -762,27 +762,4 @@ func (p *PIT) UnmarshalState(version uint16, b []byte) error {
 		p.timer.Stop()
 	}
 	return nil
-}
-
-// byteWiseIn and byteWiseOut split a size-byte access to port into byte
-// accesses to port, port+1, ... as the ISA bus does; invalid sizes read
-// as all ones and write nothing.
-func byteWiseIn(port uint16, size uint8, in8 func(uint16) uint8) uint32 {
-	if size != 1 && size != 2 && size != 4 {
-		return devices.Floating
-	}
-	var v uint32
-	for i := uint8(0); i < size; i++ {
-		v |= uint32(in8(port+uint16(i))) << (8 * i)
-	}
-	return v
-}
-
-func byteWiseOut(port uint16, size uint8, v uint32, out8 func(uint16, uint8)) {
-	if size != 1 && size != 2 && size != 4 {
-		return
-	}
-	for i := uint8(0); i < size; i++ {
-		out8(port+uint16(i), uint8(v>>(8*i)))
-	}
 }

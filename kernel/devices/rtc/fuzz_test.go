@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"tamavisor/kernel/devices/devicetest"
 	"tamavisor/kernel/event"
 )
 
@@ -90,23 +91,10 @@ func FuzzRTC(f *testing.F) {
 				n := min(int(next()), len(data))
 				st := append([]byte(nil), data[:n]...)
 				data = data[n:]
-				before := r.MarshalState()
-				if err := r.UnmarshalState(version, st); err != nil {
-					if !bytes.Equal(r.MarshalState(), before) {
-						t.Fatalf("failed UnmarshalState changed the state: %v", err)
-					}
-				} else if !bytes.Equal(r.MarshalState(), st) {
-					t.Fatalf("accepted state %x reads back as %x", st, r.MarshalState())
-				}
+				devicetest.CheckUnmarshal(t, r, version, st)
 			case 6:
-				st := r.MarshalState()
 				c := New(q, clock, nil, 0, 0)
-				if err := c.UnmarshalState(StateVersion, st); err != nil {
-					t.Fatalf("own state %x rejected: %v", st, err)
-				}
-				if !bytes.Equal(c.MarshalState(), st) {
-					t.Fatal("state round trip differs")
-				}
+				devicetest.CheckRoundTrip(t, r, c, StateVersion)
 				d0, ok0 := r.timer.Armed()
 				d1, ok1 := c.timer.Armed()
 				// A deadline already passed fires at the next run,

@@ -252,7 +252,7 @@ func (r *RTC) In(port uint16, size uint8) uint32 {
 	r.mu.Lock()
 	vm := r.q.Now()
 	r.advance(vm)
-	v := byteWiseIn(port, size, func(port uint16) uint8 {
+	v := devices.ByteWiseIn(port, size, func(port uint16) uint8 {
 		if port != DATA_PORT {
 			return 0xFF
 		}
@@ -267,7 +267,7 @@ func (r *RTC) Out(port uint16, size uint8, v uint32) {
 	r.mu.Lock()
 	vm := r.q.Now()
 	r.advance(vm)
-	byteWiseOut(port, size, v, func(port uint16, b uint8) {
+	devices.ByteWiseOut(port, size, v, func(port uint16, b uint8) {
 		switch port {
 		case ADDRESS_PORT:
 			r.index = b
@@ -666,27 +666,4 @@ func (r *RTC) UnmarshalState(version uint16, b []byte) error {
 	r.line = line == 1
 	r.arm(r.q.Now())
 	return nil
-}
-
-// byteWiseIn and byteWiseOut split a size-byte access to port into byte
-// accesses to port, port+1, ... as the ISA bus does; invalid sizes read
-// as all ones and write nothing.
-func byteWiseIn(port uint16, size uint8, in8 func(uint16) uint8) uint32 {
-	if size != 1 && size != 2 && size != 4 {
-		return devices.Floating
-	}
-	var v uint32
-	for i := uint8(0); i < size; i++ {
-		v |= uint32(in8(port+uint16(i))) << (8 * i)
-	}
-	return v
-}
-
-func byteWiseOut(port uint16, size uint8, v uint32, out8 func(uint16, uint8)) {
-	if size != 1 && size != 2 && size != 4 {
-		return
-	}
-	for i := uint8(0); i < size; i++ {
-		out8(port+uint16(i), uint8(v>>(8*i)))
-	}
 }
