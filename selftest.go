@@ -38,6 +38,9 @@ const (
 	benchPortIO  = 2
 	benchVMMCALL = 3
 	benchEntry   = 4
+	benchIRQOn   = 5 // cycles of the loop with timer interrupts
+	benchIRQOff  = 6 // cycles of the same loop without
+	benchIRQs    = 7 // interrupts taken
 )
 
 // bench measures the bare world-switch floor, then runs the bench guest and
@@ -87,6 +90,11 @@ func bench(plat *kernel.Platform, host *svm.Host, image []byte) int {
 	row("CPUID exit, full Go exit path", float64(r[benchCPUID])/n)
 	row("port I/O exit to UART model (IN 0x3ff)", float64(r[benchPortIO])/n)
 	row("VMMCALL hypercall (VERSION)", float64(r[benchVMMCALL])/n)
+	if k := r[benchIRQs]; k > 0 && r[benchIRQOn] > r[benchIRQOff] {
+		row(fmt.Sprintf("timer interrupt to the guest (%d taken)", k), float64(r[benchIRQOn]-r[benchIRQOff])/float64(k))
+	} else {
+		fmt.Printf("  %-40s %12s\n", "timer interrupt to the guest", "not measured")
+	}
 	fmt.Printf("  %-40s %9.2f us\n", "VM creation to guest first instruction", us(float64(r[benchEntry]-start)))
 	vm.Destroy()
 	return 0
