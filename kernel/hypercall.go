@@ -65,7 +65,7 @@ func (v *VCPU) hypercall() {
 			ret = EINVAL
 			break
 		}
-		v.vm.plat.Console.Write(b)
+		v.vm.console.Write(b)
 		ret = int64(n)
 	case HCExit:
 		v.vm.stop = &Stop{Kind: StopExited, Status: int(arg1 & 0xff)}

@@ -172,7 +172,7 @@ func (vm *VM) info(out io.Writer) {
 
 // monitor runs the tamavisor> prompt on the console until continue or quit.
 func (vm *VM) monitor() {
-	con := vm.plat.Console
+	con := vm.hostOut()
 	fmt.Fprintf(con, "\ntamavisor: monitor, guest paused (snapshot, info, continue, quit, help)\n")
 	for vm.stop == nil {
 		fmt.Fprintf(con, "tamavisor> ")
@@ -197,7 +197,7 @@ func (vm *VM) monitor() {
 // readLine reads an edited line from the console, echoing it. ok is false
 // when the platform says no input will come (Idle returned false).
 func (vm *VM) readLine() (string, bool) {
-	con := vm.plat.Console
+	con := vm.hostOut()
 	var line []byte
 	for {
 		b, ok := vm.plat.Input()

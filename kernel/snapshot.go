@@ -671,7 +671,7 @@ func (vm *VM) snapshotHypercall() {
 	s := &vm.VCPU.vmcb.State
 	flags := vm.VCPU.Regs.RBX
 	s.RAX = resumedRAX // what the guest sees if resumed from this save
-	_, err := vm.snapshot(vm.plat.Console)
+	_, err := vm.snapshot(vm.hostOut())
 	switch {
 	case errors.Is(err, ErrNoDisk):
 		s.RAX = errno(ENODEV)
@@ -684,7 +684,7 @@ func (vm *VM) snapshotHypercall() {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(vm.plat.Console, "tamavisor: %v\n", err)
+		fmt.Fprintf(vm.hostOut(), "tamavisor: %v\n", err)
 	}
 }
 

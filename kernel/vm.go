@@ -125,6 +125,9 @@ type VM struct {
 	VCPU  *VCPU
 	ASID  uint32
 
+	// console filters guest output to Platform.Console (console.go).
+	console *GuestConsole
+
 	// BenchReports holds BENCH_REPORT hypercall values by id.
 	BenchReports map[uint64]uint64
 
@@ -192,8 +195,10 @@ func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM,
 	if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
 		return vm, err
 	}
-	vm.UART = devices.NewUART16550(COM1Base, p.Console)
-	vm.Debug = devices.NewDebugPort(p.Console)
+	// Guest output reaches the console through one filter (console.go).
+	vm.console = NewGuestConsole(p.Console)
+	vm.UART = devices.NewUART16550(COM1Base, vm.console)
+	vm.Debug = devices.NewDebugPort(vm.console)
 	if err = vm.Bus.Register(COM1Base, COM1Ports, vm.UART); err != nil {
 		return vm, err
 	}
