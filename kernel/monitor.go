@@ -142,7 +142,7 @@ func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
 	}
 	switch f[0] {
 	case "snapshot", "s":
-		_, err := vm.snapshot(out)
+		_, err := vm.snapshot(out, false)
 		return false, err
 	case "info", "i":
 		vm.info(out)

@@ -540,6 +540,7 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 		}
 		return nil, nil, fmt.Errorf("generation %d: %w", newest.Generation, err)
 	}
+	p.operatorGen = newest.Generation // the operator chose to resume it: keep it
 	return vm, newest, nil
 }
 
@@ -617,11 +618,17 @@ var ErrNoDisk = errors.New("no snapshot disk (start QEMU with a virtio-blk drive
 // snapshot saves the VM now, reporting progress on the console and the
 // result on out. On error the previous snapshot stays valid and the guest
 // keeps running.
-func (vm *VM) snapshot(out io.Writer) (*snapshot.Commit, error) {
+func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	p := vm.plat
 	if p.Store == nil {
 		return nil, ErrNoDisk
 	}
+	if byGuest {
+		if err := vm.guestMaySave(); err != nil {
+			return nil, err
+		}
+	}
+	console := vm.hostOut()
 	hz := float64(p.TSCHz)
 	if hz == 0 {
 		hz = 1e9
@@ -634,7 +641,7 @@ func (vm *VM) snapshot(out io.Writer) (*snapshot.Commit, error) {
 		}
 		for pct := read * 100 / total; pct >= nextPct && nextPct < 100; nextPct += 10 {
 			secs := float64(p.TSC()-start) / hz
-			fmt.Fprintf(p.Console, "tamavisor: snapshot %d%% (%.1f MiB/s)\n", nextPct, float64(read)/(1<<20)/secs)
+			fmt.Fprintf(console, "tamavisor: snapshot %d%% (%.1f MiB/s)\n", nextPct, float64(read)/(1<<20)/secs)
 		}
 	}
 	var created int64
@@ -646,13 +653,50 @@ func (vm *VM) snapshot(out io.Writer) (*snapshot.Commit, error) {
 		return nil, fmt.Errorf("snapshot failed, the guest keeps running and the previous snapshot stays valid: %w", err)
 	}
 	secs := float64(p.TSC()-start) / hz
-	if out != p.Console {
-		out = io.MultiWriter(p.Console, out)
+	if _, toConsole := out.(hostWriter); !toConsole && out != p.Console {
+		out = io.MultiWriter(console, out)
 	}
 	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %.1f MiB on disk for %d MiB of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
 		c.Generation, c.Slot, float64(c.Length)/(1<<20), vm.Mem.Size>>20, secs, float64(vm.Mem.Size)/(1<<20)/secs)
 	vm.LastSave = SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start}
+	if !byGuest {
+		p.operatorGen = c.Generation
+	}
 	return c, nil
+}
+
+// ErrProtected is returned for a guest's SNAPSHOT that would overwrite the
+// operator's newest snapshot.
+var ErrProtected = errors.New("the guest's snapshot would overwrite the operator's newest snapshot: refused")
+
+// guestMaySave keeps a rollback point the guest cannot erase: the store
+// writes each save over the older of its two slots, so a guest calling
+// SNAPSHOT twice would overwrite a snapshot the operator took (from the
+// monitor or the control channel, or restored from) in this boot. Such a
+// save is refused until the operator saves again.
+func (vm *VM) guestMaySave() error {
+	g := vm.plat.operatorGen
+	if g == 0 {
+		return nil
+	}
+	st, err := vm.plat.Store.Records()
+	if err != nil {
+		return err
+	}
+	var newest uint64
+	for _, r := range st {
+		if r.Commit != nil {
+			newest = max(newest, r.Commit.Generation)
+		}
+	}
+	for _, r := range st {
+		// The slot that does not hold the newest valid snapshot is the
+		// one the save writes.
+		if r.Commit != nil && r.Commit.Generation == g && g != newest {
+			return ErrProtected
+		}
+	}
+	return nil
 }
 
 // progressMin is the RAM read volume below which no progress is printed.
@@ -671,10 +715,12 @@ func (vm *VM) snapshotHypercall() {
 	s := &vm.VCPU.vmcb.State
 	flags := vm.VCPU.Regs.RBX
 	s.RAX = resumedRAX // what the guest sees if resumed from this save
-	_, err := vm.snapshot(vm.hostOut())
+	_, err := vm.snapshot(vm.hostOut(), true)
 	switch {
 	case errors.Is(err, ErrNoDisk):
 		s.RAX = errno(ENODEV)
+	case errors.Is(err, ErrProtected):
+		s.RAX = errno(EBUSY)
 	case err != nil:
 		s.RAX = errno(EIO)
 	default:

@@ -392,3 +392,39 @@ func TestVCPUChunkVersions(t *testing.T) {
 		t.Error("a deferred exception was accepted")
 	}
 }
+
+// TestGuestCannotEraseOperatorSnapshot: after the operator saves (control
+// channel), a guest calling SNAPSHOT twice gets its first save (into the
+// other slot) and EBUSY for the second, which would overwrite the
+// operator's snapshot; once the operator saves again, the guest may too.
+func TestGuestCannotEraseOperatorSnapshot(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withStore(snapshot.NewMemDevice(32<<20, 512))
+	vm := e.boot(Mode16)
+	var ctl []byte
+	var out bytes.Buffer
+	e.plat.ControlIn, e.plat.ControlOut = byteSource(&ctl), &out
+	operatorSave := func(v *svm.VMCB, r *svm.Regs) {
+		ctl = append(ctl, "snapshot\n"...)
+		v.Control.ExitCode = uint64(svm.ExitCPUID)
+		v.Control.NextRIP = v.State.RIP
+	}
+	es := e.resume(operatorSave, snapshotStep(e, 0), snapshotStep(e, 0), operatorSave, snapshotStep(e, 0), exitStep(svm.ExitCPUID, 0, 0))
+	for i, want := range []uint64{0, errno(EBUSY), 0} {
+		idx := []int{2, 3, 5}[i]
+		if got := es[idx].vmcb.State.RAX; got != want {
+			t.Errorf("guest SNAPSHOT %d: RAX %#x, want %#x", i+1, got, want)
+		}
+	}
+	st, err := e.plat.Store.Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gens := []uint64{st[0].Commit.Generation, st[1].Commit.Generation}
+	if vm.plat.operatorGen != 3 || !(gens[0] == 3 || gens[1] == 3) {
+		t.Errorf("slots hold generations %v, operator's newest %d: want the operator's generation 3 kept", gens, vm.plat.operatorGen)
+	}
+	if !strings.Contains(e.console.String(), "would overwrite the operator's newest snapshot") {
+		t.Errorf("console does not say why the guest's save was refused:\n%s", e.console.String())
+	}
+}

@@ -59,6 +59,10 @@ type Platform struct {
 	IBPB   func()
 	lastVM *VM
 
+	// operatorGen is the generation of the newest snapshot the operator
+	// took or restored from in this boot, which guests may not overwrite.
+	operatorGen uint64
+
 	// HostXCR0 is the host's XCR0 when the world switch moves guests'
 	// XSAVE state (svm.Host.XCR0), else 0: guests then have no XSAVE/AVX.
 	HostXCR0 uint64
