@@ -106,6 +106,7 @@ func main() {
 		Now:             boot.WallNow,
 		Timer:           boot.HostTimer{},
 		HostXCR0:        host.XCR0,
+		MXCSRMask:       x86.MXCSRMask(),
 	}
 	if _, b, _, _ := x86.CPUID(cpuidExtSize, 0); b&cpuidIBPB != 0 {
 		plat.IBPB = func() { x86.WRMSR(msrPredCmd, predCmdIBPB) }

@@ -146,6 +146,15 @@ func TestRestoreRefusesHostileVCPU(t *testing.T) {
 		"avic":  {func(st *vcpuState, _ *vmConfig) { st.VIntr = 1 << 31 }, "virtual interrupt"},
 		"virq":  {func(st *vcpuState, _ *vmConfig) { st.VIntr = svm.VIntrIRQ | 0x30<<svm.VIntrVectorShift }, "virtual interrupt"},
 		"name":  {func(_ *vcpuState, cfg *vmConfig) { cfg.Name = "evil\x1b[2J" }, "VM name"},
+		// Architectural state VMRUN would catch late or never (hole 7).
+		"rflags":   {func(st *vcpuState, _ *vmConfig) { st.Save.RFLAGS = ^uint64(0) }, "RFLAGS"},
+		"cpl":      {func(st *vcpuState, _ *vmConfig) { st.Save.CPL = 7 }, "CPL 7"},
+		"lma":      {func(st *vcpuState, _ *vmConfig) { st.Save.EFER |= svm.EFERLMA }, "LMA"},
+		"cr4":      {func(st *vcpuState, _ *vmConfig) { st.Save.CR4 |= 1 << 40 }, "CR4"},
+		"dr7":      {func(st *vcpuState, _ *vmConfig) { st.Save.DR7 |= 1 << 40 }, "DR7"},
+		"pat":      {func(st *vcpuState, _ *vmConfig) { st.Save.GPAT = 0x0202020202020202 }, "PAT"},
+		"cs-attr":  {func(st *vcpuState, _ *vmConfig) { st.Save.CR0 |= svm.CR0PE; st.Save.CS.Attrib = 0x093 }, "CS"},
+		"efer-bad": {func(st *vcpuState, _ *vmConfig) { st.Save.EFER |= 1 << 63 }, "EFER"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, featNRIP)
@@ -332,5 +341,28 @@ func TestSpeculationAndCounters(t *testing.T) {
 	// PRED_CMD.
 	if ibpb != 2 {
 		t.Errorf("%d IBPBs, want 2", ibpb)
+	}
+}
+
+// TestRestoreMXCSRMask: the MXCSR a restore accepts follows the CPU's
+// MXCSR_MASK: bit 17 (misaligned SSE, AMD) passes where the CPU has it.
+func TestRestoreMXCSRMask(t *testing.T) {
+	for _, tc := range []struct {
+		mask uint32
+		ok   bool
+	}{{0, false}, {0xffbf, false}, {0x2ffff, true}} {
+		e := newEnv(t, featNRIP)
+		e.plat.MXCSRMask = tc.mask
+		vm := e.boot(Mode16)
+		st := e.withStore(snapshot.NewMemDevice(32<<20, 512))
+		vs := vm.VCPU.capture()
+		binary.LittleEndian.PutUint32(vs.FX[fxMXCSR:], 0x1f80|1<<17)
+		if err := craft(st, vm, vmConfig{Name: vm.Name, MemSize: vm.Mem.Size}, vs); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := Restore(e.plat, st, nil)
+		if (err == nil) != tc.ok {
+			t.Errorf("MXCSR_MASK %#x: restore of MXCSR bit 17: %v, want ok %v", tc.mask, err, tc.ok)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"tamavisor/kernel/devices"
 	"tamavisor/kernel/devices/acpipm"
@@ -40,9 +41,10 @@ const (
 	maxVMName  = 32 // the snapshot header's limit
 
 	// fxMXCSR is the offset of MXCSR in the FXSAVE area. FXRSTOR of a
-	// value with bits set outside mxcsrValid faults in the hypervisor.
-	fxMXCSR    = 24
-	mxcsrValid = 0xffff
+	// value with bits set outside the CPU's MXCSR_MASK faults in the
+	// hypervisor (Platform.MXCSRMask).
+	fxMXCSR          = 24
+	mxcsrDefaultMask = 0xffbf // MXCSR_MASK when the platform does not say (APM vol. 2, 11.5.4)
 
 	// Limits for decoding a snapshot (hostile input).
 	maxChunkBody = 1 << 20 // manifest, vm, vcpu and device chunks are small
@@ -305,6 +307,15 @@ func (v *VCPU) capture() *vcpuState {
 // guest's TSC continues from the value it had at the pause: time spent
 // saved on disk is invisible to the guest's TSC, which never goes back.
 func (v *VCPU) apply(st *vcpuState) error {
+	// The architectural state first, field by field, as a CPU would hold
+	// it: a hostile snapshot is refused here naming the field, before
+	// VMRUN sees it (svm.ValidateState; svm.Check below for the rest).
+	if bad := svm.ValidateState(&st.Save); len(bad) > 0 {
+		return &RefusedError{"saved vCPU state: " + strings.Join(bad, "; ")}
+	}
+	if st.Save.EFER&^(eferWritable|svm.EFERLMA|svm.EFERSVME) != 0 {
+		return &RefusedError{fmt.Sprintf("saved vCPU state: EFER %#x has bits a guest cannot set", st.Save.EFER)}
+	}
 	s := &v.vmcb.State
 	*s = svm.StateSaveArea{}
 	for i, seg := range segments(&st.Save) {
@@ -316,7 +327,11 @@ func (v *VCPU) apply(st *vcpuState) error {
 		*r = *src[i]
 	}
 	s.EFER |= svm.EFERSVME
-	if mx := binary.LittleEndian.Uint32(st.FX[fxMXCSR:]); mx&^mxcsrValid != 0 {
+	mask := v.vm.plat.MXCSRMask
+	if mask == 0 {
+		mask = mxcsrDefaultMask
+	}
+	if mx := binary.LittleEndian.Uint32(st.FX[fxMXCSR:]); mx&^mask != 0 {
 		return &RefusedError{fmt.Sprintf("saved MXCSR %#x has reserved bits set", mx)}
 	}
 	// Only V_TPR is guest state; no virtual interrupt, VGIF or AVIC bit is

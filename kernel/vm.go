@@ -59,6 +59,11 @@ type Platform struct {
 	IBPB   func()
 	lastVM *VM
 
+	// MXCSRMask is the host CPU's MXCSR_MASK: a restored MXCSR with other
+	// bits set would fault in FXRSTOR/XRSTOR. 0 means the architectural
+	// default 0xFFBF.
+	MXCSRMask uint32
+
 	// operatorGen is the generation of the newest snapshot the operator
 	// took or restored from in this boot, which guests may not overwrite.
 	operatorGen uint64

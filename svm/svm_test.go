@@ -270,7 +270,7 @@ func TestCheck(t *testing.T) {
 		"vmrun": {func(v *VMCB) { v.Control.InterceptMisc2 = 0 }, "VMRUN intercept"},
 		"nmi":   {func(v *VMCB) { v.Control.EventInj = Exception(VectorNMI, 0).Encode() }, "vector 2"},
 		"pae":   {func(v *VMCB) { v.State.EFER |= EFERLME; v.State.CR0 |= CR0PG | CR0PE }, "CR4.PAE"},
-		"efer":  {func(v *VMCB) { v.State.EFER |= 1 << 20 }, "EFER reserved"},
+		"efer":  {func(v *VMCB) { v.State.EFER |= 1 << 20 }, "EFER 0x101000: reserved bits 0x100000"},
 		"cr3":   {func(v *VMCB) { v.State.CR3 = 1 << 60 }, "CR3"},
 		"csl+d": {func(v *VMCB) {
 			v.State.EFER |= EFERLME

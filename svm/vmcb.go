@@ -44,7 +44,9 @@ const (
 
 	// System segment types used for LDTR and TR.
 	SegTypeLDT      = 0x2
+	SegTypeTSS16Avl = 0x1 // available 16-bit TSS
 	SegTypeTSS16Bsy = 0x3
+	SegTypeTSS64Avl = 0x9 // available 32-bit TSS (legacy mode), 64-bit TSS (long mode)
 	SegTypeTSS64Bsy = 0xb
 )
 
@@ -217,12 +219,25 @@ const (
 	CR0CD = 1 << 30
 	CR0PG = 1 << 31
 
+	CR4VME        = 1 << 0 // virtual-8086 mode extensions
+	CR4PVI        = 1 << 1 // protected-mode virtual interrupts
+	CR4TSD        = 1 << 2 // time stamp disable (RDTSC at CPL 0 only)
+	CR4DE         = 1 << 3 // debugging extensions
 	CR4PSE        = 1 << 4
 	CR4PAE        = 1 << 5
+	CR4MCE        = 1 << 6 // machine check enable
 	CR4PGE        = 1 << 7
+	CR4PCE        = 1 << 8 // RDPMC at any CPL
 	CR4OSFXSR     = 1 << 9
 	CR4OSXMMEXCPT = 1 << 10
+	CR4UMIP       = 1 << 11 // user-mode instruction prevention
 	CR4LA57       = 1 << 12
+	CR4FSGSBASE   = 1 << 16 // RDFSBASE/WRFSBASE/RDGSBASE/WRGSBASE
+	CR4PCIDE      = 1 << 17 // process-context identifiers
+	CR4SMEP       = 1 << 20 // supervisor-mode execution prevention
+	CR4SMAP       = 1 << 21 // supervisor-mode access prevention
+	CR4PKE        = 1 << 22 // protection keys
+	CR4CET        = 1 << 23 // control-flow enforcement (shadow stacks)
 
 	EFERSCE   = 1 << 0
 	EFERLME   = 1 << 8

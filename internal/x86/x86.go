@@ -9,6 +9,8 @@
 // is a few instructions of assembly in x86_amd64.s.
 package x86
 
+import "unsafe"
+
 // In8 reads a byte from an I/O port (IN AL, DX).
 func In8(port uint16) uint8
 
@@ -68,3 +70,23 @@ func XGETBV(index uint32) uint64
 
 // XSETBV writes extended control register index.
 func XSETBV(index uint32, val uint64)
+
+func fxsave(area *[512]byte)
+
+// MXCSRMask returns the CPU's MXCSR_MASK: the MXCSR bits FXRSTOR and
+// LDMXCSR accept (APM vol. 2, 11.5.4; the FXSAVE image at byte 28, where 0
+// means the default 0xFFBF).
+func MXCSRMask() uint32 {
+	var buf [512 + 16]byte
+	off := (16 - uintptr(unsafe.Pointer(&buf[0]))%16) % 16
+	area := (*[512]byte)(buf[off : off+512])
+	fxsave(area)
+	m := uint32(area[28]) | uint32(area[29])<<8 | uint32(area[30])<<16 | uint32(area[31])<<24
+	if m == 0 {
+		m = mxcsrDefaultMask
+	}
+	return m
+}
+
+// mxcsrDefaultMask is MXCSR_MASK's meaning when FXSAVE stores 0.
+const mxcsrDefaultMask = 0xffbf

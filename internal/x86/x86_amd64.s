@@ -137,3 +137,9 @@ TEXT ·XSETBV(SB),NOSPLIT,$0-16
 	SHRQ	$32, DX
 	XSETBV
 	RET
+
+// func fxsave(area *[512]byte)
+TEXT ·fxsave(SB),NOSPLIT,$0-8
+	MOVQ	area+0(FP), AX
+	FXSAVE64	(AX)
+	RET
