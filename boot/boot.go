@@ -42,9 +42,14 @@ const (
 // at least window PIT ticks have passed, summing the wrapped differences, so
 // it is correct as long as two reads are less than 65536 ticks (55 ms)
 // apart. It returns the TSC frequency in Hz, or 0 if the PIT does not move.
+//
+// The two ends of the window pair a PIT read with the TSC: each is read
+// between two TSC reads, the narrowest of several tries kept and its
+// midpoint used. Under emulation the CPU can be descheduled between the
+// two reads; paired naively, one such pause at an end skews the result by
+// the pause over the window (4 ms in 50 ms: 8%).
 func Calibrate(counter func() uint16, tsc func() uint64, window uint32) uint64 {
-	prev := counter()
-	t0 := tsc()
+	prev, t0 := pairedRead(counter, tsc)
 	var ticks uint64
 	for stuck := 0; ticks < uint64(window); {
 		cur := counter()
@@ -59,8 +64,30 @@ func Calibrate(counter func() uint16, tsc func() uint64, window uint32) uint64 {
 		ticks += d
 		prev = cur
 	}
-	t1 := tsc()
+	cur, t1 := pairedRead(counter, tsc)
+	ticks += uint64((prev - cur) & pitCounterMask)
+	if t1 <= t0 {
+		return 0
+	}
 	return (t1 - t0) * PITFreq / ticks
+}
+
+// pairedTries is how many bracketed reads pairedRead tries.
+const pairedTries = 16
+
+// pairedRead returns a PIT count and the TSC at the moment it was read:
+// the midpoint of the narrowest TSC bracket of pairedTries reads.
+func pairedRead(counter func() uint16, tsc func() uint64) (count uint16, at uint64) {
+	best := ^uint64(0)
+	for i := 0; i < pairedTries; i++ {
+		a := tsc()
+		c := counter()
+		b := tsc()
+		if b >= a && b-a < best {
+			best, count, at = b-a, c, a+(b-a)/2
+		}
+	}
+	return count, at
 }
 
 // Status codes with which tamavisor powers off (docs/guest-abi.md).

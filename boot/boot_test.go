@@ -67,3 +67,25 @@ func TestRTCTime(t *testing.T) {
 		t.Error("day 32 accepted")
 	}
 }
+
+// TestCalibratePausedReads: the CPU is descheduled for 4 ms between a PIT
+// read and the TSC read after it, at the start and at the end of the
+// window (as under a loaded emulator). The paired reads keep the result
+// within 0.1%; pairing naively would be off by ~8%.
+func TestCalibratePausedReads(t *testing.T) {
+	const hz, step = 2_100_000_000, 1000
+	c := &clock{hz: hz, step: step}
+	pitReads := 0
+	pause := func() {
+		// Every 5th PIT read is followed by a 4 ms pause: some tries of
+		// each paired read are disturbed, never all.
+		if pitReads%5 == 1 {
+			c.ns += 4_000_000
+		}
+	}
+	pit := func() uint16 { pitReads++; v := c.pit(); pause(); return v }
+	got := Calibrate(pit, c.tsc, PITFreq/20)
+	if diff := float64(got)/hz - 1; diff > 0.001 || diff < -0.001 {
+		t.Errorf("measured %d Hz (%.3f%% off)", got, diff*100)
+	}
+}
