@@ -32,14 +32,7 @@ func FuzzUART16550(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
 		u := NewUART16550(com1, &out)
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		for steps := 0; len(data) > 0 && steps < 1000; steps++ {
 			switch next() % 6 {
 			case 0:

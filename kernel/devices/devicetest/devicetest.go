@@ -45,3 +45,16 @@ func CheckRoundTrip(t testing.TB, from, fresh Stateful, version uint16) {
 		t.Fatal("state round trip differs")
 	}
 }
+
+// Reader returns a function that takes the fuzz input *data one byte at a
+// time, 0 once it is used up.
+func Reader(data *[]byte) func() byte {
+	return func() byte {
+		if len(*data) == 0 {
+			return 0
+		}
+		b := (*data)[0]
+		*data = (*data)[1:]
+		return b
+	}
+}

@@ -43,14 +43,7 @@ func FuzzIOAPIC(f *testing.F) {
 			}
 			t.Fatalf("delivery of %#x (level %v) from no entry: %#x", v, level, io.redtbl)
 		})
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		for steps := 0; len(data) > 0 && steps < 1000; steps++ {
 			op := next()
 			switch op % 6 {

@@ -37,14 +37,7 @@ func FuzzLAPIC(f *testing.F) {
 		q := event.NewQueue(c.read)
 		a := New(q, 0)
 		a.OnEOI = func(v uint8) { a.Deliver(v, true) }
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		offset := func(op byte) uint64 {
 			off := uint64(next()) * regStride
 			if op&0x80 != 0 {

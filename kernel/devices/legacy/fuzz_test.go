@@ -59,14 +59,7 @@ func FuzzLegacy(f *testing.F) {
 				return kbd
 			}
 		}
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		for steps := 0; len(data) > 0 && steps < 500; steps++ {
 			op := next()
 			d := pick(op)

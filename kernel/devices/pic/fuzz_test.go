@@ -51,14 +51,7 @@ func FuzzPIC(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := New()
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		for steps := 0; len(data) > 0 && steps < 500; steps++ {
 			switch next() % 7 {
 			case 0:

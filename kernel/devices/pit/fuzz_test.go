@@ -54,14 +54,7 @@ func FuzzPIT(f *testing.F) {
 				edges++
 			}
 		}))
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		for steps := 0; len(data) > 0 && steps < 500; steps++ {
 			switch next() % 6 {
 			case 0:

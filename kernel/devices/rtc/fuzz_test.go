@@ -45,14 +45,7 @@ func FuzzRTC(f *testing.F) {
 		q := event.NewQueue(func() int64 { return vm })
 		clock := func() int64 { return wall }
 		r := New(q, clock, nil, 1<<30, 0)
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
+		next := devicetest.Reader(&data)
 		// wallMoved: the wall clock moved alone since r last armed its
 		// timer, so its deadline (wall second boundaries mapped onto VM
 		// time) may be stale until the next access or firing.
