@@ -29,10 +29,11 @@ const (
 // defaultLinuxCmdline: the console on the guest's only UART (COM1 at
 // 0x3F8), early messages there too (before the 8250 driver is up); a panic
 // reboots at once and a reboot triple-faults (reboot=t), so either ends
-// the VM with a report instead of spinning; the TSC is the guest's only
-// clock source (no HPET, no PM timer: HW-reduced ACPI), so no watchdog
-// against the tick may disqualify it; no PCI to probe.
-const defaultLinuxCmdline = "console=ttyS0 earlyprintk=ttyS0 panic=-1 reboot=t tsc=reliable pci=off"
+// the VM with a report instead of spinning; the TSC is trusted as the
+// clocksource (tsc=reliable): under emulation the watchdog's comparison
+// against the PM timer would disqualify it. PCI is probed through
+// configuration mechanism #1 and finds the host bridge alone.
+const defaultLinuxCmdline = "console=ttyS0 earlyprintk=ttyS0 panic=-1 reboot=t tsc=reliable"
 
 // linuxFromFWCfg reads a Linux guest from fw_cfg. ok is false when there is
 // no kernel file; an error means the files are there but unusable.

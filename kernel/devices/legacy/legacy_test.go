@@ -46,8 +46,39 @@ func TestPCIProbe(t *testing.T) {
 		t.Fatalf("CONFIG_ADDRESS reads %#x, want 0x80000000", v)
 	}
 	h.Out(CONFIG_ADDRESS, 4, tmp)
-	// No device anywhere: vendor ID all ones, every size and offset.
-	for _, addr := range []uint32{CONFIG_ENABLE, CONFIG_ENABLE | 0x00FFFF00, CONFIG_ENABLE | 3<<11 | 0x08} {
+	// The host bridge at 00:00.0, as pci_sanity_check looks for it: the
+	// IDs, then class and revision, at every size and offset.
+	h.Out(CONFIG_ADDRESS, 4, CONFIG_ENABLE)
+	if v := h.In(CONFIG_DATA, 2); v != HostBridgeVendor {
+		t.Fatalf("vendor %#x", v)
+	}
+	if v := h.In(CONFIG_DATA+2, 2); v != HostBridgeDevice {
+		t.Fatalf("device %#x", v)
+	}
+	if v := h.In(CONFIG_DATA+3, 1); v != HostBridgeDevice>>8 {
+		t.Fatalf("device high byte %#x", v)
+	}
+	if v := h.In(CONFIG_DATA+2, 4); v != 0xFFFF0000|HostBridgeDevice {
+		t.Fatalf("dword read across the end %#x", v)
+	}
+	h.Out(CONFIG_ADDRESS, 4, CONFIG_ENABLE|0x08)
+	if v := h.In(CONFIG_DATA+2, 2); v != HostBridgeClass>>8 {
+		t.Fatalf("class %#x", v)
+	}
+	h.Out(CONFIG_DATA, 4, 0) // read-only
+	if v := h.In(CONFIG_DATA, 4); v != HostBridgeClass<<8|HostBridgeRev {
+		t.Fatalf("class/revision %#x after a write", v)
+	}
+	h.Out(CONFIG_ADDRESS, 4, CONFIG_ENABLE|0x10) // BAR0: none
+	if v := h.In(CONFIG_DATA, 4); v != 0 {
+		t.Fatalf("BAR0 %#x", v)
+	}
+	h.Out(CONFIG_ADDRESS, 4, 0x08) // enable clear: no configuration cycle
+	if v := h.In(CONFIG_DATA, 4); v != devices.Floating {
+		t.Fatalf("disabled cycle reads %#x", v)
+	}
+	// No device anywhere else: vendor ID all ones, every size and offset.
+	for _, addr := range []uint32{CONFIG_ENABLE | 1<<8, CONFIG_ENABLE | 0x00FFFF00, CONFIG_ENABLE | 3<<11 | 0x08, CONFIG_ENABLE | 1<<16} {
 		h.Out(CONFIG_ADDRESS, 4, addr)
 		for off := uint16(0); off < 4; off++ {
 			for _, size := range []uint8{1, 2, 4} {

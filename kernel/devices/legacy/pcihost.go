@@ -35,14 +35,30 @@ const (
 	rstCntKeep = SYS_RST | FULL_RST
 )
 
-// PCIHost is a PCI host bridge with no device behind it on any bus,
-// device or function: CONFIG_ADDRESS holds and reads back what a 32-bit
-// write put there, and configuration data reads as all ones (no device)
-// and ignores writes. Byte and word accesses to 0xCF8-0xCFB other than
-// RST_CNT reach no register, as on the PC, and read as all ones: so
-// Linux's probe finds mechanism #1 but no host bridge behind it, and no
-// mechanism #2 (which would need byte reads of 0xCF8 and 0xCFA to read
-// back 0).
+// The host bridge's own configuration header at bus 0, device 0,
+// function 0 (PCI Local Bus Specification 3.0, 6.1, header type 0). It
+// has no BARs, no capabilities and ignores writes. The IDs are those
+// Red Hat assigned to a virtual host bridge (QEMU's docs/specs/pci-ids):
+// a vendor ID no real chipset quirk in a guest matches.
+const (
+	HostBridgeVendor = 0x1B36   // Red Hat, Inc.
+	HostBridgeDevice = 0x0008   // virtual host bridge
+	HostBridgeClass  = 0x060000 // base class 06 (bridge), subclass 00 (host), interface 00
+	HostBridgeRev    = 0x00
+	// Configuration header registers read here (dword offsets).
+	pciVendorDevice = 0x00
+	pciClassRev     = 0x08
+)
+
+// PCIHost is a PCI host bridge: the bridge itself at 00:00.0 and no
+// device behind it. CONFIG_ADDRESS holds and reads back what a 32-bit
+// write put there; configuration data reads the bridge's read-only header
+// when CONFIG_ADDRESS selects 00:00.0 and as all ones (no device)
+// elsewhere, and ignores writes. Byte and word accesses to 0xCF8-0xCFB
+// other than RST_CNT reach no register, as on the PC, and read as all
+// ones: so Linux's probe finds mechanism #1 and, through the host bridge
+// class, passes its sanity check, and finds no mechanism #2 (which would
+// need byte reads of 0xCF8 and 0xCFA to read back 0).
 //
 // RST_CNT keeps SYS_RST and FULL_RST; writing it with RST_CPU set calls
 // the reset callback (soft and hard resets are the same here: one vCPU).
@@ -80,8 +96,30 @@ func (h *PCIHost) In(port uint16, size uint8) uint32 {
 		return h.addr
 	case port == RST_CNT && size == 1:
 		return uint32(h.rstCnt)
+	case port >= CONFIG_DATA:
+		// The bytes of the addressed dword from the port's offset; bytes
+		// past its end read as all ones.
+		dword := uint64(h.configRead()) | 0xFFFFFFFF<<32
+		v := uint32(dword >> (8 * (port - CONFIG_DATA)))
+		return v & floating(size)
 	}
 	return floating(size)
+}
+
+// configRead returns the configuration dword CONFIG_ADDRESS selects.
+// The caller holds h.mu.
+func (h *PCIHost) configRead() uint32 {
+	const selectBusDevFn = 0x00FFFF00 // bus 23:16, device 15:11, function 10:8
+	if h.addr&CONFIG_ENABLE == 0 || h.addr&selectBusDevFn != 0 {
+		return devices.Floating
+	}
+	switch h.addr & 0xFC {
+	case pciVendorDevice:
+		return HostBridgeVendor | HostBridgeDevice<<16
+	case pciClassRev:
+		return HostBridgeClass<<8 | HostBridgeRev
+	}
+	return 0
 }
 
 // Out implements devices.PortDevice.

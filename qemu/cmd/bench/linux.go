@@ -31,7 +31,7 @@ const linuxRuns = 3
 // defaultLinuxCmdline in linux.go at the repository's root. It must stay
 // in step with it: the "quiet" rows pass it with " quiet" added (fw_cfg
 // opt/tamavisor/cmdline replaces the default, it does not add to it).
-const tamavisorCmdline = "console=ttyS0 earlyprintk=ttyS0 panic=-1 reboot=t tsc=reliable pci=off"
+const tamavisorCmdline = "console=ttyS0 earlyprintk=ttyS0 panic=-1 reboot=t tsc=reliable"
 
 // directCmdline is the command line of the direct QEMU boots.
 const directCmdline = "console=ttyS0 panic=-1 tsc=reliable"
