@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"tamavisor/svm"
 )
 
 // EscapeByte, typed on the console (Ctrl-]), switches from the guest's
@@ -149,7 +151,7 @@ func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
 	case "continue", "c":
 		return true, nil
 	case "quit", "q":
-		vm.stop = &Stop{Kind: StopQuit, Reason: "quit from the monitor"}
+		vm.stop = &Stop{Kind: StopQuit, Class: ClassQuit, Reason: "quit from the monitor"}
 		return true, nil
 	case "help", "h", "?":
 		fmt.Fprintf(out, "commands: snapshot (save the VM to disk), info, continue, quit, help\n")
@@ -163,6 +165,13 @@ func (vm *VM) info(out io.Writer) {
 	s := &vm.VCPU.vmcb.State
 	fmt.Fprintf(out, "vm %s: %d KiB RAM, %d exits, RIP %#x, CR0 %#x, EFER %#x\n",
 		vm.Name, vm.Mem.Size>>10, vm.VCPU.Exits, s.RIP, s.CR0, s.EFER&^uint64(1<<12))
+	if pc := vm.PC; pc != nil {
+		v, c := vm.VCPU, &vm.VCPU.vmcb.Control
+		fmt.Fprintf(out, "interrupts: IF %d, shadow %d, halted %v, EVENTINJ %#x, V_INTR %#x, deferred %#x, %d injected; VM time %d ns, next event %d ns\n",
+			s.RFLAGS>>9&1, c.InterruptShadow&svm.InterruptShadowMask, v.halted, c.EventInj, c.VIntr, v.deferred,
+			vm.IRQsInjected, vm.now(), vm.clock.Next())
+		fmt.Fprintf(out, "local APIC: %s\n", pc.LAPIC.Summary())
+	}
 	if vm.plat.Store == nil {
 		fmt.Fprintf(out, "snapshot disk: none\n")
 	} else {

@@ -48,8 +48,7 @@
 // its next #VMEXIT. With GIF clear around it, no interrupt or NMI reaches
 // the host while guest state is in the registers.
 //
-//   1. CLGI; swap x87/SSE state: the host's out, the guest's FXSAVE area
-//      in, or with XSAVE (hostXCR0 != 0) the guest's XSAVE area in with
+//   1. CLGI; keep the host's MXCSR; load the guest's FXSAVE area, or with XSAVE (hostXCR0 != 0) the guest's XSAVE area in with
 //      every host-enabled component, then XCR0 = *guestXCR0 (SVM switches
 //      neither, APM vol. 2, 15.5.1); set IF (see below);
 //   2. VMSAVE host FS/GS/TR/LDTR/KernelGSBase/STAR/LSTAR/CSTAR/
@@ -61,8 +60,7 @@
 //      return stack buffer (32 CALLs), VMLOAD the host's (FS base
 //      holds TamaGo's g pointer: no Go code may run before this), the
 //      guest's XCR0 into *guestXCR0, XCR0 = hostXCR0 and XSAVE the guest's
-//      area (or FXSAVE), the host's x87/SSE
-//      state back, STGI.
+//      area (or FXSAVE), the host's MXCSR back, STGI.
 TEXT ·run(SB),NOSPLIT,$64-56
 	MOVQ	vmcb+0(FP), R8
 	MOVQ	hostState+8(FP), R9
@@ -87,7 +85,12 @@ TEXT ·run(SB),NOSPLIT,$64-56
 	// whether a physical interrupt makes the guest exit (APM vol. 2,
 	// 15.21.1). It is taken by the host after STGI.
 	STI
-	FXSAVE64	(R12)
+	// The host's x87/SSE registers need no saving: Go's ABI treats them
+	// all as clobbered by a call (X15 is zeroed again after an assembly
+	// call), and the host never uses x87 or AVX. Only MXCSR (rounding,
+	// exception masks) is host state that Go code relies on: kept at its
+	// FXSAVE offset in the host area.
+	STMXCSR	const_fxAreaMXCSR(R12)
 	MOVQ	F_HXCR0(SP), AX
 	TESTQ	AX, AX
 	JNZ	xrstor
@@ -100,6 +103,8 @@ xrstor:
 	XRSTOR64	(R11)
 	MOVQ	F_GXCR0(SP), AX
 	MOVQ	(AX), AX
+	CMPQ	AX, F_HXCR0(SP)
+	JEQ	loaded // the guest's XCR0 is the host's: XSETBV is costly
 	MOVQ	AX, DX
 	SHRQ	$32, DX
 	XORL	CX, CX
@@ -191,13 +196,16 @@ xsave:
 	ORQ	DX, AX
 	MOVQ	F_GXCR0(SP), BX
 	MOVQ	AX, (BX)
-	// XCR0 back to the host's first: the save then covers every
-	// component, whatever the guest's XCR0 was.
+	// XCR0 back to the host's first (where it differs): the save then
+	// covers every component, whatever the guest's XCR0 was.
+	CMPQ	AX, F_HXCR0(SP)
+	JEQ	hostxcr0
 	MOVQ	F_HXCR0(SP), AX
 	MOVQ	AX, DX
 	SHRQ	$32, DX
 	XORL	CX, CX
 	XSETBV
+hostxcr0:
 	MOVQ	F_HXCR0(SP), AX
 	MOVQ	AX, DX
 	SHRQ	$32, DX
@@ -205,7 +213,7 @@ xsave:
 	XSAVE64	(BX)
 saved:
 	MOVQ	F_HFX(SP), AX
-	FXRSTOR64	(AX)
+	LDMXCSR	const_fxAreaMXCSR(AX)
 
 	MOVQ	F_BP(SP), BP
 	STGI

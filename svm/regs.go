@@ -28,6 +28,10 @@ const (
 // 11.4.4; the FXSAVE64 layout). It must be 16-byte aligned.
 type FXArea [512]byte
 
+// fxAreaMXCSR is the offset of MXCSR in an FXSAVE area (APM vol. 2,
+// 11.4.4); the world switch keeps the host's MXCSR there.
+const fxAreaMXCSR = 24
+
 // FXAreaAligned returns a 16-byte aligned FXArea inside buf, which must be
 // at least 512+15 bytes long.
 func FXAreaAligned(buf []byte) *FXArea {
@@ -40,9 +44,9 @@ func FXAreaAligned(buf []byte) *FXArea {
 // MXCSR at its reset value: FCW=0x037F, MXCSR=0x1F80 (APM vol. 2, table 14-2).
 func (a *FXArea) DefaultFX() {
 	*a = FXArea{}
-	a[0], a[1] = 0x7f, 0x03   // FCW
-	a[24], a[25] = 0x80, 0x1f // MXCSR
-	a[28], a[29] = 0xff, 0xff // MXCSR_MASK: all bits writable
+	a[0], a[1] = 0x7f, 0x03                       // FCW
+	a[fxAreaMXCSR], a[fxAreaMXCSR+1] = 0x80, 0x1f // MXCSR
+	a[28], a[29] = 0xff, 0xff                     // MXCSR_MASK: all bits writable
 }
 
 // GPR returns register n in the x86 encoding order (0=RAX ... 15=R15),

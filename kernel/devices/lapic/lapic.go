@@ -773,3 +773,23 @@ func (r *regs) check() error {
 	}
 	return nil
 }
+
+// Summary describes the interrupt state for the monitor's info: TPR and
+// PPR, the highest vector requested (IRR) and in service (ISR), the timer
+// LVT, initial count and deadline (VM time in ns, -1 when stopped).
+func (a *LAPIC) Summary() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	top := func(v *[vectorRegs]uint32) string {
+		if n, ok := highest(v); ok {
+			return fmt.Sprintf("%#x", n)
+		}
+		return "none"
+	}
+	deadline := a.r.deadline
+	if deadline == event.Never {
+		deadline = -1
+	}
+	return fmt.Sprintf("SVR %#x TPR %#x PPR %#x IRR %s ISR %s, timer LVT %#x initial %d deadline %d",
+		a.r.svr, a.r.tpr, a.ppr(), top(&a.r.irr), top(&a.r.isr), a.r.lvt[lvtTimerIndex], a.r.initial, deadline)
+}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,15 @@ import (
 )
 
 func main() {
+	only := flag.String("only", "", "run one part: exits, snapshot or linux (default: all)")
+	flag.Parse()
+	run := func(part string) bool { return *only == "" || *only == part }
+	switch *only {
+	case "", "exits", "snapshot", "linux":
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want exits, snapshot or linux\n", *only)
+		os.Exit(2)
+	}
 	elf, guests := os.Getenv("TAMAVISOR_ELF"), os.Getenv("GUESTS_DIR")
 	if elf == "" || guests == "" {
 		fmt.Fprintln(os.Stderr, "bench: set TAMAVISOR_ELF and GUESTS_DIR (make bench does)")
@@ -22,6 +32,9 @@ func main() {
 	}
 	failed := false
 	for _, cpu := range []string{"EPYC,+svm", "max"} {
+		if !run("exits") {
+			break
+		}
 		r, err := qemu.Run(qemu.Config{QEMU: os.Getenv("QEMU"), ELF: elf, CPU: cpu, Mode: "bench",
 			Guest: filepath.Join(guests, "bench.bin")})
 		if err != nil {
@@ -33,10 +46,10 @@ func main() {
 			failed = true
 		}
 	}
-	if !snapBench(elf, guests) {
+	if run("snapshot") && !snapBench(elf, guests) {
 		failed = true
 	}
-	if !linuxBench(os.Getenv("QEMU"), elf) {
+	if run("linux") && !linuxBench(os.Getenv("QEMU"), elf) {
 		failed = true
 	}
 	if failed {
