@@ -179,11 +179,6 @@ func calibrateTSC() {
 	CPU.SetTime(now)
 }
 
-// RAMEnd returns the end of RAM below 4 GiB as QEMU reports it in CMOS.
-func RAMEnd() uint64 {
-	return LowRAMEnd(cmos(CMOSExtMemLow), cmos(CMOSExtMemHigh))
-}
-
 // PowerOff ends the machine with a status: under QEMU through
 // isa-debug-exit (QEMU exits with status*2+1); without that device the
 // write is ignored and a triple fault resets the machine (QEMU with

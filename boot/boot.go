@@ -11,7 +11,8 @@ package boot
 // Physical memory layout. TamaGo's runtime (code, heap, stack) owns
 // [RuntimeStart, RuntimeEnd); the DMA region serves device drivers; guest
 // RAM, VMCBs and nested page tables come from the pool above it, which
-// extends to the end of RAM below 4 GiB (QEMU needs -m 2G or more).
+// extends to the end of the usable RAM containing it in the firmware's
+// memory map, below 4 GiB (PoolEnd in memmap.go; QEMU needs -m 2G).
 const (
 	RuntimeStart = 0x10000000
 	RuntimeSize  = 0x20000000 // 512 MiB
@@ -104,24 +105,13 @@ const (
 // with status v*2+1.
 const DebugExitPort = 0xf4
 
-// CMOS registers that QEMU fills with the RAM size (as PC BIOSes did).
+// CMOS ports (PC CMOS map): an index register, whose bit 7 disables NMIs,
+// and a data register.
 const (
 	CMOSIndex      = 0x70
 	CMOSData       = 0x71
-	CMOSExtMemLow  = 0x34 // RAM above 16 MiB in 64 KiB units, low byte
-	CMOSExtMemHigh = 0x35
 	cmosNMIDisable = 0x80
 )
-
-// LowRAMEnd returns the end of RAM below 4 GiB from the CMOS extended
-// memory registers: 16 MiB plus the count of 64 KiB blocks.
-func LowRAMEnd(low, high uint8) uint64 {
-	blocks := uint64(high)<<8 | uint64(low)
-	if blocks == 0 {
-		return 0
-	}
-	return 16<<20 + blocks*64<<10
-}
 
 // CMOS real-time clock registers (MC146818; PC CMOS map). QEMU keeps them in
 // BCD, 24-hour mode.

@@ -38,16 +38,6 @@ func TestCalibrateStuckPIT(t *testing.T) {
 	}
 }
 
-func TestLowRAMEnd(t *testing.T) {
-	// -m 2G: (2048-16) MiB / 64 KiB = 0x7f00 blocks.
-	if got := LowRAMEnd(0x00, 0x7f); got != 2<<30 {
-		t.Errorf("2 GiB: %#x", got)
-	}
-	if LowRAMEnd(0, 0) != 0 {
-		t.Error("no CMOS value must give 0")
-	}
-}
-
 func TestRTCTime(t *testing.T) {
 	for _, tc := range []struct {
 		regs [7]uint8 // sec min hour day month year century, BCD

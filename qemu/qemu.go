@@ -22,6 +22,7 @@ type Config struct {
 	QEMU    string        // qemu-system-x86_64 binary
 	ELF     string        // tamavisor.elf
 	CPU     string        // -cpu model, e.g. "EPYC,+svm" or "max"
+	RAM     string        // -m, the machine's RAM; "" for "2G"
 	Guest   string        // guest image file for opt/tamavisor/guest, or ""
 	Mode    string        // opt/tamavisor/mode ("", "bench", "clock")
 	Timeout time.Duration // QEMU is killed after this
@@ -104,9 +105,13 @@ func optPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 
 // Args returns QEMU's command line for cfg.
 func Args(cfg Config) []string {
+	ram := cfg.RAM
+	if ram == "" {
+		ram = "2G"
+	}
 	args := []string{
 		"-machine", "microvm,x-option-roms=on,pit=on,pic=off,rtc=on",
-		"-accel", Accel(), "-cpu", cfg.CPU, "-m", "2G",
+		"-accel", Accel(), "-cpu", cfg.CPU, "-m", ram,
 		"-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-kernel", cfg.ELF,
