@@ -71,12 +71,8 @@ func main() {
 		logf("warning: local APIC timer not calibrated: guests that never exit cannot be preempted")
 	}
 
-	ramEnd := boot.RAMEnd()
-	if ramEnd <= boot.PoolStart {
-		logf("error: RAM ends at %#x, below the guest pool at %#x (QEMU needs -m 2G)", ramEnd, boot.PoolStart)
-		boot.PowerOff(boot.StatusInternal)
-	}
-	pool := kernel.NewPhysPool(physMem{}, boot.PoolStart, ramEnd)
+	poolStart, poolEnd := poolRange()
+	pool := kernel.NewPhysPool(physMem{}, poolStart, poolEnd)
 
 	host, err := svm.Enable(kernel.PoolPages{Pool: pool})
 	if err != nil {
@@ -125,6 +121,16 @@ func main() {
 	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
 		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
 			mode = strings.TrimSpace(string(b))
+		}
+		if guestBudget, err = readBudget(cfg); err != nil {
+			logf("error: %v", err)
+			boot.PowerOff(boot.StatusBadImage)
+		}
+		switch mode {
+		case "hostile":
+			boot.PowerOff(runHostile(plat, cfg))
+		case "fuzz-guests":
+			boot.PowerOff(runFuzzGuests(plat, cfg))
 		}
 		if b, err := cfg.ReadFile(cfgKey, maxKeyLen); err == nil {
 			plat.SnapshotKey = b
@@ -177,6 +183,10 @@ func runGuest(plat *kernel.Platform, image []byte) int {
 	if err != nil {
 		logf("error: vm %s: %v", img.Name, err)
 		return boot.StatusInternal
+	}
+	if guestBudget > 0 {
+		vm.SetBudget(guestBudget, 0)
+		logf("vm %s: time budget %v", img.Name, guestBudget)
 	}
 	return finish(plat, vm)
 }

@@ -619,7 +619,8 @@ func TestStopExits(t *testing.T) {
 		}, []string{"EFER.SVME is clear", "CR0.NW"}},
 		{"INVALID unexplained", exitStep(svm.ExitInvalidLow, 0, 0), []string{"VMEXIT_INVALID", "does not check"}},
 		{"RDTSC", exitStep(svm.ExitRDTSC, 1, 2), []string{"unexpected #VMEXIT RDTSC"}},
-		{"CR0 write", exitStep(svm.ExitCR0Write, 0, 0), []string{"unexpected #VMEXIT CR0_WRITE"}},
+		{"CR3 write", exitStep(svm.ExitCR0Write+3, 0, 0), []string{"unexpected #VMEXIT CR3_WRITE"}},
+		{"CR0 write not at a CR0 write", exitStep(svm.ExitCR0Write, 0, 0), []string{"CR0 write exit", "not a write to a control register"}},
 		{"0x3ff", exitStep(0x3ff, 0xaa, 0xbb), []string{"unexpected #VMEXIT 0x3ff", "0xaa", "0xbb"}},
 		{"0x100000000", exitStep(0x1_00000000, 0, 0), []string{"unexpected #VMEXIT"}},
 	} {

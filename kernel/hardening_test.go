@@ -366,3 +366,178 @@ func TestRestoreMXCSRMask(t *testing.T) {
 		}
 	}
 }
+
+// TestMovToDR7Intercepted: DR7 writes exit and are emulated into the
+// VMCB: the writable bits land, bit 10 stays set, reserved bits drop, a
+// value above 32 bits raises #GP, and user mode gets #GP. WBINVD exits
+// and is skipped.
+func TestMovToDR7Intercepted(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		vm := e.boot(Mode64)
+		if vm.VCPU.vmcb.Control.InterceptDR != 0x00FF0000 {
+			t.Fatalf("InterceptDR %#x", vm.VCPU.vmcb.Control.InterceptDR)
+		}
+		if vm.VCPU.vmcb.Control.InterceptMisc2&svm.InterceptWBINVD == 0 {
+			t.Fatal("WBINVD not intercepted")
+		}
+		movDR7R9 := []byte{0x41, 0x0f, 0x23, 0xf9}
+		es := e.resume(
+			e.insnExit(svm.ExitDR0Write+7, movDR7R9, func(v *svm.VMCB, r *svm.Regs) { r.R9 = 0xFFFF_FFFF }),
+			e.insnExit(svm.ExitDR0Write+7, movDR7R9, func(v *svm.VMCB, r *svm.Regs) { r.R9 = 1 << 32 }),
+			e.insnExit(svm.ExitDR0Write+7, movDR7R9, func(v *svm.VMCB, r *svm.Regs) { r.R9 = 0x3; v.State.CPL = 3 }),
+			e.insnExit(svm.ExitWBINVD, []byte{0x0f, 0x09}, nil),
+		)
+		if got := es[1].vmcb.State.DR7; got != 0xFFFF_27FF {
+			t.Errorf("DR7 %#x after writing all ones to the low half, want 0xffff27ff", got)
+		}
+		if got, want := es[1].vmcb.State.RIP, es[0].vmcb.State.RIP+4; got != want {
+			t.Errorf("RIP %#x after MOV DR7, want %#x", got, want)
+		}
+		for i, what := range []string{"a 64-bit value", "CPL 3"} {
+			if got := es[2+i].vmcb.Control.EventInj; got != svm.Exception(svm.VectorGP, 0).Encode() {
+				t.Errorf("%s: EVENTINJ %#x, want #GP(0)", what, got)
+			}
+		}
+		if got := es[3].vmcb.State.DR7; got != 0xFFFF_27FF {
+			t.Errorf("DR7 %#x changed by a refused write", got)
+		}
+		if got, want := es[4].vmcb.State.RIP, es[3].vmcb.State.RIP+2; got != want {
+			t.Errorf("RIP %#x after WBINVD, want %#x", got, want)
+		}
+	})
+}
+
+// TestMovToDRAliases: DR0-DR3 writes land in the saved registers the
+// world switch loads; DR5 is DR7 while CR4.DE is clear and #UD when set;
+// DR4 is DR6.
+func TestMovToDRAliases(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		e.boot(Mode64)
+		setRAX := func(x uint64) func(v *svm.VMCB, r *svm.Regs) {
+			return func(v *svm.VMCB, r *svm.Regs) { v.State.RAX = x; v.State.CR4 &^= svm.CR4DE }
+		}
+		es := e.resume(
+			e.insnExit(svm.ExitDR0Write+2, []byte{0x0f, 0x23, 0xd0}, setRAX(0xffff_8000_1234_5678)), // mov dr2, rax
+			e.insnExit(svm.ExitDR0Write+5, []byte{0x0f, 0x23, 0xe8}, setRAX(0x1)),                   // mov dr5, rax
+			e.insnExit(svm.ExitDR0Write+4, []byte{0x0f, 0x23, 0xe0}, setRAX(0x1)),                   // mov dr4, rax
+			e.insnExit(svm.ExitDR0Write+5, []byte{0x0f, 0x23, 0xe8}, func(v *svm.VMCB, r *svm.Regs) {
+				v.State.RAX = 0xff
+				v.State.CR4 |= svm.CR4DE
+			}),
+		)
+		if got := es[1].regs.DR2; got != 0xffff_8000_1234_5678 {
+			t.Errorf("DR2 %#x", got)
+		}
+		if got := es[2].vmcb.State.DR7; got != 0x401 {
+			t.Errorf("DR7 %#x after MOV DR5 with CR4.DE clear, want 0x401", got)
+		}
+		if got := es[3].vmcb.State.DR6; got != dr6Fixed|1 {
+			t.Errorf("DR6 %#x after MOV DR4, want %#x", got, dr6Fixed|1)
+		}
+		if got := es[4].vmcb.Control.EventInj; got != svm.Exception(svm.VectorUD, 0).Encode() {
+			t.Errorf("MOV DR5 with CR4.DE: EVENTINJ %#x, want #UD", got)
+		}
+		if got := es[4].vmcb.State.DR7; got != 0x401 {
+			t.Errorf("DR7 %#x changed by a #UD write", got)
+		}
+	})
+}
+
+// TestCR0WriteValidated: CR0 writes exit and are checked as MOV CR0 is
+// architecturally: refused values raise #GP and leave CR0 alone; setting
+// PG with LME activates long mode; CLTS and LMSW work.
+func TestCR0WriteValidated(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		vm := e.boot(Mode32)
+		if vm.VCPU.vmcb.Control.InterceptCR != svm.InterceptCRWrite(0)|svm.InterceptCRWrite(4) {
+			t.Fatalf("InterceptCR %#x", vm.VCPU.vmcb.Control.InterceptCR)
+		}
+		movCR0EAX := []byte{0x0f, 0x22, 0xc0}
+		set := func(eax uint64, f func(s *svm.StateSaveArea)) func(v *svm.VMCB, r *svm.Regs) {
+			return func(v *svm.VMCB, r *svm.Regs) {
+				v.State.RAX = eax
+				if f != nil {
+					f(&v.State)
+				}
+			}
+		}
+		gp := svm.Exception(svm.VectorGP, 0).Encode()
+		pe := uint64(svm.CR0PE | svm.CR0ET)
+		es := e.resume(
+			e.insnExit(svm.ExitCR0Write, movCR0EAX, set(svm.CR0PG, nil)),                                                     // PG without PE
+			e.insnExit(svm.ExitCR0Write, movCR0EAX, set(pe|svm.CR0NW, nil)),                                                  // NW without CD
+			e.insnExit(svm.ExitCR0Write, movCR0EAX, set(pe|svm.CR0PG, func(s *svm.StateSaveArea) { s.EFER |= svm.EFERLME })), // LME without PAE
+			e.insnExit(svm.ExitCR0Write, movCR0EAX, set(pe|svm.CR0PG, func(s *svm.StateSaveArea) { s.CR4 |= svm.CR4PAE })),   // into long mode
+			e.insnExit(svm.ExitCR0Write, []byte{0x0f, 0x06}, func(v *svm.VMCB, r *svm.Regs) {
+				v.State.CR0 = pe | svm.CR0TS // back to flat protected mode
+				v.State.EFER &^= svm.EFERLME | svm.EFERLMA
+			}), // CLTS
+			e.insnExit(svm.ExitCR0Write, []byte{0x0f, 0x01, 0xf3}, func(v *svm.VMCB, r *svm.Regs) { r.RBX = 0xE }), // LMSW BX: PE stays
+		)
+		for i, what := range []string{"PG without PE", "NW without CD", "LME without PAE"} {
+			if got := es[i+1].vmcb.Control.EventInj; got != gp {
+				t.Errorf("%s: EVENTINJ %#x, want #GP(0)", what, got)
+			}
+			if got := es[i+1].vmcb.State.CR0; got != es[0].vmcb.State.CR0 {
+				t.Errorf("%s: CR0 %#x, want it unchanged", what, got)
+			}
+		}
+		if s := es[4].vmcb.State; s.CR0&svm.CR0PG == 0 || s.EFER&svm.EFERLMA == 0 || es[4].vmcb.Control.EventInj != 0 {
+			t.Errorf("into long mode: CR0 %#x EFER %#x EVENTINJ %#x", s.CR0, s.EFER, es[4].vmcb.Control.EventInj)
+		}
+		if es[4].vmcb.Control.TLBControl != svm.TLBControlFlushAll {
+			t.Errorf("paging on without a TLB flush (TLBControl %d)", es[4].vmcb.Control.TLBControl)
+		}
+		if got := es[5].vmcb.State.CR0; got&svm.CR0TS != 0 {
+			t.Errorf("CLTS left CR0 %#x", got)
+		}
+		if got := es[6].vmcb.State.CR0 & 0xF; got != 0xF {
+			t.Errorf("LMSW 0xE: CR0 low bits %#x, want 0xf (PE kept)", got)
+		}
+
+		// Paging off from 64-bit code: #GP (QEMU TCG let it through).
+		e64 := newEnv(t, e.plat.Features)
+		e64.boot(Mode64)
+		es = e64.resume(e64.insnExit(svm.ExitCR0Write, movCR0EAX, set(pe, nil)))
+		if got := es[1].vmcb.Control.EventInj; got != gp {
+			t.Errorf("PG off in 64-bit code: EVENTINJ %#x, want #GP(0)", got)
+		}
+		if s := es[1].vmcb.State; s.CR0&svm.CR0PG == 0 || s.EFER&svm.EFERLMA == 0 {
+			t.Errorf("PG off in 64-bit code: CR0 %#x EFER %#x changed", s.CR0, s.EFER)
+		}
+	})
+}
+
+// TestCR4WriteValidated: CR4 bits outside the VM's CPU model and clearing
+// PAE in long mode raise #GP; an allowed write lands with a TLB flush
+// when paging bits change.
+func TestCR4WriteValidated(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		e.boot(Mode64)
+		movCR4RAX := []byte{0x0f, 0x22, 0xe0}
+		set := func(rax uint64) func(v *svm.VMCB, r *svm.Regs) {
+			return func(v *svm.VMCB, r *svm.Regs) { v.State.RAX = rax }
+		}
+		gp := svm.Exception(svm.VectorGP, 0).Encode()
+		es := e.resume(
+			e.insnExit(svm.ExitCR0Write+4, movCR4RAX, set(svm.CR4PAE|svm.CR4PKE)),               // PKE is never offered
+			e.insnExit(svm.ExitCR0Write+4, movCR4RAX, set(svm.CR4PAE|1<<13)),                    // VMXE: reserved on AMD
+			e.insnExit(svm.ExitCR0Write+4, movCR4RAX, set(svm.CR4PSE)),                          // PAE off in long mode
+			e.insnExit(svm.ExitCR0Write+4, movCR4RAX, set(svm.CR4PAE|svm.CR4PGE|svm.CR4OSFXSR)), // fine
+		)
+		for i, what := range []string{"PKE", "VMXE", "PAE off in long mode"} {
+			if got := es[i+1].vmcb.Control.EventInj; got != gp {
+				t.Errorf("%s: EVENTINJ %#x, want #GP(0)", what, got)
+			}
+			if got := es[i+1].vmcb.State.CR4; got != es[0].vmcb.State.CR4 {
+				t.Errorf("%s: CR4 %#x changed", what, got)
+			}
+		}
+		if got := es[4].vmcb.State.CR4; got != svm.CR4PAE|svm.CR4PGE|svm.CR4OSFXSR || es[4].vmcb.Control.EventInj != 0 {
+			t.Errorf("allowed write: CR4 %#x, EVENTINJ %#x", got, es[4].vmcb.Control.EventInj)
+		}
+		if es[4].vmcb.Control.TLBControl != svm.TLBControlFlushAll {
+			t.Errorf("PGE set without a TLB flush")
+		}
+	})
+}

@@ -68,7 +68,7 @@ func (v *VCPU) hypercall() {
 		v.vm.console.Write(b)
 		ret = int64(n)
 	case HCExit:
-		v.vm.stop = &Stop{Kind: StopExited, Status: int(arg1 & 0xff)}
+		v.vm.stop = &Stop{Kind: StopExited, Class: ClassExited, Status: int(arg1 & 0xff)}
 	case HCBenchReport:
 		if _, ok := v.vm.BenchReports[arg1]; !ok && len(v.vm.BenchReports) >= maxBenchReports {
 			ret = EBUSY

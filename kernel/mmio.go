@@ -24,19 +24,19 @@ func (v *VCPU) mmio(gpa uint64) {
 	} else {
 		n, err := insn.Fetch(&v.vm.Mem, &v.cpu, v.ibuf[:])
 		if n == 0 {
-			v.vm.stopFault("MMIO access to %#x at RIP %#x: cannot fetch the instruction: %v", gpa, s.RIP, err)
+			v.vm.stopFault(ClassUndecodable, "MMIO access to %#x at RIP %#x: cannot fetch the instruction: %v", gpa, s.RIP, err)
 			return
 		}
 		code = v.ibuf[:n]
 	}
 	a, err := insn.DecodeMMIO(code, mode)
 	if err != nil {
-		v.vm.stopFault("MMIO access to %#x at RIP %#x is not emulated: %v", gpa, s.RIP, err)
+		v.vm.stopFault(ClassNotEmulated, "MMIO access to %#x at RIP %#x is not emulated: %v", gpa, s.RIP, err)
 		return
 	}
 	dev, off, ok := v.vm.MMIO.Lookup(gpa, a.Size)
 	if !ok {
-		v.vm.stopFault("MMIO access of %d bytes at %#x (RIP %#x, %s) crosses a device's range", a.Size, gpa, s.RIP, a.Inst)
+		v.vm.stopFault(ClassNotEmulated, "MMIO access of %d bytes at %#x (RIP %#x, %s) crosses a device's range", a.Size, gpa, s.RIP, a.Inst)
 		return
 	}
 	g := v.gprs()

@@ -94,7 +94,7 @@ func (vm *VM) newPC() error {
 // guestPowerOff: the guest entered ACPI S5 (its `poweroff`).
 func (vm *VM) guestPowerOff() {
 	if vm.stop == nil {
-		vm.stop = &Stop{Kind: StopExited, Status: 0, Reason: "the guest powered off (ACPI S5)"}
+		vm.stop = &Stop{Kind: StopExited, Class: ClassPowerOff, Status: 0, Reason: "the guest powered off (ACPI S5)"}
 	}
 }
 
@@ -103,7 +103,7 @@ func (vm *VM) guestPowerOff() {
 // VM ends, reported as a reset.
 func (vm *VM) guestReset() {
 	if vm.stop == nil {
-		vm.stop = &Stop{Kind: StopExited, Status: 0, Reason: "the guest reset the machine"}
+		vm.stop = &Stop{Kind: StopExited, Class: ClassReset, Status: 0, Reason: "the guest reset the machine"}
 	}
 }
 

@@ -741,7 +741,7 @@ func (vm *VM) snapshotHypercall() {
 	default:
 		s.RAX = 0
 		if flags&SnapshotPowerOff != 0 {
-			vm.stop = &Stop{Kind: StopSuspended, Reason: "suspended to disk"}
+			vm.stop = &Stop{Kind: StopSuspended, Class: ClassSuspended, Reason: "suspended to disk"}
 		}
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sort"
 	"unsafe"
 
@@ -44,7 +45,7 @@ const (
 	interceptsMisc2 = svm.InterceptVMRUN | svm.InterceptVMMCALL | svm.InterceptVMLOAD |
 		svm.InterceptVMSAVE | svm.InterceptSTGI | svm.InterceptCLGI | svm.InterceptSKINIT |
 		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC |
-		svm.InterceptRDTSCP | svm.InterceptXSETBV
+		svm.InterceptRDTSCP | svm.InterceptXSETBV | svm.InterceptWBINVD
 	// Machine checks are never reflected into a guest. #DB and #AC are
 	// intercepted and reflected: a guest can make their delivery raise
 	// them again, which without an intercept loops inside the CPU and
@@ -85,6 +86,10 @@ func newVCPU(vm *VM) (*VCPU, error) {
 	c.InterceptMisc1 = interceptsMisc1
 	c.InterceptMisc2 = interceptsMisc2
 	c.InterceptExceptions = interceptsExceptions
+	for n := range 8 {
+		c.InterceptDR |= svm.InterceptDRWrite(n)
+	}
+	c.InterceptCR = svm.InterceptCRWrite(0) | svm.InterceptCRWrite(4)
 	c.IOPMBasePA = iopm
 	c.MSRPMBasePA = msrpm
 	c.GuestASID = vm.ASID
@@ -109,7 +114,10 @@ func (v *VCPU) handleExit() {
 	code := svm.ExitCode(c.ExitCode)
 	if code.Invalid() {
 		// Explain the VMCB exactly as VMRUN refused it.
-		v.vm.stopFault("%v", &svm.InvalidError{Reasons: svm.Check(v.vmcb)})
+		st := &v.vmcb.State
+		v.vm.stopFault(ClassInvalidState, "%v (CR0 %#x CR3 %#x CR4 %#x EFER %#x RFLAGS %#x DR6 %#x DR7 %#x CS %#x/%#x EVENTINJ %#x)",
+			&svm.InvalidError{Reasons: svm.Check(v.vmcb)}, st.CR0, st.CR3, st.CR4, st.EFER, st.RFLAGS, st.DR6, st.DR7,
+			st.CS.Selector, st.CS.Attrib, c.EventInj)
 		return
 	}
 	c.TLBControl = svm.TLBControlNothing
@@ -140,12 +148,25 @@ func (v *VCPU) handleExit() {
 			v.mmio(c.ExitInfo2)
 			break
 		}
-		v.vm.stopFault("nested page fault: guest touched guest-physical address %#x outside its %d KiB of RAM (%s) at RIP %#x",
+		v.vm.stopFault(ClassOutsideRAM, "nested page fault: guest touched guest-physical address %#x outside its %d KiB of RAM (%s) at RIP %#x",
 			c.ExitInfo2, v.vm.Mem.Size>>10, svm.DescribeNPF(c.ExitInfo1), v.vmcb.State.RIP)
 	case svm.ExitShutdown:
-		v.vm.stopFault("triple fault (shutdown) at RIP %#x", v.vmcb.State.RIP)
-	case svm.ExitINVD:
-		v.skip(insn.OpINVD)
+		v.vm.stopFault(ClassTripleFault, "triple fault (shutdown) at RIP %#x", v.vmcb.State.RIP)
+	case svm.ExitCR0Write:
+		v.writeCR0()
+	case svm.ExitCR0Write + 4:
+		v.writeCR4()
+	case svm.ExitINVD, svm.ExitWBINVD:
+		// No device of a guest writes memory behind the caches: a
+		// (write-back and) invalidate has nothing to do, and the guest
+		// may not stall the machine with it. QEMU TCG reports INVD as
+		// a WBINVD exit: either instruction is skipped on either exit.
+		if !v.skipOneOf(insn.OpWBINVD, insn.OpINVD) {
+			v.skip(insn.OpINVD) // not either: stop, naming what is there
+		}
+	case svm.ExitDR0Write, svm.ExitDR0Write + 1, svm.ExitDR0Write + 2, svm.ExitDR0Write + 3,
+		svm.ExitDR0Write + 4, svm.ExitDR0Write + 5, svm.ExitDR0Write + 6, svm.ExitDR0Write + 7:
+		v.movToDR(int(code - svm.ExitDR0Write))
 	case svm.ExitRDTSCP:
 		v.rdtscp()
 	case svm.ExitXSETBV:
@@ -162,11 +183,11 @@ func (v *VCPU) handleExit() {
 	case svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC:
 		v.reflect(uint8(code - svm.ExitExcp0))
 	case svm.ExitExcp0 + svm.VectorMC:
-		v.vm.stopFault("machine check (#MC) in the guest at RIP %#x", v.vmcb.State.RIP)
+		v.vm.stopFault(ClassMachineCheck, "machine check (#MC) in the guest at RIP %#x", v.vmcb.State.RIP)
 	case svm.ExitFERRFreeze:
-		v.vm.stopFault("x87 FERR freeze at RIP %#x", v.vmcb.State.RIP)
+		v.vm.stopFault(ClassUnexpectedExit, "x87 FERR freeze at RIP %#x", v.vmcb.State.RIP)
 	default:
-		v.vm.stopFault("unexpected #VMEXIT %s (EXITINFO1 %#x, EXITINFO2 %#x) at RIP %#x",
+		v.vm.stopFault(ClassUnexpectedExit, "unexpected #VMEXIT %s (EXITINFO1 %#x, EXITINFO2 %#x) at RIP %#x",
 			code, c.ExitInfo1, c.ExitInfo2, v.vmcb.State.RIP)
 	}
 	if pending&svm.EventValid != 0 && v.vm.stop == nil {
@@ -259,7 +280,7 @@ func (v *VCPU) skip(op insn.Op) bool {
 		v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
 		n, err := insn.Length(&v.vm.Mem, &v.cpu, op)
 		if err != nil {
-			v.vm.stopFault("cannot skip %v at RIP %#x: %v", op, s.RIP, err)
+			v.vm.stopFault(ClassUndecodable, "cannot skip %v at RIP %#x: %v", op, s.RIP, err)
 			return false
 		}
 		s.RIP += uint64(n)
@@ -272,6 +293,23 @@ func (v *VCPU) skip(op insn.Op) bool {
 	}
 	c.InterruptShadow &^= svm.InterruptShadowMask
 	return true
+}
+
+// skipOneOf skips the instruction at RIP if it is one of ops, and
+// reports whether it did.
+func (v *VCPU) skipOneOf(ops ...insn.Op) bool {
+	s := &v.vmcb.State
+	if v.vm.plat.Features.NRIP() {
+		return v.skip(ops[0])
+	}
+	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
+	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+	for _, op := range ops {
+		if _, err := insn.Length(&v.vm.Mem, &v.cpu, op); err == nil {
+			return v.skip(op)
+		}
+	}
+	return false
 }
 
 // xstateBVOffset is XSTATE_BV in the XSAVE header (APM vol. 2, 11.5.2).
@@ -388,7 +426,7 @@ func (v *VCPU) ioio() {
 	s, c := &v.vmcb.State, &v.vmcb.Control
 	io := svm.DecodeIOIO(c.ExitInfo1)
 	if io.String {
-		v.vm.stopFault("string port I/O (INS/OUTS) on port %#x at RIP %#x is not emulated", io.Port, s.RIP)
+		v.vm.stopFault(ClassNotEmulated, "string port I/O (INS/OUTS) on port %#x at RIP %#x is not emulated", io.Port, s.RIP)
 		return
 	}
 	if io.In {
@@ -433,11 +471,246 @@ func (v *VCPU) pollInput() {
 func (v *VCPU) hlt() {
 	s := &v.vmcb.State
 	if s.RFLAGS&svm.RFLAGSIF == 0 {
-		v.vm.stopFault("guest halted with interrupts disabled (CLI; HLT) at RIP %#x: it can never wake up", s.RIP)
+		v.vm.stopFault(ClassDeadHalt, "guest halted with interrupts disabled (CLI; HLT) at RIP %#x: it can never wake up", s.RIP)
 		return
 	}
 	v.pollInput()
 	if v.skip(insn.OpHLT) {
 		v.halted = true
 	}
+}
+
+// Debug register bits (APM vol. 2, 13.1.1): what a MOV to DR7 may set
+// (L0-G3, LE, GE, GD, the R/W and LEN fields; bit 10 reads as one, the
+// others as 0), and to DR6 (B0-B3, BD, BS, BT; the rest reads as fixed
+// ones, bit 12 as 0).
+const (
+	dr7Writable = 0xFFFF_23FF
+	dr6Writable = 0xE00F
+	dr6Fixed    = 0xFFFF_0FF0
+)
+
+// movToDR emulates MOV DRn, reg. Every debug register write is
+// intercepted so that the guest's breakpoints exist only in its VMCB and
+// its saved DR0-DR3, which the world switch loads: under QEMU TCG (7.2) a
+// debug register the guest wrote itself arms breakpoints on the host that
+// survive #VMEXIT, and one that matches later crashes QEMU (found by the
+// random guests, through DR7, DR5 and DR0-DR3). DR4 and DR5 are DR6 and
+// DR7 while CR4.DE is clear, else #UD. The CPU raises #GP for CPL > 0
+// before the intercept; it is checked again here.
+func (v *VCPU) movToDR(dr int) {
+	s := &v.vmcb.State
+	code, mode, ok := v.fetchInsn(fmt.Sprintf("MOV to DR%d", dr))
+	if !ok {
+		return
+	}
+	m, err := insn.DecodeMovToDR(code, mode)
+	if err != nil || m.DR != dr {
+		v.vm.stopFault(ClassUndecodable, "DR%d write exit at RIP %#x: %v (decoded %+v)", dr, s.RIP, err, m)
+		return
+	}
+	if s.CPL != 0 {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	if dr == 4 || dr == 5 {
+		if s.CR4&svm.CR4DE != 0 {
+			v.inject(svm.Exception(svm.VectorUD, 0))
+			return
+		}
+		dr += 2
+	}
+	g := v.gprs()
+	val := g[m.GPR]
+	if mode != 64 {
+		val &= 0xFFFF_FFFF
+	}
+	switch dr {
+	case 0, 1, 2, 3:
+		*[]*uint64{&v.Regs.DR0, &v.Regs.DR1, &v.Regs.DR2, &v.Regs.DR3}[dr] = val
+	case 6, 7:
+		if val>>32 != 0 {
+			v.inject(svm.Exception(svm.VectorGP, 0))
+			return
+		}
+		if dr == 6 {
+			s.DR6 = val&dr6Writable | dr6Fixed
+		} else {
+			s.DR7 = val&dr7Writable | resetDR7
+		}
+	}
+	v.advance(m.Len)
+}
+
+// fetchInsn reads the instruction bytes at the guest's RIP, with the CPU
+// mode to decode them in; on failure it stops the VM naming what.
+func (v *VCPU) fetchInsn(what string) (code []byte, mode int, ok bool) {
+	s := &v.vmcb.State
+	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
+	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+	n, err := insn.Fetch(&v.vm.Mem, &v.cpu, v.ibuf[:])
+	if n == 0 {
+		v.vm.stopFault(ClassUndecodable, "%s at RIP %#x: cannot fetch the instruction: %v", what, s.RIP, err)
+		return nil, 0, false
+	}
+	return v.ibuf[:n], v.cpu.Mode(), true
+}
+
+// advance moves RIP past an emulated instruction of n bytes (NextRIP
+// where the CPU saves it) and ends any interrupt shadow.
+func (v *VCPU) advance(n int) {
+	s, c := &v.vmcb.State, &v.vmcb.Control
+	if v.vm.plat.Features.NRIP() {
+		s.RIP = c.NextRIP
+	} else {
+		s.RIP += uint64(n)
+	}
+	c.InterruptShadow &^= svm.InterruptShadowMask
+}
+
+// writeCR0 emulates a write to CR0 (MOV CR0, CLTS, LMSW), intercepted so
+// that a value the architecture refuses raises #GP instead of reaching
+// the VMCB: QEMU TCG accepts, for example, clearing CR0.PG in 64-bit
+// mode, and the VMRUN after it left QEMU's own CPU state broken (found by
+// the random guests). The #GP conditions are those of MOV CRn (APM vol.
+// 3) and of paging activation (APM vol. 2, 14.6.1); setting CR0.PG with
+// EFER.LME activates long mode (EFER.LMA), clearing it leaves it.
+func (v *VCPU) writeCR0() {
+	s, c := &v.vmcb.State, &v.vmcb.Control
+	code, mode, ok := v.fetchInsn("CR0 write")
+	if !ok {
+		return
+	}
+	w, err := insn.DecodeCRWrite(code, mode)
+	if err == nil && w.Kind == insn.CRWriteMov && w.CR != 0 {
+		err = fmt.Errorf("a write to CR%d, not CR0", w.CR)
+	}
+	if err != nil {
+		v.vm.stopFault(ClassUndecodable, "CR0 write exit at RIP %#x: %v", s.RIP, err)
+		return
+	}
+	if s.CPL != 0 {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	old, g := s.CR0, v.gprs()
+	var val uint64
+	switch w.Kind {
+	case insn.CRWriteCLTS:
+		val = old &^ svm.CR0TS
+	case insn.CRWriteLMSW:
+		// Bits 3:0 (PE, MP, EM, TS); PE can be set but not cleared.
+		const msw = svm.CR0PE | svm.CR0MP | svm.CR0EM | svm.CR0TS
+		val = old&^msw | g[w.GPR]&msw | old&svm.CR0PE
+	default:
+		val = g[w.GPR]
+		if mode != 64 {
+			val &= 0xFFFF_FFFF
+		}
+	}
+	if cr0Refused(old, val, s) {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	switch {
+	case old&svm.CR0PG == 0 && val&svm.CR0PG != 0 && s.EFER&svm.EFERLME != 0:
+		s.EFER |= svm.EFERLMA
+	case old&svm.CR0PG != 0 && val&svm.CR0PG == 0:
+		s.EFER &^= svm.EFERLMA
+	}
+	s.CR0 = val | svm.CR0ET // ET is fixed at 1
+	if (old^s.CR0)&(svm.CR0PG|svm.CR0PE|svm.CR0WP|svm.CR0CD|svm.CR0NW) != 0 {
+		// Translations change. Flush by ASID needs a CPU feature;
+		// flushing everything is always valid and this is rare.
+		c.TLBControl = svm.TLBControlFlushAll
+	}
+	v.advance(w.Len)
+}
+
+// cr4Base are the CR4 bits every vCPU has (APM vol. 2, 3.1.3); the
+// others follow the VM's CPUID model (cr4Allowed).
+const cr4Base = svm.CR4VME | svm.CR4PVI | svm.CR4TSD | svm.CR4DE | svm.CR4PSE | svm.CR4PAE |
+	svm.CR4MCE | svm.CR4PGE | svm.CR4PCE | svm.CR4OSFXSR | svm.CR4OSXMMEXCPT
+
+// CPUID bits that allow CR4 bits (APM vol. 3, appendix E).
+const (
+	cpuid1ECXXSAVE     = 1 << 26
+	cpuid7EBXFSGSBASE  = 1 << 0
+	cpuid7EBXSMEP      = 1 << 7
+	cpuid7EBXSMAP      = 1 << 20
+	cpuid7ECXUMIP      = 1 << 2
+	cr4PagingSensitive = svm.CR4PSE | svm.CR4PAE | svm.CR4PGE | svm.CR4SMEP | svm.CR4SMAP
+)
+
+// cr4Allowed returns the CR4 bits a guest may set: the base set and what
+// its CPUID model offers. PCIDE, PKE, LA57 and CET are never offered.
+func (v *VCPU) cr4Allowed() uint64 {
+	m := v.vm.CPUID
+	allowed := uint64(cr4Base)
+	if _, _, c, _ := m.Lookup(1, 0); c&cpuid1ECXXSAVE != 0 {
+		allowed |= svm.CR4OSXSAVE
+	}
+	_, b, c, _ := m.Lookup(7, 0)
+	for _, f := range []struct {
+		have bool
+		bit  uint64
+	}{{b&cpuid7EBXFSGSBASE != 0, svm.CR4FSGSBASE}, {b&cpuid7EBXSMEP != 0, svm.CR4SMEP},
+		{b&cpuid7EBXSMAP != 0, svm.CR4SMAP}, {c&cpuid7ECXUMIP != 0, svm.CR4UMIP}} {
+		if f.have {
+			allowed |= f.bit
+		}
+	}
+	return allowed
+}
+
+// writeCR4 emulates MOV CR4, intercepted so that bits the VM's CPU model
+// does not have raise #GP (and never reach VMRUN, which would refuse them
+// or give the guest a feature its state is not switched for), as does
+// clearing PAE in long mode (APM vol. 3, "MOV CRn").
+func (v *VCPU) writeCR4() {
+	s, c := &v.vmcb.State, &v.vmcb.Control
+	code, mode, ok := v.fetchInsn("CR4 write")
+	if !ok {
+		return
+	}
+	w, err := insn.DecodeCRWrite(code, mode)
+	if err == nil && (w.Kind != insn.CRWriteMov || w.CR != 4) {
+		err = fmt.Errorf("not a MOV to CR4")
+	}
+	if err != nil {
+		v.vm.stopFault(ClassUndecodable, "CR4 write exit at RIP %#x: %v", s.RIP, err)
+		return
+	}
+	g := v.gprs()
+	val := g[w.GPR]
+	if mode != 64 {
+		val &= 0xFFFF_FFFF
+	}
+	if s.CPL != 0 || val&^v.cr4Allowed() != 0 || s.EFER&svm.EFERLMA != 0 && val&svm.CR4PAE == 0 {
+		v.inject(svm.Exception(svm.VectorGP, 0))
+		return
+	}
+	if (s.CR4^val)&cr4PagingSensitive != 0 {
+		c.TLBControl = svm.TLBControlFlushAll // translations change
+	}
+	s.CR4 = val
+	v.advance(w.Len)
+}
+
+// cr0Refused reports whether writing val to CR0 (now old) raises #GP.
+func cr0Refused(old, val uint64, s *svm.StateSaveArea) bool {
+	pgOn := old&svm.CR0PG == 0 && val&svm.CR0PG != 0
+	switch {
+	case val>>32 != 0:
+		return true // reserved bits 63:32
+	case val&svm.CR0PG != 0 && val&svm.CR0PE == 0:
+		return true // paging without protection
+	case val&svm.CR0NW != 0 && val&svm.CR0CD == 0:
+		return true // not write-through with caching enabled
+	case pgOn && s.EFER&svm.EFERLME != 0 && s.CR4&svm.CR4PAE == 0:
+		return true // long mode needs PAE
+	case old&svm.CR0PG != 0 && val&svm.CR0PG == 0 && s.EFER&svm.EFERLMA != 0 && s.CS.Attrib&svm.SegL != 0:
+		return true // paging off from 64-bit code
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"io"
+	"time"
 	"unsafe"
 
 	"tamavisor/kernel/devices"
@@ -26,10 +27,13 @@ type Platform struct {
 	Runner   Runner
 	Features svm.Features
 	ASIDs    *svm.ASIDs
-	CPUID    svm.CPUIDFunc       // the host's CPUID, filtered into each VM's model
-	TSC      func() uint64       // the host's TSC
-	Console  io.Writer           // hypervisor console: guest UART output and reports
-	Input    func() (byte, bool) // console input for the guest UART, if any
+	CPUID    svm.CPUIDFunc // the host's CPUID, filtered into each VM's model
+	TSC      func() uint64 // the host's TSC
+	Console  io.Writer     // hypervisor console: guest UART output and reports
+	// GuestOutput, when set, takes the guests' console output instead of
+	// Console (io.Discard for the random guests of the hostile runs).
+	GuestOutput io.Writer
+	Input       func() (byte, bool) // console input for the guest UART, if any
 
 	// Idle is called while the monitor waits for console input; it
 	// returns false when no input can come (tests).
@@ -97,11 +101,35 @@ const (
 	// StopSuspended: saved to disk by a SNAPSHOT hypercall asking to
 	// power off.
 	StopSuspended
+	// StopBudget: the VM used up its time or exit budget (SetBudget).
+	StopBudget
+)
+
+// Stop classes: how a VM ended, as one word for reports and the hostile
+// guest suite (docs/security.md). ClassCrash is a hypervisor bug: a panic
+// while handling an exit, recovered so that the hypervisor stays up.
+const (
+	ClassExited         = "exited"           // EXIT hypercall
+	ClassPowerOff       = "poweroff"         // ACPI S5
+	ClassReset          = "reset"            // RST_CNT, i8042, triple fault with reboot
+	ClassQuit           = "quit"             // monitor or control channel
+	ClassSuspended      = "suspended"        // SNAPSHOT hypercall with power-off
+	ClassBudget         = "budget"           // time or exit budget used up
+	ClassTripleFault    = "triple-fault"     // shutdown
+	ClassOutsideRAM     = "outside-ram"      // nested page fault outside RAM and devices
+	ClassNotEmulated    = "not-emulated"     // MMIO or port access form not emulated
+	ClassUndecodable    = "undecodable"      // instruction bytes unreadable or invalid
+	ClassDeadHalt       = "dead-halt"        // HLT with interrupts disabled
+	ClassMachineCheck   = "machine-check"    // #MC in the guest
+	ClassInvalidState   = "invalid-state"    // VMRUN refused the state
+	ClassUnexpectedExit = "unexpected-exit"  // an exit no handler exists for
+	ClassCrash          = "hypervisor-error" // recovered panic: a bug
 )
 
 // Stop is how a VM ended.
 type Stop struct {
 	Kind   StopKind
+	Class  string // one of the Class constants
 	Status int    // EXIT status, for StopExited
 	Reason string // what happened, for StopFault
 }
@@ -149,6 +177,10 @@ type VM struct {
 
 	// clock holds the VM's timers (device timers), in VM time.
 	clock *event.Queue
+	// exitBudget, when not 0, is the exit count at which the VM stops
+	// (SetBudget); budgetTimer stops it at the end of its time budget.
+	exitBudget  uint64
+	budgetTimer *event.Timer
 
 	pages  pageTracker
 	ranges []span // pool ranges to free (RAM, permission maps)
@@ -205,7 +237,11 @@ func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM,
 		return vm, err
 	}
 	// Guest output reaches the console through one filter (console.go).
-	vm.console = NewGuestConsole(p.Console)
+	out := p.Console
+	if p.GuestOutput != nil {
+		out = p.GuestOutput
+	}
+	vm.console = NewGuestConsole(out)
 	vm.UART = devices.NewUART16550(COM1Base, vm.console)
 	vm.Debug = devices.NewDebugPort(vm.console)
 	if err = vm.Bus.Register(COM1Base, COM1Ports, vm.UART); err != nil {
@@ -253,7 +289,7 @@ const serviceEvery = 32
 func (vm *VM) Run() (stop *Stop) {
 	defer func() {
 		if r := recover(); r != nil {
-			vm.stop = &Stop{Kind: StopFault, Reason: fmt.Sprintf("hypervisor error handling exit: %v", r)}
+			vm.stop = &Stop{Kind: StopFault, Class: ClassCrash, Reason: fmt.Sprintf("hypervisor error handling exit: %v", r)}
 			stop = vm.stop
 		}
 	}()
@@ -281,6 +317,9 @@ func (vm *VM) Run() (stop *Stop) {
 		v.checkXCR0()
 		v.Exits++
 		v.handleExit()
+		if vm.exitBudget != 0 && v.Exits >= vm.exitBudget {
+			vm.stopBudget("exit budget of %d exits used up at RIP %#x", vm.exitBudget, v.vmcb.State.RIP)
+		}
 		vm.clock.Run()
 		// Reading the TSC is not free under emulation: look at the
 		// clock every serviceEvery exits only, or when the host timer
@@ -295,12 +334,37 @@ func (vm *VM) Run() (stop *Stop) {
 	return vm.stop
 }
 
+// SetBudget limits the VM's run: it stops (StopBudget) once d of VM time
+// has passed from now (0: no time limit) or after exits exits in all (0:
+// no limit). The time budget is a timer on the VM's event queue, so the
+// host timer takes the CPU back for it even from a guest that never exits.
+func (vm *VM) SetBudget(d time.Duration, exits uint64) {
+	vm.exitBudget = exits
+	if vm.budgetTimer != nil {
+		vm.budgetTimer.Stop()
+	}
+	if d <= 0 {
+		return
+	}
+	start := vm.now()
+	vm.budgetTimer = vm.clock.NewTimer(func(now int64) {
+		vm.stopBudget("time budget of %v used up (%d exits) at RIP %#x", d, vm.VCPU.Exits, vm.VCPU.vmcb.State.RIP)
+	})
+	vm.budgetTimer.Arm(start + int64(d))
+}
+
+func (vm *VM) stopBudget(f string, a ...any) {
+	if vm.stop == nil {
+		vm.stop = &Stop{Kind: StopBudget, Class: ClassBudget, Reason: fmt.Sprintf(f, a...)}
+	}
+}
+
 // Stopped reports how the VM ended, or nil while it can run.
 func (vm *VM) Stopped() *Stop { return vm.stop }
 
-func (vm *VM) stopFault(f string, a ...any) {
+func (vm *VM) stopFault(class string, f string, a ...any) {
 	if vm.stop == nil {
-		vm.stop = &Stop{Kind: StopFault, Reason: fmt.Sprintf(f, a...)}
+		vm.stop = &Stop{Kind: StopFault, Class: class, Reason: fmt.Sprintf(f, a...)}
 	}
 }
 

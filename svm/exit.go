@@ -10,6 +10,8 @@ type ExitCode uint64
 const (
 	ExitCR0Read     ExitCode = 0x00 // + n for CRn
 	ExitCR0Write    ExitCode = 0x10 // + n for CRn
+	ExitDR0Read     ExitCode = 0x20 // + n for DRn
+	ExitDR0Write    ExitCode = 0x30 // + n for DRn
 	ExitExcp0       ExitCode = 0x40 // + vector for exception intercepts
 	ExitINTR        ExitCode = 0x60
 	ExitNMI         ExitCode = 0x61
@@ -76,8 +78,12 @@ func (c ExitCode) String() string {
 		return "INVALID"
 	case c < ExitCR0Write:
 		return fmt.Sprintf("CR%d_READ", c-ExitCR0Read)
-	case c < 0x20:
+	case c < ExitDR0Read:
 		return fmt.Sprintf("CR%d_WRITE", c-ExitCR0Write)
+	case c < ExitDR0Write:
+		return fmt.Sprintf("DR%d_READ", c-ExitDR0Read)
+	case c < ExitExcp0:
+		return fmt.Sprintf("DR%d_WRITE", c-ExitDR0Write)
 	case c >= ExitExcp0 && c < ExitExcp0+32:
 		return fmt.Sprintf("EXCP%d", c-ExitExcp0)
 	}

@@ -54,7 +54,7 @@ const (
 // appendix B, table B-1).
 type ControlArea struct {
 	InterceptCR         uint32 // 0x000: bits 0-15 CR reads, 16-31 CR writes
-	InterceptDR         uint32 // 0x004: bits 0-15 DR reads, 16-31 DR writes
+	InterceptDR         uint32 // 0x004: bits 0-15 DR reads, 16-31 DR writes (InterceptDRWrite)
 	InterceptExceptions uint32 // 0x008: one bit per exception vector
 	InterceptMisc1      uint32 // 0x00C: Intercept* bits of vector 3
 	InterceptMisc2      uint32 // 0x010: Intercept* bits of vector 4
@@ -136,6 +136,14 @@ type VMCB struct {
 	State   StateSaveArea
 	_       [PageSize - 0x400 - unsafe.Sizeof(StateSaveArea{})]byte
 }
+
+// InterceptCRWrite returns the InterceptCR bit of writes to CRn (VMCB
+// offset 0x000, bits 16-31; APM vol. 2, table B-1).
+func InterceptCRWrite(n int) uint32 { return 1 << (16 + n) }
+
+// InterceptDRWrite returns the InterceptDR bit of writes to DRn (VMCB
+// offset 0x004, bits 16-31; APM vol. 2, table B-1).
+func InterceptDRWrite(n int) uint32 { return 1 << (16 + n) }
 
 // InterceptMisc1 bits, VMCB offset 0x00C (APM vol. 2, table B-1).
 const (
