@@ -2,6 +2,7 @@
 #   make qemu    build and run tamavisor under QEMU (GUEST=file.bin to run your own guest)
 #   make test    all tests: host unit tests, fuzz runs, end-to-end QEMU runs, then a summary
 #   make bench   performance table (exit path vs bare VMRUN, snapshot codec vs raw disk)
+#   make tcb     trusted computing base: lines of code per package linked into tamavisor.elf
 
 GO       ?= go
 TAMAGO   ?= $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
@@ -30,9 +31,9 @@ QEMU_FLAGS = -machine microvm$(c)x-option-roms=on$(c)pit=on$(c)pic=off$(c)rtc=on
 	$(if $(CTL),-chardev socket$(c)id=ctl$(c)server=on$(c)wait=off$(c)path=$(CTL) \
 	  -device isa-serial$(c)chardev=ctl$(c)iobase=0x2f8$(c)irq=3)
 
-SOURCES := $(shell find . -name '*.go' -not -path './qemu/*' -not -name '*_test.go') go.mod
+SOURCES := $(shell find . \( -name '*.go' -o -name '*.s' \) -not -path './qemu/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench guests clean
+.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench tcb guests clean
 
 all: tamavisor.elf
 
@@ -102,6 +103,11 @@ bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) LINUX_DIR='$(LINUX_CACHE)' \
 	  $(GO) run ./qemu/cmd/bench
 	$(GO) run ./cmd/tamavisor-snap bench
+
+# make tcb: lines of code of every package the bare-metal build links
+# (internal/tcb; TCBFLAGS=-md for Markdown tables).
+tcb:
+	$(GO) run ./internal/tcb $(TCBFLAGS)
 
 clean:
 	rm -rf tamavisor.elf guests/build
