@@ -3,6 +3,8 @@
 #   make test    all tests: host unit tests, fuzz runs, end-to-end QEMU runs, then a summary
 #   make bench   performance table (exit path vs bare VMRUN, snapshot codec vs raw disk)
 #   make tcb     trusted computing base: lines of code per package linked into tamavisor.elf
+#   make fuzz-guests     many random guests (FUZZ_GUESTS per CPU model)
+#   make security-table  rerun the hostile guests and rewrite the table in docs/security.md
 
 GO       ?= go
 TAMAGO   ?= $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
@@ -33,7 +35,7 @@ QEMU_FLAGS = -machine microvm$(c)x-option-roms=on$(c)pit=on$(c)pic=off$(c)rtc=on
 
 SOURCES := $(shell find . \( -name '*.go' -o -name '*.s' \) -not -path './qemu/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench tcb guests clean
+.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench tcb guests clean fuzz-guests security-table
 
 all: tamavisor.elf
 
@@ -97,6 +99,21 @@ test-e2e: tamavisor.elf $(GUESTS_BIN)
 	TAMAVISOR_LINUX_DIR='$(LINUX_CACHE)' guests/linux/fetch.sh
 	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) LINUX_DIR='$(LINUX_CACHE)' \
 	  $(TESTRUN) -stage e2e -summary $(SUMMARY) -- -timeout 25m
+
+# make fuzz-guests: many more random guests than make test runs
+# (FUZZ_GUESTS per CPU model, from FUZZ_SEED; default: from the clock).
+FUZZ_GUESTS ?= 10000
+FUZZ_SEED   ?=
+fuzz-guests: tamavisor.elf $(GUESTS_BIN)
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	  TAMAVISOR_FUZZ_COUNT=$(FUZZ_GUESTS) TAMAVISOR_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(GO) test -count=1 -tags e2e -run '^TestFuzzGuests$$' -v -timeout 0 ./qemu/ | grep -v '^=== RUN'
+
+# make security-table: run the hostile suite and random guests and rewrite
+# the attack table of docs/security.md.
+security-table: tamavisor.elf $(GUESTS_BIN)
+	TAMAVISOR_ELF=$(CURDIR)/tamavisor.elf GUESTS_DIR=$(CURDIR)/guests/build QEMU=$(QEMU) \
+	  $(GO) run ./qemu/cmd/securitytable -write docs/security.md
 
 bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
 	TAMAVISOR_LINUX_DIR='$(LINUX_CACHE)' guests/linux/fetch.sh

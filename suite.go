@@ -22,18 +22,20 @@ import (
 // (kernel.Class*), the hypervisor carrying on with the next. A recovered
 // hypervisor error (kernel.ClassCrash) fails the run.
 //
-//	mode hostile      every fw_cfg file under opt/tamavisor/suite/, in name order
-//	mode fuzz-guests  the random guests of opt/tamavisor/seeds ("first+count")
+//	mode hostile      every fw_cfg file under opt/tamavisor/suite/, in name order;
+//	                  a name ending in @<duration> sets that guest's time budget
+//	mode fuzz-guests  the random guests of opt/tamavisor/seeds ("216,1000+500")
 const (
 	cfgSuitePrefix = "opt/tamavisor/suite/"
 	cfgSeeds       = "opt/tamavisor/seeds"
 	cfgBudget      = "opt/tamavisor/budget"
 	maxBudgetLen   = 32
-	maxSeedsLen    = 64
+	maxSeedsLen    = 1024
 
-	// suiteBudget and suiteExits bound each hostile guest: enough for the
-	// million-exit storm, a stop for the guests that never end.
-	suiteBudget = 10 * time.Second
+	// suiteBudget and suiteExits bound each hostile guest (a name's
+	// @<duration> overrides the time): a stop for the guests that never
+	// end; the million-exit storm gets more.
+	suiteBudget = 2 * time.Second
 	suiteExits  = 3_000_000
 	// fuzzBudget and fuzzExits bound each random guest.
 	fuzzBudget = 20 * time.Millisecond
@@ -93,7 +95,16 @@ func runHostile(plat *kernel.Platform, cfg *fwcfg.Device) int {
 	t, crashed := tally{}, 0
 	for _, name := range names {
 		short := strings.TrimPrefix(name, cfgSuitePrefix)
-		class, why := runOne(plat, cfg, name, suiteBudget, suiteExits)
+		budget := suiteBudget
+		if base, b, ok := strings.Cut(short, "@"); ok {
+			d, err := time.ParseDuration(b)
+			if err != nil || d <= 0 {
+				logf("error: %s: %q is not a duration", name, b)
+				return boot.StatusBadImage
+			}
+			short, budget = base, d
+		}
+		class, why := runOne(plat, cfg, name, budget, suiteExits)
 		t[class]++
 		if class == kernel.ClassCrash || class == "internal" {
 			crashed++
@@ -134,48 +145,61 @@ func runImage(plat *kernel.Platform, img *kernel.Image, budget time.Duration, ex
 // with their console output discarded, printing one line per guest, and
 // returns the power-off status as runHostile does.
 func runFuzzGuests(plat *kernel.Platform, cfg *fwcfg.Device) int {
-	first, count, err := readSeeds(cfg)
+	ranges, err := readSeeds(cfg)
 	if err != nil {
 		logf("error: %v", err)
 		return boot.StatusBadImage
 	}
 	console := plat.GuestOutput
 	plat.GuestOutput = io.Discard
-	t, crashed := tally{}, 0
+	t, crashed, n := tally{}, 0, 0
 	start := time.Now()
-	for seed := first; seed < first+count; seed++ {
-		img := fuzzguest.Image(seed)
-		class, why := runImage(plat, img, fuzzBudget, fuzzExits)
-		t[class]++
-		if class == kernel.ClassCrash || class == "internal" {
-			crashed++
-			logf("fuzz-guests seed %d (%d-bit): HYPERVISOR FAILURE: %s: %s", seed, img.Mode, class, why)
-		} else {
-			logf("fuzz-guests seed %d (%d-bit): %s: %s", seed, img.Mode, class, why)
+	for _, r := range ranges {
+		for seed := r.first; seed < r.first+r.count; seed++ {
+			img := fuzzguest.Image(seed)
+			class, why := runImage(plat, img, fuzzBudget, fuzzExits)
+			t[class]++
+			n++
+			if class == kernel.ClassCrash || class == "internal" {
+				crashed++
+				logf("fuzz-guests seed %d (%d-bit): HYPERVISOR FAILURE: %s: %s", seed, img.Mode, class, why)
+			} else {
+				logf("fuzz-guests seed %d (%d-bit): %s: %s", seed, img.Mode, class, why)
+			}
 		}
 	}
 	plat.GuestOutput = console
-	logf("fuzz-guests: seeds %d-%d in %v", first, first+count-1, time.Since(start).Round(time.Millisecond))
-	return suiteEnd(plat, "fuzz-guests", int(count), t, crashed)
+	logf("fuzz-guests: seeds %v in %v", ranges, time.Since(start).Round(time.Millisecond))
+	return suiteEnd(plat, "fuzz-guests", n, t, crashed)
 }
 
-// readSeeds reads "first+count" (count defaults to 1).
-func readSeeds(cfg *fwcfg.Device) (first, count uint64, err error) {
+// seedRange is count seeds from first.
+type seedRange struct{ first, count uint64 }
+
+// readSeeds reads a comma-separated list of "first+count" ranges (count
+// defaults to 1), e.g. "216,417,1000+500".
+func readSeeds(cfg *fwcfg.Device) ([]seedRange, error) {
 	b, err := cfg.ReadFile(cfgSeeds, maxSeedsLen)
 	if err != nil {
-		return 0, 0, fmt.Errorf("mode fuzz-guests needs %s (first+count): %v", cfgSeeds, err)
+		return nil, fmt.Errorf("mode fuzz-guests needs %s (first+count): %v", cfgSeeds, err)
 	}
 	s := strings.TrimSpace(string(b))
-	f, c, ok := strings.Cut(s, "+")
-	if !ok {
-		c = "1"
+	var rs []seedRange
+	total := uint64(0)
+	for _, item := range strings.Split(s, ",") {
+		f, c, ok := strings.Cut(strings.TrimSpace(item), "+")
+		if !ok {
+			c = "1"
+		}
+		first, err1 := strconv.ParseUint(f, 10, 64)
+		count, err2 := strconv.ParseUint(c, 10, 64)
+		total += count
+		if err1 != nil || err2 != nil || count == 0 || total > maxFuzzSeeds || first+count < first {
+			return nil, fmt.Errorf("%s: %q is not a list of first+count (at most %d seeds)", cfgSeeds, s, maxFuzzSeeds)
+		}
+		rs = append(rs, seedRange{first, count})
 	}
-	first, err1 := strconv.ParseUint(f, 10, 64)
-	count, err2 := strconv.ParseUint(c, 10, 64)
-	if err1 != nil || err2 != nil || count == 0 || count > maxFuzzSeeds || first+count < first {
-		return 0, 0, fmt.Errorf("%s: %q is not first+count (count 1-%d)", cfgSeeds, s, maxFuzzSeeds)
-	}
-	return first, count, nil
+	return rs, nil
 }
 
 // suiteEnd prints the summary line, runs the health-check guest and
@@ -188,3 +212,5 @@ func suiteEnd(plat *kernel.Platform, what string, n int, t tally, crashed int) i
 	logf("%s: %d guests: %v; hypervisor failures %d", what, n, t, crashed)
 	return healthCheck(plat, status)
 }
+
+func (r seedRange) String() string { return fmt.Sprintf("%d+%d", r.first, r.count) }

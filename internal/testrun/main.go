@@ -52,7 +52,20 @@ func main() {
 	summary := flag.String("summary", "", "file to append the stage's summary line to")
 	report := flag.String("report", "", "print the summary file and exit 1 if a stage failed")
 	scale := flag.Float64("budget-scale", 1, "multiply every fuzz budget (FUZZSCALE)")
+	listFuzz := flag.Bool("list-fuzz", false, "print each fuzz target's package, name and budget, and exit")
 	flag.Parse()
+
+	if *listFuzz {
+		ts, err := fuzzTargets()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testrun:", err)
+			os.Exit(1)
+		}
+		for _, t := range ts {
+			fmt.Println(t.pkg, t.name, fuzzBudget(t.name, *scale))
+		}
+		return
+	}
 
 	if *report != "" {
 		os.Exit(printReport(*report))
@@ -131,36 +144,50 @@ func e2e(extra []string) (string, bool) {
 	return c.String(), err == nil && c.fail == 0
 }
 
-// fuzz runs every fuzz target of every package with its budget.
-func fuzz(scale float64) (string, bool) {
+// fuzzTarget is one fuzz target of a package.
+type fuzzTarget struct{ pkg, name string }
+
+// fuzzTargets lists every fuzz target of every package of the module.
+func fuzzTargets() ([]fuzzTarget, error) {
 	pkgs, err := output("go", "list", "./...")
 	if err != nil {
-		return "go list failed", false
+		return nil, fmt.Errorf("go list failed")
 	}
-	var n, failed int
-	var failures []string
-	var execs int
+	var ts []fuzzTarget
 	for _, pkg := range strings.Fields(pkgs) {
 		list, err := output("go", "test", "-list", "^Fuzz", pkg)
 		if err != nil {
 			fmt.Print(list)
-			return "go test -list failed in " + pkg, false
+			return nil, fmt.Errorf("go test -list failed in %s", pkg)
 		}
 		for _, target := range strings.Fields(list) {
-			if !strings.HasPrefix(target, "Fuzz") {
-				continue
+			if strings.HasPrefix(target, "Fuzz") {
+				ts = append(ts, fuzzTarget{pkg, target})
 			}
-			budget := fuzzBudget(target, scale)
-			n++
-			execs += budget
-			t0 := time.Now()
-			fmt.Printf("fuzz %s %s (%d execs)\n", pkg, target, budget)
-			err := run(os.Stdout, "go", fuzzArgs(pkg, target, budget)...)
-			if err != nil {
-				failed++
-				failures = append(failures, target)
-				fmt.Printf("fuzz %s: FAIL after %s\n", target, time.Since(t0).Round(time.Second))
-			}
+		}
+	}
+	return ts, nil
+}
+
+// fuzz runs every fuzz target of every package with its budget.
+func fuzz(scale float64) (string, bool) {
+	ts, err := fuzzTargets()
+	if err != nil {
+		return err.Error(), false
+	}
+	var n, failed int
+	var failures []string
+	var execs int
+	for _, t := range ts {
+		budget := fuzzBudget(t.name, scale)
+		n++
+		execs += budget
+		t0 := time.Now()
+		fmt.Printf("fuzz %s %s (%d execs)\n", t.pkg, t.name, budget)
+		if err := run(os.Stdout, "go", fuzzArgs(t.pkg, t.name, budget)...); err != nil {
+			failed++
+			failures = append(failures, t.name)
+			fmt.Printf("fuzz %s: FAIL after %s\n", t.name, time.Since(t0).Round(time.Second))
 		}
 	}
 	s := fmt.Sprintf("%d targets, %d failed, %d execs", n, failed, execs)
