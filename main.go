@@ -40,6 +40,7 @@ const (
 	maxImage   = kernel.MaxGuestRAM
 	maxModeLen = 64
 	maxKeyLen  = 256
+	minKeyLen  = 16 // 128 bits
 )
 
 // Indirect branch prediction barrier (AMD CPUID Fn8000_0008 EBX bit 12;
@@ -132,7 +133,17 @@ func main() {
 		case "fuzz-guests":
 			boot.PowerOff(runFuzzGuests(plat, cfg))
 		}
-		if b, err := cfg.ReadFile(cfgKey, maxKeyLen); err == nil {
+		if _, there := cfg.Lookup(cfgKey); there {
+			// A key that cannot be used must not leave snapshots
+			// unauthenticated without a word: refuse to run.
+			b, err := cfg.ReadFile(cfgKey, maxKeyLen)
+			if err == nil && len(b) < minKeyLen {
+				err = fmt.Errorf("%d bytes, want %d to %d", len(b), minKeyLen, maxKeyLen)
+			}
+			if err != nil {
+				logf("error: snapshot key %s unusable: %v", cfgKey, err)
+				boot.PowerOff(boot.StatusBadImage)
+			}
 			plat.SnapshotKey = b
 			logf("snapshots are authenticated (HMAC-SHA256 key from %s)", cfgKey)
 		}

@@ -22,7 +22,7 @@ guests/build/%.bin: guests/%.asm guests/common.inc
 # Hostile guests (guests/hostile/): each attacks the hypervisor and must
 # end in a classified stop while it carries on (qemu/hostile_e2e_test.go,
 # docs/security.md). gpa and gpa64 are built once per target address.
-HOSTILE := svm msr io iostr dbstorm dfstorm storm ptdecode \
+HOSTILE := svm msr io iostr dbstorm dfstorm acloop storm ptdecode \
 	gpa-ramend-r gpa-hv-w gpa-pool-w gpa-dma-r gpa-top-w gpa-lapic-cross-r \
 	gpa64-4g gpa64-512g gpa64-beyond
 HOSTILE_BIN := $(patsubst %,guests/build/hostile/%.bin,$(HOSTILE))

@@ -38,6 +38,7 @@ var HostileSuite = []HostileGuest{
 	{"iostr", "", "REP INSB and OUTSW (string port I/O)", []string{"not-emulated"}},
 	{"dbstorm", "", "#DB on every instruction (TF), CVE-2015-8104 pattern", []string{"budget"}},
 	{"dfstorm", "", "endless #DF delivery inside the CPU, no intercepted event", []string{"budget"}},
+	{"acloop", "", "#AC on every user-mode load (CR0.AM, EFLAGS.AC, CPL 3), CVE-2015-5307 pattern; QEMU TCG raises no #AC, so there it only spins", []string{"budget"}},
 	{"storm", "120s", "exit storm: a million CPUID exits", []string{"exited 0"}},
 	{"ptdecode", "", "page-table chain outside RAM during instruction decoding", []string{"undecodable", "outside-ram"}},
 	{"spin", "", "never exits (jmp $ with interrupts off)", []string{"budget"}},

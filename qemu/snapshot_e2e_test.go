@@ -292,13 +292,17 @@ func tool(t *testing.T, name string) string {
 // key; without it the restore is refused as unauthenticated.
 func TestKeyedSnapshot(t *testing.T) {
 	disk := newDisk(t, 256<<20)
-	key := []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=correct horse"}
+	key := []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=correct horse battery staple"}
 	boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, Extra: key, OnLine: killOn("counter: saved at 5")})
 	r := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk})
 	expect(t, r, 102, "restore refused", "authentication")
 	r = boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk,
-		Extra: []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=wrong horse"}})
+		Extra: []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=wrong horse battery staple"}})
 	expect(t, r, 102, "restore refused", "authentication")
 	r = boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk, Extra: key, OnLine: killOn("count: 6")})
 	expect(t, r, -1, "snapshots are authenticated", "restored from generation 1", "counter: resumed at 5")
+	// A key too short to be one is refused, not ignored.
+	r = boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk,
+		Extra: []string{"-fw_cfg", "name=opt/tamavisor/snapshot-key,string=short"}})
+	expect(t, r, 101, "snapshot key opt/tamavisor/snapshot-key unusable: 5 bytes")
 }
