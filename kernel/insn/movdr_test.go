@@ -62,3 +62,24 @@ func TestDecodeCRWrite(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeRegWrites: any bytes in any mode decode as a debug or control
+// register write with fields in range, or fail; never a panic.
+func FuzzDecodeRegWrites(f *testing.F) {
+	f.Add([]byte{0x41, 0x0f, 0x23, 0xf9}, uint8(64))
+	f.Add([]byte{0x0f, 0x22, 0xc0}, uint8(32))
+	f.Add([]byte{0x0f, 0x01, 0xf2}, uint8(16))
+	f.Fuzz(func(t *testing.T, code []byte, m uint8) {
+		mode := []int{16, 32, 64}[int(m)%3]
+		if d, err := DecodeMovToDR(code, mode); err == nil {
+			if d.DR < 0 || d.DR > 7 || d.GPR < 0 || d.GPR > 15 || d.Len < 1 || d.Len > len(code) {
+				t.Fatalf("% x (mode %d): %+v", code, mode, d)
+			}
+		}
+		if w, err := DecodeCRWrite(code, mode); err == nil {
+			if w.Kind < CRWriteMov || w.Kind > CRWriteLMSW || w.CR < 0 || w.CR > 15 || w.GPR < 0 || w.GPR > 15 || w.Len < 1 || w.Len > len(code) {
+				t.Fatalf("% x (mode %d): %+v", code, mode, w)
+			}
+		}
+	})
+}
