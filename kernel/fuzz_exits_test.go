@@ -19,7 +19,7 @@ var fuzzExitCodes = []svm.ExitCode{
 	svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC,
 	svm.ExitInvalidLow, svm.ExitINTR, 0x3ff,
 	svm.ExitCR0Write, svm.ExitCR0Write + 4, svm.ExitDR0Write, svm.ExitDR0Write + 5, svm.ExitDR0Write + 7,
-	svm.ExitWBINVD, svm.ExitXSETBV, svm.ExitRDPMC, svm.ExitVINTR,
+	svm.ExitWBINVD, svm.ExitXSETBV, svm.ExitRDPMC, svm.ExitVINTR, svm.ExitRDPRU,
 }
 
 // FuzzExits plays a hostile guest: a sequence of exits with arbitrary

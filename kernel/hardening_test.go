@@ -295,7 +295,8 @@ func TestXSETBVAndCPUIDLeafD(t *testing.T) {
 }
 
 // TestSpeculationAndCounters: RDPMC is intercepted (#GP: no counters are
-// offered, and with CR4.PCE the guest would read the host's); CPUID leaf
+// offered, and with CR4.PCE the guest would read the host's), RDPRU too
+// (#UD: hidden, it would read the host's MPERF/APERF); CPUID leaf
 // 0x8000_0008 EBX shows IBPB only, 0x8000_0001 ECX no MONITORX; a guest's
 // PRED_CMD write is an IBPB on the host where IBPB is shown, #GP
 // elsewhere; the host does an IBPB when the CPU switches to another VM.
@@ -327,17 +328,22 @@ func TestSpeculationAndCounters(t *testing.T) {
 	if vm.VCPU.vmcb.Control.InterceptMisc1&svm.InterceptRDPMC == 0 {
 		t.Fatal("RDPMC not intercepted")
 	}
+	if vm.VCPU.vmcb.Control.InterceptMisc2&svm.InterceptRDPRU == 0 {
+		t.Fatal("RDPRU not intercepted")
+	}
 	es := e.resume(
 		exitStep(svm.ExitRDPMC, 0, 0),
 		e.msrStep(true, msrPredCmd, predCmdIBPB),
 		e.msrStep(true, msrPredCmd, 2),
+		exitStep(svm.ExitRDPRU, 0, 0),
 	)
-	for i, want := range []uint64{evGP, 0, evGP} {
+	evUD := svm.Exception(svm.VectorUD, 0).Encode()
+	for i, want := range []uint64{evGP, 0, evGP, evUD} {
 		if got := es[i+1].vmcb.Control.EventInj; got != want {
 			t.Errorf("exit %d: EVENTINJ %#x, want %#x", i, got, want)
 		}
 	}
-	// Four VMRUNs of the same VM: one IBPB before the first, one for
+	// Five VMRUNs of the same VM: one IBPB before the first, one for
 	// PRED_CMD.
 	if ibpb != 2 {
 		t.Errorf("%d IBPBs, want 2", ibpb)

@@ -45,7 +45,7 @@ const (
 	interceptsMisc2 = svm.InterceptVMRUN | svm.InterceptVMMCALL | svm.InterceptVMLOAD |
 		svm.InterceptVMSAVE | svm.InterceptSTGI | svm.InterceptCLGI | svm.InterceptSKINIT |
 		svm.InterceptMONITOR | svm.InterceptMWAIT | svm.InterceptMWAITC |
-		svm.InterceptRDTSCP | svm.InterceptXSETBV | svm.InterceptWBINVD
+		svm.InterceptRDTSCP | svm.InterceptXSETBV | svm.InterceptWBINVD | svm.InterceptRDPRU
 	// Machine checks are never reflected into a guest. #DB and #AC are
 	// intercepted and reflected: a guest can make their delivery raise
 	// them again, which without an intercept loops inside the CPU and
@@ -176,9 +176,10 @@ func (v *VCPU) handleExit() {
 		// would read the host's.
 		v.inject(svm.Exception(svm.VectorGP, 0))
 	case svm.ExitVMRUN, svm.ExitVMLOAD, svm.ExitVMSAVE, svm.ExitSTGI, svm.ExitCLGI,
-		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1:
-		// SVM and MONITOR are hidden from the guest: their instructions
-		// do not exist for it.
+		svm.ExitSKINIT, svm.ExitINVLPGA, svm.ExitMONITOR, svm.ExitMWAIT, svm.ExitMWAIT + 1, svm.ExitRDPRU:
+		// SVM, MONITOR and RDPRU are hidden from the guest: their
+		// instructions do not exist for it (RDPRU would read the host's
+		// MPERF/APERF).
 		v.inject(svm.Exception(svm.VectorUD, 0))
 	case svm.ExitExcp0 + svm.VectorDB, svm.ExitExcp0 + svm.VectorAC:
 		v.reflect(uint8(code - svm.ExitExcp0))

@@ -42,6 +42,7 @@ const (
 	ExitRDTSCP      ExitCode = 0x87
 	ExitICEBP       ExitCode = 0x88
 	ExitWBINVD      ExitCode = 0x89
+	ExitRDPRU       ExitCode = 0x8e
 	ExitMONITOR     ExitCode = 0x8a
 	ExitMWAIT       ExitCode = 0x8b
 	ExitXSETBV      ExitCode = 0x8d
@@ -67,7 +68,7 @@ var exitNames = map[ExitCode]string{
 	ExitVMRUN: "VMRUN", ExitVMMCALL: "VMMCALL", ExitVMLOAD: "VMLOAD",
 	ExitVMSAVE: "VMSAVE", ExitSTGI: "STGI", ExitCLGI: "CLGI",
 	ExitSKINIT: "SKINIT", ExitRDTSCP: "RDTSCP", ExitICEBP: "ICEBP",
-	ExitWBINVD: "WBINVD", ExitMONITOR: "MONITOR", ExitMWAIT: "MWAIT",
+	ExitWBINVD: "WBINVD", ExitRDPRU: "RDPRU", ExitMONITOR: "MONITOR", ExitMWAIT: "MWAIT",
 	ExitXSETBV: "XSETBV", ExitNPF: "NPF",
 }
 

@@ -185,6 +185,7 @@ const (
 	InterceptMWAIT   = 1 << 11
 	InterceptMWAITC  = 1 << 12
 	InterceptXSETBV  = 1 << 13
+	InterceptRDPRU   = 1 << 14
 )
 
 // TLBControl values, VMCB offset 0x05C (APM vol. 2, 15.16.1).
