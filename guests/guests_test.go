@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"tamavisor/kernel"
 )
 
 // expected describes what each guest's header must say.
@@ -31,7 +33,7 @@ var expected = map[string]struct {
 	"avx":     {64, 2 << 20},
 }
 
-const headerSize = 64
+const headerSize = 128 // GUEST_HEADER_SIZE in common.inc
 
 func TestGuestHeaders(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("build", "*.bin"))
@@ -69,8 +71,11 @@ func checkHeader(t *testing.T, name string, img []byte) {
 	if got := string(img[0:8]); got != "TAMAVGST" {
 		t.Errorf("magic %q", got)
 	}
-	if v := le.Uint32(img[8:]); v != 1 {
-		t.Errorf("version %d, want 1", v)
+	if v := le.Uint32(img[8:]); v != kernel.ImageVersion {
+		t.Errorf("version %d, want %d", v, kernel.ImageVersion)
+	}
+	if _, err := kernel.ParseImage(img); err != nil {
+		t.Errorf("tamavisor refuses it: %v", err)
 	}
 	hsize := le.Uint32(img[12:])
 	if hsize != headerSize {

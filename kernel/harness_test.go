@@ -280,7 +280,7 @@ func (h *imageHeader) bytes(payload []byte) []byte {
 }
 
 func header(mode uint32, load, entry, mem uint64, name string) *imageHeader {
-	h := &imageHeader{Version: ImageVersion, HeaderSize: ImageHeaderSize, Mode: mode,
+	h := &imageHeader{Version: ImageVersion1, HeaderSize: ImageHeaderSize, Mode: mode,
 		LoadGPA: load, Entry: entry, MemSize: mem}
 	copy(h.Magic[:], ImageMagic)
 	copy(h.Name[:], name)

@@ -3,16 +3,25 @@ package kernel
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"strings"
 
 	"tamavisor/svm"
 )
 
 // Guest image header (docs/guest-abi.md, "Guest image").
+//
+// Version 2 adds the payload's size and CRC-32C (Castagnoli) after the 64
+// bytes of version 1, so that a truncated or damaged image is refused
+// instead of run; version 1 is still accepted.
 const (
-	ImageMagic      = "TAMAVGST"
-	ImageVersion    = 1
-	ImageHeaderSize = 64
+	ImageMagic        = "TAMAVGST"
+	ImageVersion      = 2  // what tamavisor's tools and guests/common.inc write
+	ImageVersion1     = 1  // no payload size or checksum
+	ImageHeaderSize   = 64 // version 1; the least header_size of any version
+	ImageHeaderSizeV2 = 72
+	imagePayloadSize  = 64 // version 2: payload size, u32
+	imagePayloadCRC   = 68 // version 2: CRC-32C of the payload, u32
 	// MaxGuestRAM caps mem_size: more than the pool could give is refused
 	// early with a clear message.
 	MaxGuestRAM = 1 << 30
@@ -65,12 +74,27 @@ func ParseImage(b []byte) (*Image, error) {
 	if string(b[:8]) != ImageMagic {
 		return nil, refuse("bad magic %q (want %q)", sanitize(b[:8]), ImageMagic)
 	}
-	if v := le.Uint32(b[8:]); v != ImageVersion {
-		return nil, refuse("header version %d (this tamavisor reads %d)", v, ImageVersion)
+	version := le.Uint32(b[8:])
+	minHeader := uint64(ImageHeaderSize)
+	switch version {
+	case ImageVersion1:
+	case ImageVersion:
+		minHeader = ImageHeaderSizeV2
+	default:
+		return nil, refuse("header version %d (this tamavisor reads %d and %d)", version, ImageVersion1, ImageVersion)
 	}
 	hs := uint64(le.Uint32(b[12:]))
-	if hs < ImageHeaderSize || hs > uint64(len(b)) {
-		return nil, refuse("header_size %d outside [%d, %d]", hs, ImageHeaderSize, len(b))
+	if hs < minHeader || hs > uint64(len(b)) {
+		return nil, refuse("header_size %d outside [%d, %d]", hs, minHeader, len(b))
+	}
+	if version == ImageVersion {
+		size, sum := uint64(le.Uint32(b[imagePayloadSize:])), le.Uint32(b[imagePayloadCRC:])
+		if got := uint64(len(b)) - hs; got != size {
+			return nil, refuse("payload is %d bytes, the header says %d (truncated or padded file?)", got, size)
+		}
+		if got := crc32.Checksum(b[hs:], castagnoli); got != sum {
+			return nil, refuse("payload CRC-32C %08x, the header says %08x (damaged file?)", got, sum)
+		}
 	}
 	img := &Image{
 		Mode:    le.Uint32(b[16:]),
@@ -101,6 +125,9 @@ func ParseImage(b []byte) (*Image, error) {
 	if img.Entry >= img.MemSize {
 		return nil, refuse("entry %#x outside guest RAM (mem_size %#x)", img.Entry, img.MemSize)
 	}
+	if version == ImageVersion && (img.Entry < img.LoadGPA || img.Entry >= end) {
+		return nil, refuse("entry %#x outside the payload [%#x, %#x)", img.Entry, img.LoadGPA, end)
+	}
 	if img.Mode == Mode16 && img.Entry > 0xffff {
 		return nil, refuse("real-mode entry %#x above 64 KiB", img.Entry)
 	}
@@ -118,6 +145,43 @@ func ParseImage(b []byte) (*Image, error) {
 		return nil, refuse("mem_size %#x too small for mode %d boot structures", img.MemSize, img.Mode)
 	}
 	return img, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// EncodeImage returns img as an image file of the current version.
+func EncodeImage(img *Image) []byte {
+	le := binary.LittleEndian
+	b := make([]byte, ImageHeaderSizeV2, ImageHeaderSizeV2+len(img.Payload))
+	copy(b, ImageMagic)
+	le.PutUint32(b[8:], ImageVersion)
+	le.PutUint32(b[12:], ImageHeaderSizeV2)
+	le.PutUint32(b[16:], img.Mode)
+	le.PutUint64(b[24:], img.LoadGPA)
+	le.PutUint64(b[32:], img.Entry)
+	le.PutUint64(b[40:], img.MemSize)
+	copy(b[48:48+maxNameLen], img.Name)
+	b = append(b, img.Payload...)
+	if err := StampImage(b); err != nil {
+		panic(err) // the header above is well formed
+	}
+	return b
+}
+
+// StampImage fills in the payload size and CRC-32C of a version 2 image
+// whose header an assembler wrote (guests/common.inc), in place.
+func StampImage(b []byte) error {
+	le := binary.LittleEndian
+	if len(b) < ImageHeaderSizeV2 || string(b[:8]) != ImageMagic || le.Uint32(b[8:]) != ImageVersion {
+		return refuse("not a version %d image", ImageVersion)
+	}
+	hs := uint64(le.Uint32(b[12:]))
+	if hs < ImageHeaderSizeV2 || hs > uint64(len(b)) || uint64(len(b))-hs > 1<<32-1 {
+		return refuse("header_size %d outside [%d, %d]", hs, ImageHeaderSizeV2, len(b))
+	}
+	le.PutUint32(b[imagePayloadSize:], uint32(uint64(len(b))-hs))
+	le.PutUint32(b[imagePayloadCRC:], crc32.Checksum(b[hs:], castagnoli))
+	return nil
 }
 
 // sanitize makes a NUL-padded header string printable.

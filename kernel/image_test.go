@@ -68,7 +68,7 @@ func TestParseImageRefusals(t *testing.T) {
 		{"magic", func(b []byte) []byte { b[7] = 'X'; return b }, "bad magic"},
 		{"magic lowercase", func(b []byte) []byte { copy(b, "tamavgst"); return b }, "bad magic"},
 		{"version 0", patch32(8, 0), "version 0"},
-		{"version 2", patch32(8, 2), "version 2"},
+		{"version 3", patch32(8, 3), "version 3"},
 		{"header_size 63", patch32(12, 63), "header_size 63"},
 		{"header_size 0", patch32(12, 0), "header_size 0"},
 		{"header_size > len", patch32(12, 66), "header_size 66"},
@@ -153,6 +153,7 @@ func FuzzParseImage(f *testing.F) {
 	f.Add(buildImage(Mode32, 0x518, 0x518, 0x1000, "flat", []byte{0xf4}))
 	f.Add(buildImage(Mode64, 0x4000, 0x4000, 0x5000, "long", []byte{0xf4}))
 	f.Add(buildImage(Mode64, ^uint64(0)-1, 0, 0x5000, "wrap", []byte{1, 2, 3}))
+	f.Add(EncodeImage(&Image{Mode: Mode32, LoadGPA: 0x1000, Entry: 0x1000, MemSize: 0x2000, Name: "v2", Payload: []byte{0xf4}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		img, err := ParseImage(b)
 		if err != nil {
@@ -349,5 +350,50 @@ func TestVMCBConsistency(t *testing.T) {
 			t.Errorf("mode %d: check missed a clear EFER.SVME", mode)
 		}
 		vm.Destroy()
+	}
+}
+
+// TestImageVersion2: the payload size and CRC-32C of a version 2 image are
+// checked (a truncated, padded or damaged file is refused) and its entry
+// must lie in the payload; EncodeImage and StampImage write them.
+func TestImageVersion2(t *testing.T) {
+	img := &Image{Mode: Mode32, LoadGPA: 0x1000, Entry: 0x1002, MemSize: 0x10000, Name: "v2",
+		Payload: []byte{0x90, 0x90, 0xf4, 0xeb, 0xfd}}
+	b := EncodeImage(img)
+	got, err := ParseImage(b)
+	if err != nil || !bytes.Equal(got.Payload, img.Payload) || got.Entry != img.Entry {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"truncated", b[:len(b)-1], "payload is 4 bytes, the header says 5"},
+		{"padded", append(append([]byte(nil), b...), 0), "payload is 6 bytes, the header says 5"},
+		{"damaged", func() []byte { c := append([]byte(nil), b...); c[len(c)-1] ^= 1; return c }(), "CRC-32C"},
+		{"entry outside the payload", EncodeImage(&Image{Mode: Mode32, LoadGPA: 0x1000, Entry: 0x2000, MemSize: 0x10000,
+			Payload: []byte{0xf4}}), "entry 0x2000 outside the payload"},
+		{"header too short", func() []byte { c := append([]byte(nil), b...); binary.LittleEndian.PutUint32(c[12:], 64); return c }(), "header_size 64"},
+	} {
+		_, err := ParseImage(c.b)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	// An assembler's header with zeros where size and checksum go.
+	raw := append([]byte(nil), b...)
+	binary.LittleEndian.PutUint64(raw[imagePayloadSize:], 0)
+	if _, err := ParseImage(raw); err == nil {
+		t.Fatal("unstamped image accepted")
+	}
+	if err := StampImage(raw); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, b) {
+		t.Error("StampImage wrote other bytes than EncodeImage")
+	}
+	if err := StampImage(raw[:10]); err == nil {
+		t.Error("StampImage accepted 10 bytes")
 	}
 }

@@ -2,27 +2,10 @@ package fuzzguest
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
 
 	"tamavisor/kernel"
 )
-
-// header encodes img with the guest image header (docs/guest-abi.md), so
-// that kernel.ParseImage checks it as it checks a file.
-func header(img *kernel.Image) []byte {
-	b := make([]byte, kernel.ImageHeaderSize)
-	le := binary.LittleEndian
-	copy(b, kernel.ImageMagic)
-	le.PutUint32(b[8:], kernel.ImageVersion)
-	le.PutUint32(b[12:], kernel.ImageHeaderSize)
-	le.PutUint32(b[16:], img.Mode)
-	le.PutUint64(b[24:], img.LoadGPA)
-	le.PutUint64(b[32:], img.Entry)
-	le.PutUint64(b[40:], img.MemSize)
-	copy(b[48:64], img.Name)
-	return append(b, img.Payload...)
-}
 
 func TestImagesAreValidAndDeterministic(t *testing.T) {
 	modes := map[uint32]int{}
@@ -31,7 +14,7 @@ func TestImagesAreValidAndDeterministic(t *testing.T) {
 		if again := Image(seed); !bytes.Equal(img.Payload, again.Payload) || img.Mode != again.Mode {
 			t.Fatalf("seed %d: two different guests", seed)
 		}
-		p, err := kernel.ParseImage(header(img))
+		p, err := kernel.ParseImage(kernel.EncodeImage(img))
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
