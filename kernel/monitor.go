@@ -1,8 +1,10 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"tamavisor/svm"
@@ -35,6 +37,7 @@ const (
 	pauseNone      pauseReason = 0
 	pauseMonitor   pauseReason = 1 << 0 // escape typed on the console
 	pauseHypercall pauseReason = 1 << 1 // SNAPSHOT hypercall
+	pauseControl   pauseReason = 1 << 2 // pause from the control channel
 )
 
 // service runs between exits when a pause was requested or the service
@@ -55,6 +58,24 @@ func (vm *VM) service() {
 	if vm.pause&pauseMonitor != 0 && vm.stop == nil {
 		vm.pause &^= pauseMonitor
 		vm.monitor()
+	}
+	vm.pausedByControl()
+}
+
+// pausedByControl holds the guest while the control channel's pause is
+// on: the console (and its monitor escape) and the control channel are
+// still served, between Idle calls, until continue or quit.
+func (vm *VM) pausedByControl() {
+	for vm.pause&pauseControl != 0 && vm.stop == nil {
+		vm.pollConsole()
+		vm.pollControl()
+		if vm.pause&pauseMonitor != 0 && vm.stop == nil {
+			vm.pause &^= pauseMonitor
+			vm.monitor()
+		}
+		if vm.pause&pauseControl != 0 && (vm.plat.Idle == nil || !vm.plat.Idle()) {
+			return // no more input can come (tests): run on
+		}
 	}
 }
 
@@ -128,11 +149,80 @@ func (vm *VM) controlLine(line string) {
 		line, tag = strings.TrimSpace(line[:i]), " #"+line[i+2:]
 		fmt.Fprintf(out, "begin%s\n", tag)
 	}
-	if _, err := vm.command(line, out); err != nil {
+	f := strings.Fields(line)
+	var err error
+	switch {
+	case f[0] == "pause" && len(f) == 1:
+		vm.pause |= pauseControl
+		fmt.Fprintf(out, "guest paused (continue resumes it)\n")
+	case (f[0] == "continue" || f[0] == "c") && len(f) == 1:
+		if vm.pause&pauseControl == 0 {
+			err = errors.New("the guest is not paused from the control channel")
+		}
+		vm.pause &^= pauseControl
+	case f[0] == "input":
+		err = vm.controlInput(strings.TrimPrefix(strings.TrimLeft(line, " \t")[len("input"):], " "), out)
+	default:
+		_, err = vm.command(line, out)
+	}
+	if err != nil {
 		fmt.Fprintf(out, "error%s: %v\n", tag, err)
 	} else {
 		fmt.Fprintf(out, "ok%s\n", tag)
 	}
+}
+
+// controlInput queues text for the guest's console UART as if typed on
+// the console. Escapes: \n, \r, \t, \\, \xHH.
+func (vm *VM) controlInput(text string, out io.Writer) error {
+	b, err := unescape(text)
+	if err != nil {
+		return err
+	}
+	if len(vm.input)+len(b) > inputQueue {
+		return fmt.Errorf("the guest's input queue is full (%d bytes waiting)", len(vm.input))
+	}
+	vm.input = append(vm.input, b...)
+	fmt.Fprintf(out, "%d bytes queued for the guest console\n", len(b))
+	return nil
+}
+
+// unescape decodes the escapes of the input command.
+func unescape(s string) ([]byte, error) {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			b = append(b, s[i])
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, errors.New("a lone \\ at the end of the input")
+		}
+		i++
+		switch s[i] {
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case '\\':
+			b = append(b, '\\')
+		case 'x':
+			if i+2 >= len(s) {
+				return nil, errors.New("\\x needs two hex digits")
+			}
+			v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			if err != nil {
+				return nil, fmt.Errorf("\\x%s: not two hex digits", s[i+1:i+3])
+			}
+			b = append(b, byte(v))
+			i += 2
+		default:
+			return nil, fmt.Errorf("unknown escape \\%c (use \\n \\r \\t \\\\ \\xHH)", s[i])
+		}
+	}
+	return b, nil
 }
 
 // command runs one monitor or control-channel command; resume is true when
@@ -151,14 +241,24 @@ func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
 	case "continue", "c":
 		return true, nil
 	case "quit", "q":
-		vm.stop = &Stop{Kind: StopQuit, Class: ClassQuit, Reason: "quit from the monitor"}
+		vm.stop = &Stop{Kind: StopQuit, Class: ClassQuit, Reason: "quit from the " + vm.commandSource(out)}
 		return true, nil
 	case "help", "h", "?":
 		fmt.Fprintf(out, "commands: snapshot (save the VM to disk), info, continue, quit, help\n")
+		fmt.Fprintf(out, "control channel only: pause, continue, input TEXT (typed on the guest console; \\n for Enter)\n")
 	default:
 		return false, fmt.Errorf("unknown command %q (try help)", f[0])
 	}
 	return false, nil
+}
+
+// commandSource names where a command's output goes: the monitor or the
+// control channel.
+func (vm *VM) commandSource(out io.Writer) string {
+	if out == vm.plat.ControlOut && out != nil {
+		return "control channel"
+	}
+	return "monitor"
 }
 
 func (vm *VM) info(out io.Writer) {

@@ -428,3 +428,48 @@ func TestGuestCannotEraseOperatorSnapshot(t *testing.T) {
 		t.Errorf("console does not say why the guest's save was refused:\n%s", e.console.String())
 	}
 }
+
+// TestControlPauseContinueInput: pause from the control channel holds the
+// guest (no VMRUN) while the channel is still served; input queues text
+// for the guest's UART with escapes; continue lets it run again; errors
+// are answered as such.
+func TestControlPauseContinueInput(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.boot(Mode16)
+	ctl := []byte("continue #x\npause #a\n")
+	var out bytes.Buffer
+	idles, runsAtPause := 0, -1
+	e.plat.ControlIn, e.plat.ControlOut = byteSource(&ctl), &out
+	e.plat.Idle = func() bool {
+		idles++
+		if runsAtPause < 0 {
+			runsAtPause = len(e.runner.entries)
+		}
+		if len(e.runner.entries) != runsAtPause {
+			t.Errorf("the guest ran while paused")
+		}
+		if idles == 5 {
+			ctl = append(ctl, []byte("input echo hi\\n\\x41 #b\ninput bad\\q #c\ncontinue #d\n")...)
+		}
+		return idles < 100
+	}
+	e.resume(e.insnExit(svm.ExitCPUID, encCPUID, nil), e.insnExit(svm.ExitCPUID, encCPUID, nil))
+	got := out.String()
+	for _, want := range []string{
+		"begin #x\nerror #x: the guest is not paused",
+		"begin #a\nguest paused (continue resumes it)\nok #a\n",
+		"begin #b\n9 bytes queued for the guest console\nok #b\n",
+		"begin #c\nerror #c: unknown escape \\q",
+		"begin #d\nok #d\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("control channel answered:\n%s\nwant %q in it", got, want)
+		}
+	}
+	if idles < 5 {
+		t.Errorf("paused for %d idles, want the pause held until continue", idles)
+	}
+	if string(e.vm.input) != "echo hi\nA" {
+		t.Errorf("guest input queue %q, want %q", e.vm.input, "echo hi\nA")
+	}
+}
