@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -36,6 +37,7 @@ var (
 const (
 	cfgGuest   = "opt/tamavisor/guest"
 	cfgMode    = "opt/tamavisor/mode"
+	cfgGen     = "opt/tamavisor/restore-generation"
 	cfgKey     = "opt/tamavisor/snapshot-key"
 	maxImage   = kernel.MaxGuestRAM
 	maxModeLen = 64
@@ -119,9 +121,14 @@ func main() {
 	plat.Store = openDisk()
 
 	image, mode := demoGuest, ""
+	var restoreGen uint64 // 0: the newest snapshot
 	if cfg, err := fwcfg.Open(boot.FWCfgPort{}); err == nil {
 		if b, err := cfg.ReadFile(cfgMode, maxModeLen); err == nil {
 			mode = strings.TrimSpace(string(b))
+		}
+		if mode, restoreGen, err = readRestoreGen(cfg, mode); err != nil {
+			logf("error: %v", err)
+			boot.PowerOff(boot.StatusBadImage)
 		}
 		if guestBudget, err = readBudget(cfg); err != nil {
 			logf("error: %v", err)
@@ -171,7 +178,7 @@ func main() {
 	case "bench":
 		os.Exit(bench(plat, host, image))
 	case "restore":
-		boot.PowerOff(restore(plat))
+		boot.PowerOff(restore(plat, restoreGen))
 	case "snapbench":
 		os.Exit(snapBench(plat, image))
 	default:
@@ -275,14 +282,43 @@ func openDisk() *snapshot.Store {
 	return st
 }
 
-// restore resumes the VM of the newest snapshot on the disk.
-func restore(plat *kernel.Platform) int {
+// readRestoreGen reads the generation to restore (fw_cfg cfgGen, decimal),
+// 0 when not given. It implies mode restore, and is refused with another
+// mode.
+func readRestoreGen(cfg *fwcfg.Device, mode string) (string, uint64, error) {
+	if _, there := cfg.Lookup(cfgGen); !there {
+		return mode, 0, nil
+	}
+	b, err := cfg.ReadFile(cfgGen, maxModeLen)
+	if err != nil {
+		return mode, 0, fmt.Errorf("%s: %v", cfgGen, err)
+	}
+	gen, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || gen == 0 {
+		return mode, 0, fmt.Errorf("%s: %q is not a snapshot generation (1, 2, ...)", cfgGen, b)
+	}
+	if mode != "" && mode != "restore" {
+		return mode, 0, fmt.Errorf("%s given with mode %q: it is for mode restore", cfgGen, mode)
+	}
+	return "restore", gen, nil
+}
+
+// restore resumes the VM of snapshot generation gen on the disk, or of the
+// newest snapshot when gen is 0.
+func restore(plat *kernel.Platform, gen uint64) int {
 	if plat.Store == nil {
 		logf("restore refused: no snapshot disk")
 		return statusRestoreRefused
 	}
+	store := plat.Store
+	if gen != 0 {
+		var ok bool
+		if store, ok = generationView(plat.Store, gen); !ok {
+			return statusRestoreRefused
+		}
+	}
 	t0 := x86.RDTSC()
-	vm, c, err := kernel.Restore(plat, plat.Store, plat.SnapshotKey)
+	vm, c, err := kernel.Restore(plat, store, plat.SnapshotKey)
 	if err != nil {
 		logf("restore refused: %v", err)
 		return healthCheck(plat, statusRestoreRefused)
@@ -293,13 +329,98 @@ func restore(plat *kernel.Platform) int {
 	return finish(plat, vm)
 }
 
+// generationView returns a view of store in which generation gen is the
+// only committed snapshot, for kernel.Restore, which resumes the newest one:
+// the commit record of the other slot reads as blank (never written). The
+// view is read-only and serves that one restore; saves go to store itself.
+// When gen is not on the disk it says what the disk holds and returns false.
+func generationView(store *snapshot.Store, gen uint64) (*snapshot.Store, bool) {
+	recs, err := store.Records()
+	if err != nil {
+		logf("restore refused: %v", err)
+		return nil, false
+	}
+	slot := -1
+	var holds []string
+	for _, r := range recs {
+		switch {
+		case r.Commit != nil && r.Commit.Generation == gen:
+			slot = r.Slot
+		case r.Commit != nil:
+			holds = append(holds, fmt.Sprintf("slot %d: generation %d", r.Slot, r.Commit.Generation))
+		case r.Blank:
+			holds = append(holds, fmt.Sprintf("slot %d: empty", r.Slot))
+		default:
+			holds = append(holds, fmt.Sprintf("slot %d: unreadable (%v)", r.Slot, r.Err))
+		}
+	}
+	if slot < 0 {
+		logf("restore refused: generation %d is not on the snapshot disk, which holds %s", gen, strings.Join(holds, "; "))
+		return nil, false
+	}
+	hide := int64(1-slot) * snapshot.RecordArea
+	view, err := snapshot.Open(recordMask{store.Device(), hide}, snapshot.StoreOptions{})
+	if err != nil || view.SlotSize() != store.SlotSize() {
+		logf("restore refused: generation %d: %v", gen, err)
+		return nil, false
+	}
+	return view, true
+}
+
+// recordMask is a block device that reads the commit record area at hide
+// as zero and takes no writes.
+type recordMask struct {
+	snapshot.BlockDevice
+	hide int64
+}
+
+func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
+	n, err := m.BlockDevice.ReadAt(p, off)
+	if lo, hi := max(off, m.hide), min(off+int64(n), m.hide+snapshot.RecordArea); lo < hi {
+		clear(p[lo-off : hi-off])
+	}
+	return n, err
+}
+
+func (recordMask) WriteAt([]byte, int64) (int, error) {
+	return 0, errors.New("snapshot disk view for a restore: read-only")
+}
+
+// cpuName returns the CPU's brand string (CPUID 0x8000_0002-4) with
+// anything but printable ASCII replaced, or its vendor when the CPU has
+// no brand string (maximum extended leaf below 0x8000_0004).
 func cpuName() string {
+	if maxExt, _, _, _ := x86.CPUID(0x80000000, 0); maxExt < 0x80000004 || maxExt > 0x8000ffff {
+		_, b, c, d := x86.CPUID(0, 0)
+		return printable(string(le32(b, d, c))) + " (no brand string)"
+	}
 	var b []byte
 	for leaf := uint32(0x80000002); leaf <= 0x80000004; leaf++ {
 		a, bb, c, d := x86.CPUID(leaf, 0)
-		for _, r := range []uint32{a, bb, c, d} {
-			b = append(b, byte(r), byte(r>>8), byte(r>>16), byte(r>>24))
+		b = append(b, le32(a, bb, c, d)...)
+	}
+	return printable(strings.TrimRight(string(b), "\x00"))
+}
+
+// le32 returns the bytes of registers as CPUID strings are stored.
+func le32(regs ...uint32) []byte {
+	var b []byte
+	for _, r := range regs {
+		b = append(b, byte(r), byte(r>>8), byte(r>>16), byte(r>>24))
+	}
+	return b
+}
+
+// printable trims s and replaces bytes other than printable ASCII by '?'.
+func printable(s string) string {
+	b := []byte(strings.TrimSpace(s))
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
 		}
 	}
-	return strings.TrimSpace(strings.TrimRight(string(b), "\x00"))
+	if len(b) == 0 {
+		return "unnamed CPU"
+	}
+	return string(b)
 }

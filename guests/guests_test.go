@@ -31,6 +31,7 @@ var expected = map[string]struct {
 	"fill":    {64, 258 << 20},
 	"spin":    {16, 64 << 10},
 	"avx":     {64, 2 << 20},
+	"ticker":  {64, 1 << 20},
 }
 
 const headerSize = 128 // GUEST_HEADER_SIZE in common.inc
