@@ -35,11 +35,13 @@ var (
 
 // fw_cfg files tamavisor reads (docs/guest-abi.md).
 const (
-	cfgGuest   = "opt/tamavisor/guest"
-	cfgMode    = "opt/tamavisor/mode"
-	cfgGen     = "opt/tamavisor/restore-generation"
-	cfgKey     = "opt/tamavisor/snapshot-key"
-	maxImage   = kernel.MaxGuestRAM
+	cfgGuest = "opt/tamavisor/guest"
+	cfgMode  = "opt/tamavisor/mode"
+	cfgGen   = "opt/tamavisor/restore-generation"
+	cfgKey   = "opt/tamavisor/snapshot-key"
+	// maxImage bounds a guest image file: it is read into the runtime's
+	// heap (RuntimeSize) before it is copied to guest RAM.
+	maxImage   = 128 << 20
 	maxModeLen = 64
 	maxKeyLen  = 256
 	minKeyLen  = 16 // 128 bits

@@ -306,7 +306,7 @@ func TestNewLinuxVMRefused(t *testing.T) {
 		"32-bit kernel":      {func(c *LinuxConfig) { c.Kernel = k32.bytes() }, "64-bit"},
 		"too little RAM":     {func(c *LinuxConfig) { c.MemSize = 32 << 20 }, "minimum"},
 		"RAM not 2 MiB":      {func(c *LinuxConfig) { c.MemSize = 64<<20 + 4096 }, "multiple"},
-		"too much RAM":       {func(c *LinuxConfig) { c.MemSize = 2 << 30 }, "maximum"},
+		"too much RAM":       {func(c *LinuxConfig) { c.MemSize = 4 << 30 }, "maximum"},
 		"long command line":  {func(c *LinuxConfig) { c.Kernel = shortCmd.bytes() }, "cmdline_size"},
 		"NUL in cmdline":     {func(c *LinuxConfig) { c.Cmdline = "a\x00b" }, "NUL"},
 		"initrd too big":     {func(c *LinuxConfig) { c.Initrd = make([]byte, 62<<20) }, "initrd"},
@@ -412,7 +412,7 @@ func TestCheckLinuxMem(t *testing.T) {
 			t.Errorf("CheckLinuxMem(%#x) = %#x, %v; want %#x", in, got, err, want)
 		}
 	}
-	for _, in := range []uint64{62 << 20, 1<<30 + 2<<20, 65 << 20, 64<<20 + 4096} {
+	for _, in := range []uint64{62 << 20, 3<<30 + 2<<20, 65 << 20, 64<<20 + 4096} {
 		if _, err := CheckLinuxMem(in); err == nil {
 			t.Errorf("CheckLinuxMem(%#x) accepted", in)
 		}

@@ -103,6 +103,15 @@ type vcpuState struct {
 	XSave       []byte // the XSAVE area after the FXSAVE image: header, AVX (v2)
 }
 
+// VMConfig and VCPUState are the decoded values (snapshot.Chunk.Value) of
+// the vm chunk (a VMConfig) and the vcpu chunk (a *VCPUState) that
+// Registry's decoders return, for host tools that show them
+// (tamavisor-snap inspect).
+type (
+	VMConfig  = vmConfig
+	VCPUState = vcpuState
+)
+
 // maxXSaveExt bounds the saved XSAVE area beyond the FXSAVE image.
 const maxXSaveExt = 4096
 

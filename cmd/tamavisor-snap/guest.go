@@ -1,88 +1,81 @@
 package main
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"os"
 
+	"tamavisor/kernel"
 	"tamavisor/snapshot"
 	"tamavisor/snapshot/filedev"
 )
 
-// flatMem is guest memory starting at GPA 0.
-type flatMem struct{ b []byte }
+// The demo guest: 64-bit code (docs/guest-abi.md) that writes one line to
+// the console with the CONSOLE_WRITE hypercall and exits with status 0.
+const (
+	demoLoad   = 0x10000  // payload GPA
+	demoDataAt = 0x100000 // from 1 MiB up, every other page holds random bytes
+	hcConsole  = 1        // CONSOLE_WRITE: RBX = GPA, RCX = length
+	hcExit     = 2        // EXIT: RBX = status
+)
 
-func (m *flatMem) ReadAt(p []byte, gpa int64) (int, error) {
-	if gpa < 0 || gpa+int64(len(p)) > int64(len(m.b)) {
-		return 0, fmt.Errorf("read %#x+%d outside guest memory", gpa, len(p))
+// demoCode returns the payload: code at demoLoad, then the message.
+func demoCode(msg string) []byte {
+	const codeLen = 32
+	var c []byte
+	imm := func(op byte, v uint32) { c = binary.LittleEndian.AppendUint32(append(c, op), v) }
+	imm(0xbb, demoLoad+codeLen)     // mov ebx, msg
+	imm(0xb9, uint32(len(msg)))     // mov ecx, len
+	imm(0xb8, hcConsole)            // mov eax, CONSOLE_WRITE
+	c = append(c, 0x0f, 0x01, 0xd9) // vmmcall
+	c = append(c, 0x31, 0xdb)       // xor ebx, ebx
+	imm(0xb8, hcExit)               // mov eax, EXIT
+	c = append(c, 0x0f, 0x01, 0xd9) // vmmcall
+	c = append(c, 0xeb, 0xfe)       // jmp $ (EXIT does not return)
+	for len(c) < codeLen {
+		c = append(c, 0x90)
 	}
-	return copy(p, m.b[gpa:]), nil
+	return append(c, msg...)
 }
 
-func (m *flatMem) WriteAt(p []byte, gpa int64) (int, error) {
-	if gpa < 0 || gpa+int64(len(p)) > int64(len(m.b)) {
-		return 0, fmt.Errorf("write %#x+%d outside guest memory", gpa, len(p))
+// demoVM builds, on p, the demo guest of size bytes of RAM as tamavisor
+// would start it (kernel.NewVM: its boot structures, register state and
+// devices), and fills its RAM from 1 MiB up: every other page random
+// (seeded by gen), the others zero.
+func demoVM(p *kernel.Platform, size uint64, gen int) (*kernel.VM, error) {
+	msg := fmt.Sprintf("demo: hello from the tamavisor-snap demo guest, generation %d\n", gen)
+	img, err := kernel.ParseImage(kernel.EncodeImage(&kernel.Image{
+		Mode: kernel.Mode64, LoadGPA: demoLoad, Entry: demoLoad, MemSize: size, Name: "demo", Payload: demoCode(msg)}))
+	if err != nil {
+		return nil, err
 	}
-	return copy(m.b[gpa:], p), nil
-}
-
-// ZeroAt clears guest memory.
-func (m *flatMem) ZeroAt(gpa, n uint64) error {
-	clear(m.b[gpa : gpa+n])
-	return nil
-}
-
-// demoGuest is a guest of size bytes of RAM at GPA 0 where every other page
-// is zero and the others are random.
-func demoGuest(size int64, seed int64) *flatMem {
-	m := &flatMem{b: make([]byte, size)}
-	rng := rand.New(rand.NewSource(seed))
-	for p := int64(0); p < size/snapshot.PageSize; p += 2 {
-		rng.Read(m.b[p*snapshot.PageSize : (p+1)*snapshot.PageSize])
+	vm, err := kernel.NewVM(p, img)
+	if err != nil {
+		return nil, err
 	}
-	return m
-}
-
-// demoManifest describes a demo guest of size bytes of RAM.
-func demoManifest(size int64) *snapshot.Manifest {
-	return &snapshot.Manifest{
-		VCPUs:  1,
-		Memory: []snapshot.MemRegion{{GPA: 0, Size: uint64(size), Kind: snapshot.MemRAM, Name: "ram"}},
-		CPUID:  []snapshot.CPUIDLeaf{{Leaf: 0, EAX: 0x10, EBX: 0x68747541, ECX: 0x444d4163, EDX: 0x69746e65}},
-		Devices: []snapshot.DeviceEntry{
-			{Name: "uart16550", Instance: 0, StateVersion: 1, Required: true},
-			{Name: "debugport", Instance: 0, StateVersion: 1},
-		},
-		Properties: []snapshot.Property{{Key: "hypervisor", Value: "tamavisor-snap demo"}},
-	}
-}
-
-// saveGuest returns a fill function that writes the demo VM.
-func saveGuest(mem *flatMem, m *snapshot.Manifest, gen int) func(*snapshot.Writer) error {
-	return func(w *snapshot.Writer) error {
-		if err := w.WriteManifest(m); err != nil {
-			return err
+	rng := rand.New(rand.NewSource(int64(gen)))
+	page := make([]byte, snapshot.PageSize)
+	for gpa := uint64(demoDataAt); gpa+snapshot.PageSize <= size; gpa += 2 * snapshot.PageSize {
+		rng.Read(page)
+		if err := vm.Mem.WriteGPA(gpa, page); err != nil {
+			vm.Destroy()
+			return nil, err
 		}
-		e := snapshot.NewEncoder(64)
-		e.PutU64(0x7c00 + uint64(gen)) // rip
-		e.PutU64(0x1000)               // rsp
-		e.PutU64(123456789)            // tsc
-		if err := w.WriteChunk(snapshot.TypeVCPU, 0, 1, snapshot.Required, e.Bytes()); err != nil {
-			return err
-		}
-		if err := w.WriteDevice("uart16550", 0, []byte{0x03, 0x00, 0xc1, byte(gen)}); err != nil {
-			return err
-		}
-		if err := w.WriteDevice("debugport", 0, []byte("debug port state")); err != nil {
-			return err
-		}
-		return w.WriteRAM(mem, []snapshot.MemRange{{GPA: 0, Size: uint64(len(mem.b))}}, snapshot.RAMOptions{})
 	}
+	return vm, nil
 }
 
-// writeDemo creates a disk image at path holding two snapshots (generations
-// 1 and 2) of a demo guest with size bytes of RAM.
-func writeDemo(path string, size int64) error {
-	dev, err := filedev.Create(path, snapshot.DataStart+2*(size+1<<20), 512)
+// demoCreated is the creation time of the demo's generation 1 (2026-01-01).
+const demoCreated = 1767225600e9
+
+// writeDemo creates a disk image at path holding two snapshots
+// (generations 1 and 2) of the demo guest with size bytes of RAM, written
+// by the hypervisor's own save (VM.Save).
+func writeDemo(path string, size uint64) error {
+	dev, err := filedev.Create(path, snapshot.DataStart+2*int64(size+1<<20), 512)
 	if err != nil {
 		return err
 	}
@@ -91,13 +84,110 @@ func writeDemo(path string, size int64) error {
 	if err != nil {
 		return err
 	}
-	m := demoManifest(size)
+	p := demoPlatform(size)
 	for gen := 1; gen <= 2; gen++ {
-		mem := demoGuest(size, int64(gen))
-		h := snapshot.Header{VMName: "demo", VMID: [16]byte{0xde, 0x30}, Created: 1767225600e9 + int64(gen)*1e9}
-		if _, err := s.Save(snapshot.SaveOptions{Header: h}, saveGuest(mem, m, gen)); err != nil {
+		vm, err := demoVM(p, size, gen)
+		if err != nil {
+			return err
+		}
+		_, err = vm.Save(s, nil, demoCreated+int64(gen)*1e9, nil)
+		vm.Destroy()
+		if err != nil {
 			return err
 		}
 	}
-	return nil
+	return dev.Flush()
+}
+
+// demo writes the demo disk, unless path holds something demo would
+// destroy and force is not set.
+func demo(path string, size uint64, force bool, stdout, stderr io.Writer) int {
+	if !force {
+		if why, err := occupied(path); err != nil {
+			fmt.Fprintf(stderr, "%s: demo: %v\n", tool, err)
+			return exitFailed
+		} else if why != "" {
+			fmt.Fprintf(stderr, "%s: demo: refusing to overwrite %s: %s; --force overwrites it\n", tool, path, why)
+			return exitFailed
+		}
+	}
+	if err := writeDemo(path, size); err != nil {
+		fmt.Fprintf(stderr, "%s: demo: %v\n", tool, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "wrote %s: two snapshots (generations 1 and 2) of the demo guest, %d MiB of RAM\n", path, size>>20)
+	return exitOK
+}
+
+// occupied says what path holds that writing the demo would destroy, or ""
+// if it is missing, empty, or a blank snapshot disk (its commit record area
+// all zero).
+func occupied(path string) (string, error) {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", nil
+	case err != nil:
+		return "", err
+	case !st.Mode().IsRegular():
+		return "it is not a regular file", nil
+	case st.Size() == 0:
+		return "", nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, snapshot.DataStart)
+	n, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return "", err
+	}
+	if n == len(head) && isZero(head) {
+		return "", nil
+	}
+	var gens []string
+	if dev, err := filedev.OpenReadOnly(path, 512); err == nil {
+		defer dev.Close()
+		if s, err := snapshot.Open(dev, snapshot.StoreOptions{}); err == nil {
+			if recs, err := s.Records(); err == nil {
+				for _, r := range recs {
+					if r.Commit != nil {
+						gens = append(gens, fmt.Sprint(r.Commit.Generation))
+					}
+				}
+			}
+		}
+	}
+	switch {
+	case len(gens) == 1:
+		return "it holds a snapshot (generation " + gens[0] + ")", nil
+	case len(gens) > 1:
+		return "it holds snapshots (generations " + joinAnd(gens) + ")", nil
+	}
+	return fmt.Sprintf("it is not a blank snapshot disk (%d bytes, its first %d are not all zero)", st.Size(), min(n, len(head))), nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func joinAnd(s []string) string {
+	switch len(s) {
+	case 0:
+		return ""
+	case 1:
+		return s[0]
+	}
+	out := s[0]
+	for _, x := range s[1 : len(s)-1] {
+		out += ", " + x
+	}
+	return out + " and " + s[len(s)-1]
 }
