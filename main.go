@@ -235,6 +235,7 @@ func runVM(vm *kernel.VM) *kernel.Stop {
 
 // finish runs a VM to its end and returns the power-off status.
 func finish(plat *kernel.Platform, vm *kernel.VM) int {
+	warnSmallDisk(plat, vm)
 	stop := runVM(vm)
 	switch stop.Kind {
 	case kernel.StopExited:
@@ -322,7 +323,11 @@ func restore(plat *kernel.Platform, gen uint64) int {
 	t0 := x86.RDTSC()
 	vm, c, err := kernel.Restore(plat, store, plat.SnapshotKey)
 	if err != nil {
-		logf("restore refused: %v", err)
+		msg := err.Error() // kernel.RefusedError says "restore refused" itself
+		if !strings.HasPrefix(msg, "restore refused") {
+			msg = "restore refused: " + msg
+		}
+		logf("%s", msg)
 		return healthCheck(plat, statusRestoreRefused)
 	}
 	secs := float64(x86.RDTSC()-t0) / float64(boot.TSCHz)
@@ -425,4 +430,23 @@ func printable(s string) string {
 		return "unnamed CPU"
 	}
 	return string(b)
+}
+
+// snapshotOverhead bounds what a snapshot holds besides guest RAM
+// (manifest, vm, vcpu and device chunks, the RAM chunk's page bitmap).
+const snapshotOverhead = 1 << 20
+
+// warnSmallDisk says at the start, not at the middle of the first save,
+// that a snapshot of this VM may not fit a slot of the snapshot disk
+// (a guest whose RAM is mostly zero may still fit: zero pages are left
+// out).
+func warnSmallDisk(plat *kernel.Platform, vm *kernel.VM) {
+	if plat.Store == nil {
+		return
+	}
+	slot := uint64(plat.Store.SlotSize())
+	if need := vm.Mem.Size + snapshotOverhead; need > slot {
+		logf("warning: the snapshot disk's slots hold %d MiB; a snapshot of vm %s (%d MiB of RAM) can need %d MiB: saves fail unless most of its RAM is zero (use a disk of at least %d MiB)",
+			slot>>20, vm.Name, vm.Mem.Size>>20, need>>20, 2*(need>>20)+1)
+	}
 }

@@ -426,28 +426,10 @@ func (vm *VM) manifest() *snapshot.Manifest {
 	return m
 }
 
-// progressSource counts guest RAM read by the snapshot writer.
-type progressSource struct {
-	mem  *GuestMemory
-	read uint64
-	fn   func(read uint64)
-}
-
-func (p *progressSource) ReadAt(b []byte, gpa int64) (int, error) {
-	if err := p.mem.ReadGPA(uint64(gpa), b); err != nil {
-		return 0, err
-	}
-	p.read += uint64(len(b))
-	if p.fn != nil {
-		p.fn(p.read)
-	}
-	return len(b), nil
-}
-
-// WriteSnapshot writes the VM, paused at an exit boundary, into w. RAM is
-// read twice (the writer finds zero pages first), so progress reports
-// reads of up to twice the RAM size.
-func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(read, total uint64)) error {
+// WriteSnapshot writes the VM, paused at an exit boundary, into w.
+// progress, if set, is told the RAM bytes written and the total to write
+// (the pages that are not all zero), reaching total at the end.
+func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(written, total uint64)) error {
 	if err := w.WriteManifest(vm.manifest()); err != nil {
 		return err
 	}
@@ -463,16 +445,12 @@ func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(read, total uint64
 			return err
 		}
 	}
-	src := &progressSource{mem: &vm.Mem}
-	if progress != nil {
-		src.fn = func(read uint64) { progress(read, 2*vm.Mem.Size) }
-	}
-	return w.WriteRAM(src, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+	return w.WriteRAM(ramSource{&vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{Progress: progress})
 }
 
 // Save writes a snapshot of the VM to store (crash-safe: the previous
 // snapshot stays valid until the new one is committed).
-func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(read, total uint64)) (*snapshot.Commit, error) {
+func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(written, total uint64)) (*snapshot.Commit, error) {
 	h := snapshot.Header{Created: created, VMName: vm.Name}
 	copy(h.VMID[:], vm.Name)
 	// The previous snapshot is not read back (TrustCommit): a save costs the
@@ -546,8 +524,16 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 	sink := &restoreSink{p: p}
 	// The vm chunk, seen as it streams by, says where RAM goes.
 	reg := registry(func(c vmConfig) { sink.cfg = &c })
+	hz := float64(p.TSCHz)
+	if hz == 0 {
+		hz = 1e9
+	}
+	var progress func(read, total uint64)
+	if p.Console != nil && p.TSC != nil {
+		progress = progressPrinter(p.Console, "restore", p.TSC, hz)
+	}
 	snap, err := store.Decode(newest, snapshot.DecodeOptions{Registry: reg, Key: key, Memory: sink,
-		MaxRAM: MaxGuestRAM, MaxChunkSize: maxChunkBody, MaxRetained: maxRetained})
+		MaxRAM: MaxGuestRAM, MaxChunkSize: maxChunkBody, MaxRetained: maxRetained, Progress: progress})
 	vm := sink.vm
 	if err == nil {
 		if vm == nil {
@@ -658,16 +644,7 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 		hz = 1e9
 	}
 	start := p.TSC()
-	nextPct := uint64(10)
-	progress := func(read, total uint64) {
-		if total < progressMin {
-			return
-		}
-		for pct := read * 100 / total; pct >= nextPct && nextPct < 100; nextPct += 10 {
-			secs := float64(p.TSC()-start) / hz
-			fmt.Fprintf(console, "tamavisor: snapshot %d%% (%.1f MiB/s)\n", nextPct, float64(read)/(1<<20)/secs)
-		}
-	}
+	progress := progressPrinter(console, "snapshot", p.TSC, hz)
 	var created int64
 	if p.Now != nil {
 		created = p.Now()
@@ -680,8 +657,8 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	if _, toConsole := out.(hostWriter); !toConsole && out != p.Console {
 		out = io.MultiWriter(console, out)
 	}
-	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %.1f MiB on disk for %d MiB of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
-		c.Generation, c.Slot, float64(c.Length)/(1<<20), vm.Mem.Size>>20, secs, float64(vm.Mem.Size)/(1<<20)/secs)
+	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s on disk for %s of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
+		c.Generation, c.Slot, size(uint64(c.Length)), size(vm.Mem.Size), secs, float64(vm.Mem.Size)/(1<<20)/secs)
 	vm.LastSave = SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start}
 	if !byGuest {
 		p.operatorGen = c.Generation
@@ -723,8 +700,33 @@ func (vm *VM) guestMaySave() error {
 	return nil
 }
 
-// progressMin is the RAM read volume below which no progress is printed.
+// progressMin is the volume (bytes to write or read) below which no
+// progress is printed: it would be over before a line could be read.
 const progressMin = 64 << 20
+
+// progressPrinter returns a progress function for a save or restore
+// (bytes done over bytes to do) that prints every 10% up to 100% with the
+// rate so far, for volumes of progressMin and more.
+func progressPrinter(out io.Writer, what string, tsc func() uint64, hz float64) func(done, total uint64) {
+	start, next := tsc(), uint64(10)
+	return func(done, total uint64) {
+		if total < progressMin {
+			return
+		}
+		for pct := min(done*100/total, 100); pct >= next && next <= 100; next += 10 {
+			secs := max(float64(tsc()-start)/hz, 1e-9)
+			fmt.Fprintf(out, "tamavisor: %s %d%% (%s, %.1f MiB/s)\n", what, next, size(done), float64(done)/(1<<20)/secs)
+		}
+	}
+}
+
+// size formats a byte count for messages: KiB below 1 MiB, else MiB.
+func size(n uint64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
 
 // SaveStats describes the last save.
 type SaveStats struct {
@@ -760,3 +762,13 @@ func (vm *VM) snapshotHypercall() {
 
 // errno is a negative hypercall error as the guest sees it in RAX.
 func errno(e int64) uint64 { return uint64(e) }
+
+// ramSource reads guest RAM for the snapshot writer.
+type ramSource struct{ mem *GuestMemory }
+
+func (r ramSource) ReadAt(b []byte, gpa int64) (int, error) {
+	if err := r.mem.ReadGPA(uint64(gpa), b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

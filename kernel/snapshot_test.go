@@ -260,7 +260,7 @@ func craft(st *snapshot.Store, vm *VM, cfg vmConfig, vs *vcpuState, extra ...sna
 				return err
 			}
 		}
-		return w.WriteRAM(&progressSource{mem: &vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
+		return w.WriteRAM(ramSource{&vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{})
 	})
 	return err
 }
@@ -471,5 +471,34 @@ func TestControlPauseContinueInput(t *testing.T) {
 	}
 	if string(e.vm.input) != "echo hi\nA" {
 		t.Errorf("guest input queue %q, want %q", e.vm.input, "echo hi\nA")
+	}
+}
+
+// TestProgressPrinter: a save or restore of 64 MiB or more prints every
+// 10% once, up to and including 100%, with the rate; a smaller one
+// prints nothing.
+func TestProgressPrinter(t *testing.T) {
+	var out bytes.Buffer
+	tsc := uint64(0)
+	p := progressPrinter(&out, "snapshot", func() uint64 { tsc += 1e6; return tsc }, 1e9)
+	const total = 128 << 20
+	for done := uint64(0); done < total; done += 3 << 20 {
+		p(done, total)
+	}
+	p(total, total)
+	p(total, total) // repeated: nothing more
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 10 || !strings.HasPrefix(lines[0], "tamavisor: snapshot 10% (") ||
+		!strings.HasPrefix(lines[9], "tamavisor: snapshot 100% (128.0 MiB, ") || !strings.Contains(lines[9], "MiB/s)") {
+		t.Errorf("progress lines:\n%s", out.String())
+	}
+	out.Reset()
+	small := progressPrinter(&out, "restore", func() uint64 { return 0 }, 1e9)
+	small(1<<20, 1<<20)
+	if out.Len() != 0 {
+		t.Errorf("progress for 1 MiB: %q", out.String())
+	}
+	if got := size(64 << 10); got != "64.0 KiB" {
+		t.Errorf("size(64 KiB) = %q", got)
 	}
 }

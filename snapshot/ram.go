@@ -61,6 +61,10 @@ type RAMOptions struct {
 	// incremental chunk.
 	BaseGeneration uint64
 	BaseDigest     [32]byte
+	// Progress, if set, is told the bytes of page data written so far and
+	// the total to write (known after the zero-page scan), after each
+	// run of pages and once at the end.
+	Progress func(written, total uint64)
 }
 
 // RAMRange describes one range of a RAM chunk as read.

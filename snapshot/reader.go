@@ -39,6 +39,9 @@ type DecodeOptions struct {
 	Memory MemorySink
 	// Notice, if set, is told about chunks that are skipped.
 	Notice func(msg string)
+	// Progress, if set, is told the bytes of the stream read so far and
+	// its size, as reading goes and once at the end.
+	Progress func(read, total uint64)
 	// MaxChunkSize caps an in-memory chunk body; 0 means
 	// DefaultMaxChunkSize.
 	MaxChunkSize uint64
@@ -154,6 +157,9 @@ func Decode(r io.Reader, size int64, opts DecodeOptions) (*Snapshot, error) {
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("snapshot: negative size")
+	}
+	if opts.Progress != nil {
+		r = &progressReader{r: r, total: uint64(size), fn: opts.Progress}
 	}
 	d := &decoder{
 		opts: &opts,
@@ -597,4 +603,19 @@ func (d *decoder) ramPages(gpa, pages uint64, carried, data []byte) error {
 		p += run
 	}
 	return nil
+}
+
+// progressReader tells fn how much of a stream of total bytes was read.
+type progressReader struct {
+	r     io.Reader
+	read  uint64
+	total uint64
+	fn    func(read, total uint64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.read += uint64(n)
+	p.fn(p.read, p.total)
+	return n, err
 }

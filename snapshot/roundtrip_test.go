@@ -256,3 +256,62 @@ func TestDecodeLimits(t *testing.T) {
 		t.Errorf("within the limits: %v", err)
 	}
 }
+
+// TestProgress: the writer reports page bytes written up to exactly the
+// data to write (zero pages excluded) and the reader the stream bytes read
+// up to its size; both end at 100% and never go back.
+func TestProgress(t *testing.T) {
+	vm := newTestVM(3, 4<<20)
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Header{Generation: 1, VMName: "p"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls, last, total uint64
+	if err := w.WriteManifest(vm.manifest); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range vm.vcpus {
+		w.WriteChunk(TypeVCPU, uint32(i), 1, Required, b)
+	}
+	for _, d := range vm.manifest.Devices {
+		w.WriteDevice(d.Name, d.Instance, vm.devs[d.Name])
+	}
+	err = w.WriteRAM(vm.mem, vm.ranges, RAMOptions{Progress: func(done, tot uint64) {
+		calls++
+		if done < last || tot == 0 || done > tot || total != 0 && tot != total {
+			t.Fatalf("progress %d/%d after %d/%d", done, tot, last, total)
+		}
+		last, total = done, tot
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := decodeBytes(buf.Bytes(), DecodeOptions{Registry: testRegistry(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data uint64
+	for _, r := range snap.RAM.Ranges {
+		data += r.Data * PageSize
+	}
+	if last != total || total != data || calls < 2 {
+		t.Errorf("write progress ended at %d/%d after %d calls; the chunk has %d data bytes", last, total, calls, data)
+	}
+	last, total = 0, 0
+	_, err = decodeBytes(buf.Bytes(), DecodeOptions{Registry: testRegistry(t), Progress: func(done, tot uint64) {
+		if done < last || done > tot {
+			t.Fatalf("read progress %d/%d after %d", done, tot, last)
+		}
+		last, total = done, tot
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != total || total != uint64(buf.Len()) {
+		t.Errorf("read progress ended at %d/%d for a %d-byte stream", last, total, buf.Len())
+	}
+}

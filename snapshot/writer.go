@@ -263,6 +263,22 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if err != nil {
 		return err
 	}
+	var progress func(n uint64)
+	if opts.Progress != nil {
+		var total, written uint64
+		for _, n := range plan.nData {
+			total += n * PageSize
+		}
+		progress = func(n uint64) {
+			written += n
+			opts.Progress(written, total)
+		}
+		defer func() {
+			if w.err == nil {
+				opts.Progress(total, total)
+			}
+		}()
+	}
 	if err := w.begin(TypeRAM, 0, RAMVersion, Required, plan.length); err != nil {
 		return err
 	}
@@ -300,7 +316,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		if err := w.emit(e.Bytes()); err != nil {
 			return err
 		}
-		if err := w.writePages(src, r.GPA, pages, plan.data[i]); err != nil {
+		if err := w.writePages(src, r.GPA, pages, plan.data[i], progress); err != nil {
 			return err
 		}
 	}
@@ -309,7 +325,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 
 // writePages copies the data pages of one range, reading runs of
 // consecutive data pages up to the scratch size at a time.
-func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte) error {
+func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, progress func(n uint64)) error {
 	maxRun := uint64(len(w.scratch)) / PageSize
 	for p := uint64(0); p < pages; {
 		if !bitSet(data, p) {
@@ -327,6 +343,9 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte) er
 		}
 		if err := w.emit(b); err != nil {
 			return err
+		}
+		if progress != nil {
+			progress(uint64(len(b)))
 		}
 		p += run
 	}
