@@ -127,7 +127,7 @@ endef
 
 SOURCES := $(shell find . \( -name '*.go' -o -name '*.s' \) -not -path './qemu/*' -not -name '*_test.go') go.mod go.sum
 
-.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench tcb guests clean fuzz-guests security-table
+.PHONY: all qemu qemu-gdb test test-unit test-fuzz test-e2e bench tcb guests clean fuzz-guests security-table install
 
 all: tamavisor.elf
 
@@ -215,6 +215,11 @@ bench: tamavisor.elf guests/build/bench.bin guests/build/fill.bin
 # (internal/tcb; TCBFLAGS=-md for Markdown tables).
 tcb:
 	$(GO) run ./internal/tcb $(TCBFLAGS)
+
+# make install: the host tools (tamavisor, tamavisor-snap, tamavisor-image)
+# into $(go env GOBIN) or $(go env GOPATH)/bin.
+install:
+	$(GO) install ./cmd/tamavisor ./cmd/tamavisor-snap ./cmd/tamavisor-image
 
 clean:
 	rm -rf tamavisor.elf guests/build out qemu/out
