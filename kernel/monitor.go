@@ -150,6 +150,8 @@ func (vm *VM) controlLine(line string) {
 		fmt.Fprintf(out, "begin%s\n", tag)
 	}
 	f := strings.Fields(line)
+	word := f[0]
+	f[0] = expand(word)
 	var err error
 	switch {
 	case f[0] == "pause" && len(f) == 1:
@@ -161,7 +163,7 @@ func (vm *VM) controlLine(line string) {
 		}
 		vm.pause &^= pauseControl
 	case f[0] == "input":
-		err = vm.controlInput(strings.TrimPrefix(strings.TrimLeft(line, " \t")[len("input"):], " "), out)
+		err = vm.controlInput(strings.TrimPrefix(line[len(word):], " "), out)
 	default:
 		_, err = vm.command(line, out)
 	}
@@ -232,6 +234,7 @@ func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
 	if len(f) == 0 {
 		return false, nil
 	}
+	f[0] = expand(f[0])
 	switch f[0] {
 	case "snapshot", "s":
 		_, err := vm.snapshot(out, false)
@@ -265,6 +268,21 @@ func (vm *VM) info(out io.Writer) {
 	s := &vm.VCPU.vmcb.State
 	fmt.Fprintf(out, "vm %s: %d KiB RAM, %d exits, RIP %#x, CR0 %#x, EFER %#x\n",
 		vm.Name, vm.Mem.Size>>10, vm.VCPU.Exits, s.RIP, s.CR0, s.EFER&^uint64(1<<12))
+	r := &vm.VCPU.Regs
+	fmt.Fprintf(out, "id %s, CPL %d, RFLAGS %#x, CR2 %#x, CR3 %#x, CR4 %#x, DR6 %#x, DR7 %#x, XCR0 %#x\n",
+		UUID(vm.ID), s.CPL, s.RFLAGS, s.CR2, s.CR3, s.CR4, s.DR6, s.DR7, vm.VCPU.xcr0)
+	fmt.Fprintf(out, "RAX %#x RBX %#x RCX %#x RDX %#x RSI %#x RDI %#x RBP %#x RSP %#x\n",
+		s.RAX, r.RBX, r.RCX, r.RDX, r.RSI, r.RDI, r.RBP, s.RSP)
+	fmt.Fprintf(out, "R8 %#x R9 %#x R10 %#x R11 %#x R12 %#x R13 %#x R14 %#x R15 %#x\n",
+		r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15)
+	for _, sg := range []struct {
+		name string
+		seg  *svm.Segment
+	}{{"CS", &s.CS}, {"SS", &s.SS}, {"DS", &s.DS}, {"ES", &s.ES}, {"FS", &s.FS}, {"GS", &s.GS},
+		{"TR", &s.TR}, {"LDTR", &s.LDTR}, {"GDTR", &s.GDTR}, {"IDTR", &s.IDTR}} {
+		fmt.Fprintf(out, "%s %#x base %#x limit %#x attr %#x; ", sg.name, sg.seg.Selector, sg.seg.Base, sg.seg.Limit, sg.seg.Attrib)
+	}
+	fmt.Fprintln(out)
 	if pc := vm.PC; pc != nil {
 		v, c := vm.VCPU, &vm.VCPU.vmcb.Control
 		fmt.Fprintf(out, "interrupts: IF %d, shadow %d, halted %v, EVENTINJ %#x, V_INTR %#x, deferred %#x, %d injected; VM time %d ns, next event %d ns\n",
@@ -342,4 +360,25 @@ func (vm *VM) readLine() (string, bool) {
 			}
 		}
 	}
+}
+
+// commandNames are the monitor's commands; any unique prefix of one
+// names it (s, sn, snap..., i, c, q, h).
+var commandNames = []string{"snapshot", "info", "continue", "quit", "help", "pause", "input"}
+
+// expand returns the command a word abbreviates, or the word itself.
+func expand(word string) string {
+	match := ""
+	for _, c := range commandNames {
+		if strings.HasPrefix(c, word) {
+			if match != "" {
+				return word // ambiguous
+			}
+			match = c
+		}
+	}
+	if match == "" {
+		return word
+	}
+	return match
 }

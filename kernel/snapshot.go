@@ -452,7 +452,7 @@ func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(written, total uin
 // snapshot stays valid until the new one is committed).
 func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(written, total uint64)) (*snapshot.Commit, error) {
 	h := snapshot.Header{Created: created, VMName: vm.Name}
-	copy(h.VMID[:], vm.Name)
+	h.VMID = vm.ID
 	// The previous snapshot is not read back (TrustCommit): a save costs the
 	// writing of one snapshot only.
 	return store.Save(snapshot.SaveOptions{Header: h, Key: key, TrustCommit: true}, func(w *snapshot.Writer) error {
@@ -556,6 +556,7 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 
 // rebuild applies a decoded snapshot's configuration and state to vm.
 func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
+	vm.ID = snap.Header.VMID
 	m := snap.Manifest
 	if m.VCPUs != 1 {
 		return &RefusedError{fmt.Sprintf("%d vCPUs (this tamavisor runs 1)", m.VCPUs)}
@@ -771,4 +772,9 @@ func (r ramSource) ReadAt(b []byte, gpa int64) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// UUID formats a VM identity as RFC 9562 text.
+func UUID(id [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16])
 }

@@ -502,3 +502,14 @@ func TestProgressPrinter(t *testing.T) {
 		t.Errorf("size(64 KiB) = %q", got)
 	}
 }
+
+// TestCommandAbbreviations: a unique prefix names a command; an
+// ambiguous one does not.
+func TestCommandAbbreviations(t *testing.T) {
+	for in, want := range map[string]string{"snap": "snapshot", "s": "snapshot", "inf": "info", "inp": "input",
+		"in": "in", "con": "continue", "q": "quit", "pa": "pause", "fly": "fly", "": ""} {
+		if got := expand(in); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"time"
@@ -149,7 +150,11 @@ func (s *Stop) String() string {
 
 // VM is one virtual machine with one vCPU.
 type VM struct {
-	Name  string
+	Name string
+	// ID is the VM's identity, a random (version 4) UUID made when it is
+	// created and kept across save and restore (the snapshot header's
+	// vm_id).
+	ID    [16]byte
 	plat  *Platform
 	Mem   GuestMemory
 	NPT   *svm.NPT
@@ -214,6 +219,11 @@ func NewVM(p *Platform, img *Image) (*VM, error) {
 func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM, err error) {
 	vm = &VM{Name: name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}, CPUID: model}
 	vm.clock = event.NewQueue(vm.now)
+	if _, err := rand.Read(vm.ID[:]); err != nil {
+		return nil, fmt.Errorf("VM identity: %w", err)
+	}
+	vm.ID[6] = vm.ID[6]&0x0f | 0x40 // RFC 9562: version 4 (random)
+	vm.ID[8] = vm.ID[8]&0x3f | 0x80 // variant 10
 	defer func() {
 		if err != nil {
 			vm.Destroy()

@@ -275,7 +275,7 @@ func examine(s *snapshot.Store, keys [][]byte) ([]*slotReport, error) {
 func describe(rep *slotReport, snap *snapshot.Snapshot) {
 	h := snap.Header
 	rep.Header = &headerReport{h.Version, h.Generation, time.Unix(0, h.Created).UTC().Format(time.RFC3339Nano), h.Created,
-		hex.EncodeToString(h.VMID[:]), h.VMName, h.Flags}
+		kernel.UUID(h.VMID), h.VMName, h.Flags}
 	m := snap.Manifest
 	mr := &manifestReport{VCPUs: m.VCPUs, Devices: m.Devices, Properties: m.Properties,
 		Memory: []memReport{}, CPUID: []cpuidReport{}}
