@@ -2,9 +2,11 @@ module tamavisor
 
 go 1.26.0
 
+require golang.org/x/arch v0.33.0
+
 require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/usbarmory/tamago v1.26.0 // indirect
-	golang.org/x/arch v0.33.0
 )
 
 tool github.com/usbarmory/tamago/cmd/tamago

@@ -115,3 +115,55 @@ func TestHMAC(t *testing.T) {
 		t.Errorf("forged snapshot: %v", err)
 	}
 }
+
+// TestRAMVersion2: an unkeyed snapshot's RAM chunk is version 2 (page data
+// checked by XXH64 block sums, out of the digest), a keyed one version 1
+// (the HMAC covers every byte). Every flipped byte of page data is caught
+// and names its block; the block table is covered by the chunk CRC; the
+// sums are those of the data.
+func TestRAMVersion2(t *testing.T) {
+	vm := newTestVM(21, 8<<20)
+	b := vm.encode(t, 1, nil)
+	snap, err := decodeBytes(b, DecodeOptions{Registry: testRegistry(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := snap.Find(TypeRAM, 0)
+	if ram.Version != RAMVersion {
+		t.Fatalf("unkeyed RAM chunk version %d, want %d", ram.Version, RAMVersion)
+	}
+	keyed := vm.encode(t, 1, []byte("0123456789abcdef"))
+	ks, err := decodeBytes(keyed, DecodeOptions{Registry: testRegistry(t), Key: []byte("0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := ks.Find(TypeRAM, 0).Version; v != RAMVersion1 {
+		t.Errorf("keyed RAM chunk version %d, want %d", v, RAMVersion1)
+	}
+	var data uint64
+	for _, r := range snap.RAM.Ranges {
+		data += r.Data * PageSize
+	}
+	if data < 2*RAMBlockSize {
+		t.Fatalf("test VM has %d bytes of page data: want several blocks", data)
+	}
+	body := ram.Offset + ChunkHeaderSize
+	table := body + int64(ram.Length) - int64(ramTableHeader+8*ramBlocks(data))
+	// The last data byte (block n-1), a byte in the middle of the data,
+	// and one of the table.
+	for _, c := range []struct {
+		off  int64
+		want string
+	}{
+		{table - 1, fmt.Sprintf("RAM block %d ", ramBlocks(data)-1)},
+		{table - int64(data/2), "RAM block"},
+		{table + ramTableHeader + 3, "checksum mismatch"},
+	} {
+		bad := bytes.Clone(b)
+		bad[c.off] ^= 0x01
+		_, err := decodeBytes(bad, DecodeOptions{Registry: testRegistry(t)})
+		if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("byte %d flipped: %v, want a checksum mismatch naming %q", c.off, err, c.want)
+		}
+	}
+}

@@ -4,10 +4,60 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+
+	"github.com/cespare/xxhash/v2"
 )
 
-// RAMVersion is the current version of the RAM chunk.
-const RAMVersion = 1
+// RAMVersion is the current version of the RAM chunk. Version 2 takes the
+// page data out of the stream's SHA-256 digest and its chunk CRC and
+// checks it instead block by block with XXH64, the block sums in a table
+// at the end of the chunk body that the digest and CRC cover; the writer
+// uses it for unkeyed snapshots. Version 1 (everything in the digest,
+// HMAC and CRC) is what keyed snapshots are written as, and still read.
+const (
+	RAMVersion  = 2
+	RAMVersion1 = 1
+	// RAMBlockSize is the page data (bytes) one block sum covers.
+	RAMBlockSize = 1 << 20
+	// ramTableHeader: u32 block size, u32 reserved, u64 block count.
+	ramTableHeader = 16
+)
+
+// blockSums hashes page data in RAMBlockSize blocks (XXH64).
+type blockSums struct {
+	h      *xxhash.Digest
+	filled uint64
+	sums   []uint64
+}
+
+func newBlockSums() *blockSums { return &blockSums{h: xxhash.New()} }
+
+func (b *blockSums) write(p []byte) {
+	for len(p) > 0 {
+		n := min(uint64(len(p)), RAMBlockSize-b.filled)
+		b.h.Write(p[:n])
+		b.filled += n
+		p = p[n:]
+		if b.filled == RAMBlockSize {
+			b.sums = append(b.sums, b.h.Sum64())
+			b.h.Reset()
+			b.filled = 0
+		}
+	}
+}
+
+// finish closes a last partial block and returns the sums.
+func (b *blockSums) finish() []uint64 {
+	if b.filled > 0 {
+		b.sums = append(b.sums, b.h.Sum64())
+		b.h.Reset()
+		b.filled = 0
+	}
+	return b.sums
+}
+
+// ramBlocks is the number of block sums for data bytes of page data.
+func ramBlocks(data uint64) uint64 { return (data + RAMBlockSize - 1) / RAMBlockSize }
 
 // RAM chunk flags.
 const (

@@ -114,6 +114,9 @@ type streamReader struct {
 	hashing bool
 	inChunk bool
 	crc     uint32
+	// blocks, while set, takes the page data of a version 2 RAM chunk
+	// instead of the digest, HMAC and chunk CRC.
+	blocks *blockSums
 }
 
 func (s *streamReader) read(p []byte) error {
@@ -128,6 +131,10 @@ func (s *streamReader) read(p []byte) error {
 	}
 	s.off += int64(len(p))
 	s.left -= int64(len(p))
+	if s.blocks != nil {
+		s.blocks.write(p)
+		return nil
+	}
 	if s.hashing {
 		s.digest.Write(p)
 		if s.mac != nil {
@@ -311,7 +318,7 @@ func (d *decoder) chunk(c *Chunk) error {
 		if c.Flags&Required == 0 {
 			return fmt.Errorf("%w: RAM chunk not marked required", ErrCorrupt)
 		}
-		info, err := d.ram(c.Length)
+		info, err := d.ram(c.Length, c.Version)
 		if err != nil {
 			return err
 		}
@@ -460,8 +467,13 @@ func isZero(b []byte) bool {
 }
 
 // ram decodes a RAM chunk body of n bytes, streaming pages to the sink.
-func (d *decoder) ram(n uint64) (*RAMInfo, error) {
+func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	left := n
+	var blocks *blockSums // version 2: the page data's block sums
+	if version == RAMVersion {
+		blocks = newBlockSums()
+	}
+	var dataBytes uint64
 	take := func(k uint64) ([]byte, error) {
 		if k > left {
 			return nil, fmt.Errorf("%w: RAM chunk body too short (need %d bytes, %d left)", ErrCorrupt, k, left)
@@ -548,15 +560,53 @@ func (d *decoder) ram(n uint64) (*RAMInfo, error) {
 			return nil, fmt.Errorf("%w: RAM range %d: %d data pages exceed the %d bytes left", ErrCorrupt, i, nData, left)
 		}
 		left -= nData * PageSize
-		if err := d.ramPages(gpa, pages, carried, data); err != nil {
+		dataBytes += nData * PageSize
+		d.sr.blocks = blocks
+		err = d.ramPages(gpa, pages, carried, data)
+		d.sr.blocks = nil
+		if err != nil {
 			return nil, fmt.Errorf("RAM range %d: %w", i, err)
 		}
 		info.Ranges = append(info.Ranges, RAMRange{GPA: gpa, Pages: pages, Carried: nCarried, Data: nData})
+	}
+	if blocks != nil {
+		if err := d.ramBlockTable(blocks.finish(), dataBytes, take); err != nil {
+			return nil, err
+		}
+		left = 0 // take checked the table's length against what was left
 	}
 	if left != 0 {
 		return nil, fmt.Errorf("%w: %d unused bytes at the end of the RAM chunk", ErrCorrupt, left)
 	}
 	return info, nil
+}
+
+// ramBlockTable reads the block sum table of a version 2 RAM chunk (the
+// rest of its body) and compares it with the sums of the page data read.
+func (d *decoder) ramBlockTable(sums []uint64, dataBytes uint64, take func(uint64) ([]byte, error)) error {
+	want := ramBlocks(dataBytes)
+	hb, err := take(ramTableHeader)
+	if err != nil {
+		return err
+	}
+	h := NewDecoder(hb)
+	size, reserved, count := h.U32(), h.U32(), h.U64()
+	if size != RAMBlockSize || reserved != 0 || count != want || uint64(len(sums)) != want {
+		return fmt.Errorf("%w: RAM block table: block size %d, %d blocks; want %d, %d blocks for %d bytes of page data",
+			ErrCorrupt, size, count, RAMBlockSize, want, dataBytes)
+	}
+	tb, err := take(8 * count)
+	if err != nil {
+		return err
+	}
+	t := NewDecoder(tb)
+	for i, s := range sums {
+		if got := t.U64(); got != s {
+			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): XXH64 %016x, the table says %016x",
+				ErrChecksum, i, uint64(i)*RAMBlockSize, min(uint64(i+1)*RAMBlockSize, dataBytes), s, got)
+		}
+	}
+	return nil
 }
 
 var zeroBlock [scanBlock]byte

@@ -30,6 +30,7 @@ func encodeV1(t testing.TB, vm *testVM) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.ramVersion1 = true // the fixture predates RAM chunk version 2
 	if err := w.writeRawManifest(vm.manifest, 1, encodeManifestV1(vm.manifest)); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,11 @@ type Writer struct {
 	devices  map[string]bool // "name/instance" written
 	ram      bool
 	scratch  []byte
+	// blocks, while set, takes the page data of a version 2 RAM chunk.
+	blocks *blockSums
+	// ramVersion1 writes version 1 RAM chunks even without a key (the
+	// fixtures of version 1 streams).
+	ramVersion1 bool
 }
 
 // NewWriter writes the header h to out and returns a Writer. If key is not
@@ -75,12 +80,20 @@ func (w *Writer) emit(p []byte) error {
 	if w.err != nil {
 		return w.err
 	}
-	w.digest.Write(p)
-	if w.mac != nil {
-		w.mac.Write(p)
+	if w.blocks != nil {
+		// Page data of a version 2 RAM chunk: its block sums, not the
+		// digest, HMAC and chunk CRC, cover it.
+		w.blocks.write(p)
+	} else {
+		w.digest.Write(p)
+		if w.mac != nil {
+			w.mac.Write(p)
+		}
+	}
+	if w.inChunk && w.blocks == nil {
+		w.chunkCRC = crc32.Update(w.chunkCRC, castagnoli, p)
 	}
 	if w.inChunk {
-		w.chunkCRC = crc32.Update(w.chunkCRC, castagnoli, p)
 		if uint64(len(p)) > w.chunkLeft {
 			w.err = errors.New("snapshot: chunk body longer than declared")
 			return w.err
@@ -263,6 +276,18 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if err != nil {
 		return err
 	}
+	// Keyed snapshots stay at version 1: the HMAC covers every byte (XXH64
+	// block sums detect damage, not forgery).
+	version := uint16(RAMVersion)
+	var totalData uint64
+	for _, n := range plan.nData {
+		totalData += n * PageSize
+	}
+	if w.mac != nil || w.ramVersion1 {
+		version = RAMVersion1
+	} else {
+		plan.length += ramTableHeader + 8*ramBlocks(totalData)
+	}
 	var progress func(n uint64)
 	if opts.Progress != nil {
 		var total, written uint64
@@ -279,7 +304,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 			}
 		}()
 	}
-	if err := w.begin(TypeRAM, 0, RAMVersion, Required, plan.length); err != nil {
+	if err := w.begin(TypeRAM, 0, version, Required, plan.length); err != nil {
 		return err
 	}
 	w.ram = true
@@ -296,6 +321,10 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	e.PutU32(0)
 	if err := w.emit(e.Bytes()); err != nil {
 		return err
+	}
+	var blocks *blockSums // version 2: the page data's block sums, across ranges
+	if version == RAMVersion {
+		blocks = newBlockSums()
 	}
 	for i, r := range ranges {
 		pages := r.Size / PageSize
@@ -316,7 +345,23 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		if err := w.emit(e.Bytes()); err != nil {
 			return err
 		}
-		if err := w.writePages(src, r.GPA, pages, plan.data[i], progress); err != nil {
+		w.blocks = blocks // nil for version 1
+		err := w.writePages(src, r.GPA, pages, plan.data[i], progress)
+		w.blocks = nil
+		if err != nil {
+			return err
+		}
+	}
+	if blocks != nil {
+		sums := blocks.finish()
+		e := NewEncoder(ramTableHeader + 8*len(sums))
+		e.PutU32(RAMBlockSize)
+		e.PutU32(0)
+		e.PutU64(uint64(len(sums)))
+		for _, s := range sums {
+			e.PutU64(s)
+		}
+		if err := w.emit(e.Bytes()); err != nil {
 			return err
 		}
 	}
