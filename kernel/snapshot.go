@@ -703,7 +703,7 @@ func (vm *VM) guestMaySave() error {
 
 // progressMin is the volume (bytes to write or read) below which no
 // progress is printed: it would be over before a line could be read.
-const progressMin = 64 << 20
+const progressMin = 32 << 20
 
 // progressPrinter returns a progress function for a save or restore
 // (bytes done over bytes to do) that prints every 10% up to 100% with the

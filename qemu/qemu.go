@@ -29,6 +29,10 @@ type Config struct {
 	Extra   []string      // more QEMU arguments
 	Input   string        // typed on the console (serial) after start
 	Disk    string        // raw disk image for the virtio-blk snapshot disk
+	// DiskWriteBPS, if set, throttles writes to the disk (bytes per
+	// second, QEMU's throttling.bps-write): a save then lasts long enough
+	// for a test to cut the power in its middle.
+	DiskWriteBPS int
 	Control string        // unix socket path of the control channel (COM2)
 	// A Linux guest (fw_cfg opt/tamavisor/kernel, initrd, cmdline, mem):
 	// bzImage and initramfs files, the kernel command line and the guest
@@ -132,7 +136,7 @@ func Args(cfg Config) []string {
 	}
 	if cfg.Disk != "" {
 		args = append(args, "-global", "virtio-mmio.force-legacy=false",
-			"-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk),
+			"-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk)+throttle(cfg.DiskWriteBPS),
 			"-device", "virtio-blk-device,drive=snapdisk")
 	}
 	if cfg.Control != "" {
@@ -205,4 +209,12 @@ func Run(cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	return res, nil
+}
+
+// throttle is the -drive option that limits writes to bps bytes a second.
+func throttle(bps int) string {
+	if bps <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(",throttling.bps-write=%d", bps)
 }

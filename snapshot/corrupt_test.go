@@ -116,11 +116,12 @@ func TestHMAC(t *testing.T) {
 	}
 }
 
-// TestRAMVersion2: an unkeyed snapshot's RAM chunk is version 2 (page data
-// checked by XXH64 block sums, out of the digest), a keyed one version 1
-// (the HMAC covers every byte). Every flipped byte of page data is caught
-// and names its block; the block table is covered by the chunk CRC; the
-// sums are those of the data.
+// TestRAMVersion2: RAM chunks are version 2: page data out of the digest,
+// checked by XXH64 block sums (unkeyed) or Poly1305 tags under one-time
+// keys (keyed). Every flipped byte of page data is caught and names its
+// block (an authentication failure when keyed); the block table is
+// covered by the chunk CRC; two keyed saves of one VM use different
+// nonces.
 func TestRAMVersion2(t *testing.T) {
 	vm := newTestVM(21, 8<<20)
 	b := vm.encode(t, 1, nil)
@@ -137,8 +138,8 @@ func TestRAMVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := ks.Find(TypeRAM, 0).Version; v != RAMVersion1 {
-		t.Errorf("keyed RAM chunk version %d, want %d", v, RAMVersion1)
+	if v := ks.Find(TypeRAM, 0).Version; v != RAMVersion {
+		t.Errorf("keyed RAM chunk version %d, want %d", v, RAMVersion)
 	}
 	var data uint64
 	for _, r := range snap.RAM.Ranges {
@@ -148,7 +149,7 @@ func TestRAMVersion2(t *testing.T) {
 		t.Fatalf("test VM has %d bytes of page data: want several blocks", data)
 	}
 	body := ram.Offset + ChunkHeaderSize
-	table := body + int64(ram.Length) - int64(ramTableHeader+8*ramBlocks(data))
+	table := body + int64(ram.Length) - int64(ramTableHeader+xxhSumSize*ramBlocks(data))
 	// The last data byte (block n-1), a byte in the middle of the data,
 	// and one of the table.
 	for _, c := range []struct {
@@ -165,5 +166,40 @@ func TestRAMVersion2(t *testing.T) {
 		if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("byte %d flipped: %v, want a checksum mismatch naming %q", c.off, err, c.want)
 		}
+	}
+}
+
+// TestRAMVersion2Keyed: in a keyed snapshot a changed page fails
+// authentication (naming the block), the nonce differs between saves, and
+// a reader that skips authentication still reads it.
+func TestRAMVersion2Keyed(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	vm := newTestVM(22, 8<<20)
+	a, b := vm.encode(t, 1, key), vm.encode(t, 1, key)
+	snap, err := decodeBytes(a, DecodeOptions{Registry: testRegistry(t), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := snap.Find(TypeRAM, 0)
+	nonceAt := ram.Offset + ChunkHeaderSize + ramHeaderSize
+	if bytes.Equal(a[nonceAt:nonceAt+ramNonceSize], b[nonceAt:nonceAt+ramNonceSize]) || isZero(a[nonceAt:nonceAt+ramNonceSize]) {
+		t.Error("two keyed saves share a RAM block nonce (or it is zero)")
+	}
+	var data uint64
+	for _, r := range snap.RAM.Ranges {
+		data += r.Data * PageSize
+	}
+	table := ram.Offset + ChunkHeaderSize + int64(ram.Length) - int64(ramTableHeader+polyTagSize*ramBlocks(data))
+	bad := bytes.Clone(a)
+	bad[table-int64(data)+RAMBlockSize+5] ^= 0x80 // in block 1
+	_, err = decodeBytes(bad, DecodeOptions{Registry: testRegistry(t), Key: key})
+	if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "RAM block 1 ") {
+		t.Errorf("changed page in a keyed snapshot: %v, want an authentication failure naming block 1", err)
+	}
+	if _, err := decodeBytes(a, DecodeOptions{Registry: testRegistry(t), SkipAuth: true}); err != nil {
+		t.Errorf("keyed snapshot read without the key (SkipAuth): %v", err)
+	}
+	if _, err := decodeBytes(a, DecodeOptions{Registry: testRegistry(t), Key: []byte("another key, 16+")}); !errors.Is(err, ErrAuth) {
+		t.Errorf("wrong key: %v, want an authentication failure", err)
 	}
 }

@@ -1,57 +1,127 @@
 package snapshot
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/crypto/poly1305"
 )
 
 // RAMVersion is the current version of the RAM chunk. Version 2 takes the
-// page data out of the stream's SHA-256 digest and its chunk CRC and
-// checks it instead block by block with XXH64, the block sums in a table
-// at the end of the chunk body that the digest and CRC cover; the writer
-// uses it for unkeyed snapshots. Version 1 (everything in the digest,
-// HMAC and CRC) is what keyed snapshots are written as, and still read.
+// page data out of the stream's SHA-256 digest, HMAC and chunk CRC and
+// checks it instead block by block, with the block sums in a table at the
+// end of the chunk body that the digest, HMAC and CRC cover: XXH64 for
+// unkeyed snapshots, Poly1305 under a one-time key per block for keyed
+// ones (docs/snapshot-format.md, 3.1). Version 1 (every byte in the
+// digest, HMAC and CRC) is still read.
 const (
 	RAMVersion  = 2
 	RAMVersion1 = 1
 	// RAMBlockSize is the page data (bytes) one block sum covers.
 	RAMBlockSize = 1 << 20
-	// ramTableHeader: u32 block size, u32 reserved, u64 block count.
+	// ramTableHeader: u32 block size, u32 flags, u64 block count.
 	ramTableHeader = 16
+	// ramTableKeyed (table flags): Poly1305 tags, a nonce after the header.
+	ramTableKeyed = 1 << 0
+	ramNonceSize  = 16
+	xxhSumSize    = 8
+	polyTagSize   = poly1305.TagSize
 )
 
-// blockSums hashes page data in RAMBlockSize blocks (XXH64).
+// blockKeyLabel starts the HMAC input a block's Poly1305 key comes from.
+const blockKeyLabel = "tamavisor snapshot RAM block key\x00"
+
+// blockSums computes the sums of page data in RAMBlockSize blocks: XXH64,
+// or with a key Poly1305 with a one-time key per block derived from the
+// snapshot key, the snapshot's nonce and the block index.
 type blockSums struct {
-	h      *xxhash.Digest
+	keyed  bool   // Poly1305 tags, else XXH64
+	key    []byte // the snapshot key (keyed)
+	skip   bool   // keyed, but the key is not known: nothing is computed
+	nonce  [ramNonceSize]byte
+	xxh    *xxhash.Digest
+	mac    *poly1305.MAC
 	filled uint64
-	sums   []uint64
+	sums   []byte
 }
 
-func newBlockSums() *blockSums { return &blockSums{h: xxhash.New()} }
+// newBlockSums returns the block sums of an unkeyed (XXH64) or keyed
+// (Poly1305) RAM chunk; keyed without a key, it only skips the data
+// (a reader told to skip authentication).
+func newBlockSums(keyed bool, key []byte, nonce [ramNonceSize]byte) *blockSums {
+	b := &blockSums{keyed: keyed, key: key, nonce: nonce, skip: keyed && len(key) == 0}
+	b.start()
+	return b
+}
+
+// sumSize is the size of one block's sum.
+func (b *blockSums) sumSize() int {
+	if b.keyed {
+		return polyTagSize
+	}
+	return xxhSumSize
+}
+
+func (b *blockSums) start() {
+	if b.skip {
+		return
+	}
+	if !b.keyed {
+		if b.xxh == nil {
+			b.xxh = xxhash.New()
+		}
+		b.xxh.Reset()
+		return
+	}
+	// Key_i = HMAC-SHA256(key, label || nonce || u64 i): unique per block
+	// of every snapshot (the nonce is random), as Poly1305 requires.
+	m := hmac.New(sha256.New, b.key)
+	m.Write([]byte(blockKeyLabel))
+	m.Write(b.nonce[:])
+	m.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b.sums)/polyTagSize)))
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+	b.mac = poly1305.New(&k)
+}
 
 func (b *blockSums) write(p []byte) {
+	if b.skip {
+		return
+	}
 	for len(p) > 0 {
 		n := min(uint64(len(p)), RAMBlockSize-b.filled)
-		b.h.Write(p[:n])
+		if !b.keyed {
+			b.xxh.Write(p[:n])
+		} else {
+			b.mac.Write(p[:n])
+		}
 		b.filled += n
 		p = p[n:]
 		if b.filled == RAMBlockSize {
-			b.sums = append(b.sums, b.h.Sum64())
-			b.h.Reset()
-			b.filled = 0
+			b.close()
 		}
 	}
 }
 
-// finish closes a last partial block and returns the sums.
-func (b *blockSums) finish() []uint64 {
+func (b *blockSums) close() {
+	if !b.keyed {
+		b.sums = binary.LittleEndian.AppendUint64(b.sums, b.xxh.Sum64())
+	} else {
+		b.sums = b.mac.Sum(b.sums)
+	}
+	b.filled = 0
+	b.start()
+}
+
+// finish closes a last partial block and returns the sums, one after
+// the other.
+func (b *blockSums) finish() []byte {
 	if b.filled > 0 {
-		b.sums = append(b.sums, b.h.Sum64())
-		b.h.Reset()
-		b.filled = 0
+		b.close()
 	}
 	return b.sums
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -469,10 +470,6 @@ func isZero(b []byte) bool {
 // ram decodes a RAM chunk body of n bytes, streaming pages to the sink.
 func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	left := n
-	var blocks *blockSums // version 2: the page data's block sums
-	if version == RAMVersion {
-		blocks = newBlockSums()
-	}
 	var dataBytes uint64
 	take := func(k uint64) ([]byte, error) {
 		if k > left {
@@ -502,6 +499,24 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	info.Incremental = flags&RAMIncremental != 0
 	if !info.Incremental && (info.BaseGeneration != 0 || !isZero(info.BaseDigest[:])) {
 		return nil, fmt.Errorf("%w: full RAM chunk names a base snapshot", ErrCorrupt)
+	}
+	var blocks *blockSums // version 2: the page data's block sums
+	keyed := d.snap.Header.Flags&HeaderKeyed != 0
+	if version >= RAMVersion {
+		nb, err := take(ramNonceSize)
+		if err != nil {
+			return nil, err
+		}
+		var nonce [ramNonceSize]byte
+		copy(nonce[:], nb)
+		if !keyed && !isZero(nonce[:]) {
+			return nil, fmt.Errorf("%w: RAM block nonce in an unkeyed snapshot", ErrCorrupt)
+		}
+		var key []byte
+		if keyed {
+			key = d.opts.Key // none with SkipAuth: the tags go unchecked
+		}
+		blocks = newBlockSums(keyed, key, nonce)
 	}
 	if uint64(nRanges)*ramRangeHdrSize > left {
 		return nil, fmt.Errorf("%w: %d RAM ranges cannot fit in %d bytes", ErrCorrupt, nRanges, left)
@@ -570,10 +585,9 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 		info.Ranges = append(info.Ranges, RAMRange{GPA: gpa, Pages: pages, Carried: nCarried, Data: nData})
 	}
 	if blocks != nil {
-		if err := d.ramBlockTable(blocks.finish(), dataBytes, take); err != nil {
+		if err := d.ramBlockTable(blocks, keyed, dataBytes, take); err != nil {
 			return nil, err
 		}
-		left = 0 // take checked the table's length against what was left
 	}
 	if left != 0 {
 		return nil, fmt.Errorf("%w: %d unused bytes at the end of the RAM chunk", ErrCorrupt, left)
@@ -581,29 +595,43 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	return info, nil
 }
 
-// ramBlockTable reads the block sum table of a version 2 RAM chunk (the
-// rest of its body) and compares it with the sums of the page data read.
-func (d *decoder) ramBlockTable(sums []uint64, dataBytes uint64, take func(uint64) ([]byte, error)) error {
+// ramBlockTable reads the block sum table of a version 2 RAM chunk and
+// compares it with the sums of the page data read (tags not checked when
+// the key is not known: SkipAuth).
+func (d *decoder) ramBlockTable(blocks *blockSums, keyed bool, dataBytes uint64, take func(uint64) ([]byte, error)) error {
 	want := ramBlocks(dataBytes)
 	hb, err := take(ramTableHeader)
 	if err != nil {
 		return err
 	}
 	h := NewDecoder(hb)
-	size, reserved, count := h.U32(), h.U32(), h.U64()
-	if size != RAMBlockSize || reserved != 0 || count != want || uint64(len(sums)) != want {
-		return fmt.Errorf("%w: RAM block table: block size %d, %d blocks; want %d, %d blocks for %d bytes of page data",
-			ErrCorrupt, size, count, RAMBlockSize, want, dataBytes)
+	size, flags, count := h.U32(), h.U32(), h.U64()
+	wantFlags := uint32(0)
+	if keyed {
+		wantFlags = ramTableKeyed
 	}
-	tb, err := take(8 * count)
+	if size != RAMBlockSize || flags != wantFlags || count != want {
+		return fmt.Errorf("%w: RAM block table: block size %d, flags %#x, %d blocks; want %d, %#x, %d blocks for %d bytes of page data",
+			ErrCorrupt, size, flags, count, RAMBlockSize, wantFlags, want, dataBytes)
+	}
+	sz := uint64(blocks.sumSize())
+	tb, err := take(sz * count)
 	if err != nil {
 		return err
 	}
-	t := NewDecoder(tb)
-	for i, s := range sums {
-		if got := t.U64(); got != s {
-			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): XXH64 %016x, the table says %016x",
-				ErrChecksum, i, uint64(i)*RAMBlockSize, min(uint64(i+1)*RAMBlockSize, dataBytes), s, got)
+	if blocks.skip {
+		return nil
+	}
+	sums := blocks.finish()
+	for i := uint64(0); i < count; i++ {
+		got, want := tb[i*sz:(i+1)*sz], sums[i*sz:(i+1)*sz]
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			kind, err := "XXH64", ErrChecksum
+			if keyed {
+				kind, err = "Poly1305 tag", ErrAuth
+			}
+			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): %s %x, the table says %x",
+				err, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), kind, want, got)
 		}
 	}
 	return nil

@@ -1,7 +1,9 @@
 package snapshot
 
 import (
+	"bytes"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -49,9 +51,10 @@ type Writer struct {
 	scratch  []byte
 	// blocks, while set, takes the page data of a version 2 RAM chunk.
 	blocks *blockSums
-	// ramVersion1 writes version 1 RAM chunks even without a key (the
-	// fixtures of version 1 streams).
+	// ramVersion1 writes version 1 RAM chunks (the fixtures of version 1
+	// streams).
 	ramVersion1 bool
+	key         []byte // the HMAC key, for the RAM blocks' keys
 }
 
 // NewWriter writes the header h to out and returns a Writer. If key is not
@@ -65,6 +68,7 @@ func NewWriter(out io.Writer, h Header, key []byte) (*Writer, error) {
 	if len(key) > 0 {
 		h.Flags |= HeaderKeyed
 		w.mac = hmac.New(sha256.New, key)
+		w.key = bytes.Clone(key)
 	}
 	hb, err := h.marshal()
 	if err != nil {
@@ -276,17 +280,25 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if err != nil {
 		return err
 	}
-	// Keyed snapshots stay at version 1: the HMAC covers every byte (XXH64
-	// block sums detect damage, not forgery).
 	version := uint16(RAMVersion)
 	var totalData uint64
 	for _, n := range plan.nData {
 		totalData += n * PageSize
 	}
-	if w.mac != nil || w.ramVersion1 {
+	var blocks *blockSums // version 2: the page data's block sums, across ranges
+	var nonce [ramNonceSize]byte
+	if w.ramVersion1 {
 		version = RAMVersion1
 	} else {
-		plan.length += ramTableHeader + 8*ramBlocks(totalData)
+		if w.key != nil {
+			// A fresh nonce per snapshot: no two blocks of any two
+			// snapshots under one key share a Poly1305 key.
+			if _, err := rand.Read(nonce[:]); err != nil {
+				return fmt.Errorf("snapshot: RAM block nonce: %w", err)
+			}
+		}
+		blocks = newBlockSums(w.key != nil, w.key, nonce)
+		plan.length += ramNonceSize + ramTableHeader + uint64(blocks.sumSize())*ramBlocks(totalData)
 	}
 	var progress func(n uint64)
 	if opts.Progress != nil {
@@ -319,12 +331,11 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	e.PutRaw(opts.BaseDigest[:])
 	e.PutU32(uint32(len(ranges)))
 	e.PutU32(0)
+	if version == RAMVersion {
+		e.PutRaw(nonce[:])
+	}
 	if err := w.emit(e.Bytes()); err != nil {
 		return err
-	}
-	var blocks *blockSums // version 2: the page data's block sums, across ranges
-	if version == RAMVersion {
-		blocks = newBlockSums()
 	}
 	for i, r := range ranges {
 		pages := r.Size / PageSize
@@ -354,13 +365,15 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	}
 	if blocks != nil {
 		sums := blocks.finish()
-		e := NewEncoder(ramTableHeader + 8*len(sums))
-		e.PutU32(RAMBlockSize)
-		e.PutU32(0)
-		e.PutU64(uint64(len(sums)))
-		for _, s := range sums {
-			e.PutU64(s)
+		var flags uint32
+		if w.key != nil {
+			flags |= ramTableKeyed
 		}
+		e := NewEncoder(ramTableHeader + len(sums))
+		e.PutU32(RAMBlockSize)
+		e.PutU32(flags)
+		e.PutU64(uint64(len(sums) / blocks.sumSize()))
+		e.PutRaw(sums)
 		if err := w.emit(e.Bytes()); err != nil {
 			return err
 		}
