@@ -33,7 +33,7 @@ type Config struct {
 	// second, QEMU's throttling.bps-write): a save then lasts long enough
 	// for a test to cut the power in its middle.
 	DiskWriteBPS int
-	Control string        // unix socket path of the control channel (COM2)
+	Control      string // unix socket path of the control channel (COM2)
 	// A Linux guest (fw_cfg opt/tamavisor/kernel, initrd, cmdline, mem):
 	// bzImage and initramfs files, the kernel command line and the guest
 	// RAM size ("256M"); empty fields are not passed.
