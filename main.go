@@ -365,32 +365,12 @@ func generationView(store *snapshot.Store, gen uint64) (*snapshot.Store, bool) {
 		logf("restore refused: generation %d is not on the snapshot disk, which holds %s", gen, strings.Join(holds, "; "))
 		return nil, false
 	}
-	hide := int64(1-slot) * snapshot.RecordArea
-	view, err := snapshot.Open(recordMask{store.Device(), hide}, snapshot.StoreOptions{})
-	if err != nil || view.SlotSize() != store.SlotSize() {
+	view, err := store.SlotView(slot)
+	if err != nil {
 		logf("restore refused: generation %d: %v", gen, err)
 		return nil, false
 	}
 	return view, true
-}
-
-// recordMask is a block device that reads the commit record area at hide
-// as zero and takes no writes.
-type recordMask struct {
-	snapshot.BlockDevice
-	hide int64
-}
-
-func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
-	n, err := m.BlockDevice.ReadAt(p, off)
-	if lo, hi := max(off, m.hide), min(off+int64(n), m.hide+snapshot.RecordArea); lo < hi {
-		clear(p[lo-off : hi-off])
-	}
-	return n, err
-}
-
-func (recordMask) WriteAt([]byte, int64) (int, error) {
-	return 0, errors.New("snapshot disk view for a restore: read-only")
 }
 
 // cpuName returns the CPU's brand string (CPUID 0x8000_0002-4) with

@@ -309,3 +309,37 @@ func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, err
 
 // Device returns the block device the store is on.
 func (s *Store) Device() BlockDevice { return s.dev }
+
+// SlotView returns a read-only view of the store in which only slot's
+// commit record is visible (the other slot's reads as blank), so that a
+// reader of the newest snapshot (kernel.Restore) takes that slot's: a
+// restore of a chosen generation.
+func (s *Store) SlotView(slot int) (*Store, error) {
+	if slot != 0 && slot != 1 {
+		return nil, fmt.Errorf("snapshot: slot %d (want 0 or 1)", slot)
+	}
+	view, err := Open(recordMask{s.dev, int64(1-slot) * RecordArea}, StoreOptions{})
+	if err == nil && view.SlotSize() != s.SlotSize() {
+		err = fmt.Errorf("snapshot: slot size %d in the view, %d on the disk", view.SlotSize(), s.SlotSize())
+	}
+	return view, err
+}
+
+// recordMask is a block device that reads the commit record area at hide
+// as zero and takes no writes.
+type recordMask struct {
+	BlockDevice
+	hide int64
+}
+
+func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
+	n, err := m.BlockDevice.ReadAt(p, off)
+	if lo, hi := max(off, m.hide), min(off+int64(n), m.hide+RecordArea); lo < hi {
+		clear(p[lo-off : hi-off])
+	}
+	return n, err
+}
+
+func (recordMask) WriteAt([]byte, int64) (int, error) {
+	return 0, errors.New("snapshot: a slot view is read-only")
+}

@@ -97,7 +97,7 @@ func verify(path string, gen uint64, sector int, keys [][]byte, stdout, stderr i
 	}
 	store := s
 	if !target.Newest {
-		if store, err = generationView(s, target.Slot); err != nil {
+		if store, err = s.SlotView(target.Slot); err != nil {
 			fmt.Fprintf(stderr, "%s: verify: %v\n", tool, err)
 			return exitFailed
 		}
@@ -139,35 +139,4 @@ func restoreReason(err error) string {
 		}
 	}
 	return msg
-}
-
-// generationView returns a read-only view of s in which only the snapshot
-// of slot is committed (the other commit record reads as blank), for
-// kernel.Restore, which resumes the newest one: what tamavisor does for
-// make qemu RESTORE_GEN=.
-func generationView(s *snapshot.Store, slot int) (*snapshot.Store, error) {
-	view, err := snapshot.Open(recordMask{s.Device(), int64(1-slot) * snapshot.RecordArea}, snapshot.StoreOptions{})
-	if err == nil && view.SlotSize() != s.SlotSize() {
-		err = fmt.Errorf("slot size %d in the view, %d on the disk", view.SlotSize(), s.SlotSize())
-	}
-	return view, err
-}
-
-// recordMask is a block device that reads the commit record area at hide
-// as zero and takes no writes.
-type recordMask struct {
-	snapshot.BlockDevice
-	hide int64
-}
-
-func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
-	n, err := m.BlockDevice.ReadAt(p, off)
-	if lo, hi := max(off, m.hide), min(off+int64(n), m.hide+snapshot.RecordArea); lo < hi {
-		clear(p[lo-off : hi-off])
-	}
-	return n, err
-}
-
-func (recordMask) WriteAt([]byte, int64) (int, error) {
-	return 0, errors.New("read-only view of the snapshot disk")
 }
