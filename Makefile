@@ -53,6 +53,14 @@ DISK_SIZE ?= 2G
 ifneq ($(filter-out 1 newest,$(RESTORE)),)
 $(error RESTORE=$(RESTORE): say RESTORE=1 (or newest) to resume the newest snapshot, RESTORE_GEN=<generation> for another one)
 endif
+ifneq ($(filter qemu qemu-linux qemu-gdb,$(MAKECMDGOALS)),)
+ifneq ($(filter-out clock bench,$(MODE)),)
+$(error MODE=$(MODE): make qemu knows MODE=clock and MODE=bench)
+endif
+ifneq ($(and $(RESTORE)$(RESTORE_GEN),$(if $(DISK),,none)),)
+$(error RESTORE needs the snapshot disk: give DISK=file)
+endif
+endif
 ifneq ($(and $(KEY),$(KEYFILE)),)
 $(error KEY= and KEYFILE= both given: one snapshot key only)
 endif

@@ -184,8 +184,8 @@ func main() {
 	case "snapbench":
 		os.Exit(snapBench(plat, image))
 	default:
-		logf("error: unknown mode %q in %s", mode, cfgMode)
-		boot.PowerOff(boot.StatusInternal)
+		logf("error: unknown mode %q in %s (clock, bench, restore, snapbench, hostile, fuzz-guests)", mode, cfgMode)
+		boot.PowerOff(boot.StatusBadImage)
 	}
 	boot.PowerOff(runGuest(plat, image))
 }
@@ -331,8 +331,8 @@ func restore(plat *kernel.Platform, gen uint64) int {
 		return healthCheck(plat, statusRestoreRefused)
 	}
 	secs := float64(x86.RDTSC()-t0) / float64(boot.TSCHz)
-	logf("vm %s: restored from generation %d (slot %d, %.1f MiB) in %.3f s, resuming", vm.Name, c.Generation, c.Slot,
-		float64(c.Length)/(1<<20), secs)
+	logf("vm %s: restored from generation %d (slot %d, %s) in %.3f s, resuming", vm.Name, c.Generation, c.Slot,
+		kernel.FormatSize(uint64(c.Length)), secs)
 	return finish(plat, vm)
 }
 

@@ -91,6 +91,9 @@ func ParseImage(b []byte) (*Image, error) {
 	}
 	if version == ImageVersion {
 		size, sum := uint64(le.Uint32(b[imagePayloadSize:])), le.Uint32(b[imagePayloadCRC:])
+		if size == 0 && le.Uint32(b[imagePayloadCRC:]) == 0 && uint64(len(b)) > hs {
+			return nil, refuse("payload size and checksum are 0: the image was not stamped (go run ./cmd/tamavisor-image stamp FILE)")
+		}
 		if got := uint64(len(b)) - hs; got != size {
 			return nil, refuse("payload is %d bytes, the header says %d (truncated or padded file?)", got, size)
 		}

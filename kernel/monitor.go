@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"tamavisor/kernel/event"
 	"tamavisor/svm"
 )
 
@@ -249,6 +250,8 @@ func (vm *VM) command(line string, out io.Writer) (resume bool, err error) {
 	case "help", "h", "?":
 		fmt.Fprintf(out, "commands: snapshot (save the VM to disk), info, continue, quit, help\n")
 		fmt.Fprintf(out, "control channel only: pause, continue, input TEXT (typed on the guest console; \\n for Enter)\n")
+	case "pause", "input":
+		return false, fmt.Errorf("%s is for the control channel (go run ./cmd/tamavisor %s); the monitor has already paused the guest", f[0], f[0])
 	default:
 		return false, fmt.Errorf("unknown command %q (try help)", f[0])
 	}
@@ -285,9 +288,13 @@ func (vm *VM) info(out io.Writer) {
 	fmt.Fprintln(out)
 	if pc := vm.PC; pc != nil {
 		v, c := vm.VCPU, &vm.VCPU.vmcb.Control
-		fmt.Fprintf(out, "interrupts: IF %d, shadow %d, halted %v, EVENTINJ %#x, V_INTR %#x, deferred %#x, %d injected; VM time %d ns, next event %d ns\n",
+		next := "none"
+		if n := vm.clock.Next(); n != event.Never {
+			next = fmt.Sprintf("at %d ns", n)
+		}
+		fmt.Fprintf(out, "interrupts: IF %d, shadow %d, halted %v, EVENTINJ %#x, V_INTR %#x, deferred %#x, %d injected; VM time %d ns, next event %s\n",
 			s.RFLAGS>>9&1, c.InterruptShadow&svm.InterruptShadowMask, v.halted, c.EventInj, c.VIntr, v.deferred,
-			vm.IRQsInjected, vm.now(), vm.clock.Next())
+			vm.IRQsInjected, vm.now(), next)
 		fmt.Fprintf(out, "local APIC: %s\n", pc.LAPIC.Summary())
 	}
 	if vm.plat.Store == nil {

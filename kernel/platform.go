@@ -94,7 +94,7 @@ func (vm *VM) newPC() error {
 // guestPowerOff: the guest entered ACPI S5 (its `poweroff`).
 func (vm *VM) guestPowerOff() {
 	if vm.stop == nil {
-		vm.stop = &Stop{Kind: StopExited, Class: ClassPowerOff, Status: 0, Reason: "the guest powered off (ACPI S5)"}
+		vm.stop = &Stop{Kind: StopExited, Class: ClassPowerOff, Status: 0, Reason: "the guest powered off by ACPI S5"}
 	}
 }
 

@@ -519,7 +519,10 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 		}
 	}
 	if newest == nil {
-		return nil, nil, fmt.Errorf("no snapshot on the disk: %w", errors.Join(append(why, snapshot.ErrNoSnapshot)...))
+		if len(why) == 0 {
+			return nil, nil, fmt.Errorf("%w on the snapshot disk (it is empty)", snapshot.ErrNoSnapshot)
+		}
+		return nil, nil, fmt.Errorf("%w on the snapshot disk: %w", snapshot.ErrNoSnapshot, errors.Join(why...))
 	}
 	sink := &restoreSink{p: p}
 	// The vm chunk, seen as it streams by, says where RAM goes.
@@ -624,7 +627,7 @@ const (
 )
 
 // ErrNoDisk is returned by a snapshot request without a snapshot disk.
-var ErrNoDisk = errors.New("no snapshot disk (start QEMU with a virtio-blk drive, see README)")
+var ErrNoDisk = errors.New("no snapshot disk (make qemu DISK=out/disk.img: a virtio-blk drive)")
 
 // snapshot saves the VM now, reporting progress on the console and the
 // result on out. On error the previous snapshot stays valid and the guest
@@ -720,6 +723,9 @@ func progressPrinter(out io.Writer, what string, tsc func() uint64, hz float64) 
 		}
 	}
 }
+
+// FormatSize formats a byte count for messages: KiB below 1 MiB, else MiB.
+func FormatSize(n uint64) string { return size(n) }
 
 // size formats a byte count for messages: KiB below 1 MiB, else MiB.
 func size(n uint64) string {

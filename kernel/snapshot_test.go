@@ -123,7 +123,7 @@ func TestRestoreRefusesCorruption(t *testing.T) {
 	}
 	// An empty disk has nothing to restore.
 	e2 := newEnv(t, featNRIP)
-	if _, _, err := Restore(e2.plat, e2.withStore(snapshot.NewMemDevice(1<<20, 512)), nil); err == nil || !strings.Contains(err.Error(), "no snapshot") {
+	if _, _, err := Restore(e2.plat, e2.withStore(snapshot.NewMemDevice(1<<20, 512)), nil); err == nil || !strings.Contains(err.Error(), "no valid snapshot") {
 		t.Errorf("empty disk: %v", err)
 	}
 }

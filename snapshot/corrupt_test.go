@@ -193,7 +193,7 @@ func TestRAMVersion2Keyed(t *testing.T) {
 	bad := bytes.Clone(a)
 	bad[table-int64(data)+RAMBlockSize+5] ^= 0x80 // in block 1
 	_, err = decodeBytes(bad, DecodeOptions{Registry: testRegistry(t), Key: key})
-	if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "RAM block 1 ") {
+	if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "RAM block 1,") {
 		t.Errorf("changed page in a keyed snapshot: %v, want an authentication failure naming block 1", err)
 	}
 	if _, err := decodeBytes(a, DecodeOptions{Registry: testRegistry(t), SkipAuth: true}); err != nil {

@@ -626,12 +626,12 @@ func (d *decoder) ramBlockTable(blocks *blockSums, keyed bool, dataBytes uint64,
 	for i := uint64(0); i < count; i++ {
 		got, want := tb[i*sz:(i+1)*sz], sums[i*sz:(i+1)*sz]
 		if subtle.ConstantTimeCompare(got, want) != 1 {
-			kind, err := "XXH64", ErrChecksum
 			if keyed {
-				kind, err = "Poly1305 tag", ErrAuth
+				return fmt.Errorf("%w: wrong snapshot key, or the snapshot was changed (RAM block %d, page data bytes %d to %d of the chunk: Poly1305 tag %x, the table says %x)",
+					ErrAuth, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
 			}
-			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): %s %x, the table says %x",
-				err, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), kind, want, got)
+			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): XXH64 %x, the table says %x",
+				ErrChecksum, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
 		}
 	}
 	return nil

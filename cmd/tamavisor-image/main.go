@@ -17,14 +17,23 @@ import (
 	"tamavisor/kernel"
 )
 
-const usage = `usage: tamavisor-image stamp FILE...   fill in a version 2 image's payload size and checksum
-       tamavisor-image check FILE...   parse images as tamavisor does and print their headers
+const usage = `usage: tamavisor-image COMMAND FILE...
+
+commands:
+  stamp FILE...   fill in the payload size and CRC-32C of version 2 images an
+                  assembler wrote (guests/common.inc leaves them 0)
+  check FILE...   parse images as tamavisor does and print their headers, or
+                  why tamavisor refuses them
+  help            this text (also -h, --help, help COMMAND)
+
+exit status: 0 ok, 1 an image was refused or could not be written, 2 usage error
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+	if len(args) >= 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") ||
+		len(args) == 2 && (args[1] == "-h" || args[1] == "--help") {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}

@@ -381,7 +381,7 @@ func TestVerifyKeyed(t *testing.T) {
 	if rc, out, _ := runTool(t, "verify", "--key-file", exact, disk); rc != 0 || !strings.Contains(out, "HMAC verified") || strings.Contains(out, "newline") {
 		t.Errorf("exact key: %d\n%s", rc, out)
 	}
-	if rc, out, _ := runTool(t, "verify", disk, "--key-file", newline); rc != 0 || !strings.Contains(out, "note: the HMAC verifies with --key-file's contents without the trailing newline") {
+	if rc, out, _ := runTool(t, "verify", disk, "--key-file", newline); rc != 1 || !strings.Contains(out, "NOT RESTORABLE") || !strings.Contains(out, "without the trailing newline") {
 		t.Errorf("key with a newline: %d\n%s", rc, out)
 	}
 	if rc, out, _ := runTool(t, "verify", "--key-file", wrong, disk); rc != 1 || !strings.Contains(out, "HMAC mismatch") && !strings.Contains(out, "authentication failed") {

@@ -108,6 +108,11 @@ func verify(path string, gen uint64, sector int, keys [][]byte, stdout, stderr i
 		return exitFailed
 	}
 	defer vm.Destroy()
+	if target.KeyNote != "" {
+		// tamavisor takes the file's bytes as they are: it would refuse.
+		fmt.Fprintf(stdout, "NOT RESTORABLE %s with this key file as it is: %s\n", where, target.KeyNote)
+		return exitFailed
+	}
 	hmac := target.HMAC
 	if hmac == "verified" {
 		hmac = "HMAC verified"
@@ -117,9 +122,6 @@ func verify(path string, gen uint64, sector int, keys [][]byte, stdout, stderr i
 	fmt.Fprintf(stdout, "ok %s: restore accepts it: vm %q, %d MiB of RAM, %d chunks; checksums, digest, %s; "+
 		"tamavisor decodes every chunk; the vCPU state passes restore's checks (svm.ValidateState, svm.Check)\n",
 		where, vm.Name, vm.Mem.Size>>20, len(target.Chunks)+1, hmac)
-	if target.KeyNote != "" {
-		fmt.Fprintf(stdout, "note: %s\n", target.KeyNote)
-	}
 	fmt.Fprintln(stdout, "note: host-specific checks (CPUID features the guest saw, MXCSR_MASK, XSAVE components) were made against "+
 		"the most capable host; a host lacking one of them still refuses the restore")
 	return exitOK

@@ -786,10 +786,10 @@ func (a *LAPIC) Summary() string {
 		}
 		return "none"
 	}
-	deadline := a.r.deadline
-	if deadline == event.Never {
-		deadline = -1
+	deadline := "none"
+	if a.r.deadline != event.Never {
+		deadline = fmt.Sprintf("at %d ns", a.r.deadline)
 	}
-	return fmt.Sprintf("SVR %#x TPR %#x PPR %#x IRR %s ISR %s, timer LVT %#x initial %d deadline %d",
+	return fmt.Sprintf("SVR %#x TPR %#x PPR %#x IRR %s ISR %s, timer LVT %#x initial %d deadline %s",
 		a.r.svr, a.r.tpr, a.ppr(), top(&a.r.irr), top(&a.r.isr), a.r.lvt[lvtTimerIndex], a.r.initial, deadline)
 }
