@@ -140,7 +140,7 @@ func TestLinuxShell(t *testing.T) {
 				scriptStep{"AVX2=*", "poweroff\n"},
 			)
 			r := linuxBoot(t, Config{CPU: cpu}, s)
-			expect(t, r, 0, version, "R=42", "AVX2=1", "tamavisor-linux: powering off", "the guest powered off (ACPI S5)")
+			expect(t, r, 0, version, "R=42", "AVX2=1", "tamavisor-linux: powering off", "the guest powered off by ACPI S5")
 			loc1, tty1 := interruptCounts(t, r, "I1", "I2")
 			loc2, tty2 := interruptCounts(t, r, "I2", "I3")
 			if loc2 <= loc1 || tty2 <= tty1 {
@@ -220,7 +220,7 @@ func linuxSnapshot(t *testing.T, cpu string) {
 		scriptStep{"T=*", "poweroff\n"},
 	)
 	r2 := linuxBoot(t, Config{CPU: cpu, Mode: "restore", Disk: disk}, s2)
-	expect(t, r2, 0, "restored from generation "+m[1], "V=kept42", "the guest powered off (ACPI S5)")
+	expect(t, r2, 0, "restored from generation "+m[1], "V=kept42", "the guest powered off by ACPI S5")
 	after := times(r2)
 	if len(before) == 0 || len(after) < 3 {
 		t.Fatalf("time lines before %v, after %v", before, after)

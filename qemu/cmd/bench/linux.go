@@ -307,7 +307,7 @@ func printProfile(ps []profile, names []string) bool {
 		fmt.Println()
 	}
 	for i, p := range ps {
-		if p.ok && !strings.HasPrefix(p.stop, "the guest powered off (ACPI S5)") {
+		if p.ok && !strings.HasPrefix(p.stop, "the guest powered off by ACPI S5") {
 			fmt.Printf("  (%s: the VM stopped with: %s)\n", names[i], p.stop)
 		}
 		sum := 0

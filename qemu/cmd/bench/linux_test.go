@@ -33,8 +33,8 @@ func TestMeasure(t *testing.T) {
 }
 
 func TestProfileLines(t *testing.T) {
-	m := stopLine.FindStringSubmatch("tamavisor: vm linux: the guest powered off (ACPI S5) (exit status 0) (39955 exits, 859 interrupts injected, 2186 MMIO accesses)")
-	if m == nil || m[1] != "the guest powered off (ACPI S5) (exit status 0)" || m[2] != "39955" || m[3] != "859" || m[4] != "2186" {
+	m := stopLine.FindStringSubmatch("tamavisor: vm linux: the guest powered off by ACPI S5 (exit status 0) (39955 exits, 859 interrupts injected, 2186 MMIO accesses)")
+	if m == nil || m[1] != "the guest powered off by ACPI S5 (exit status 0)" || m[2] != "39955" || m[3] != "859" || m[4] != "2186" {
 		t.Errorf("stop line: %q", m)
 	}
 	got := parseReasons("IOIO 35303, NPF 2186, VINTR 375")
