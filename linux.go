@@ -86,7 +86,11 @@ func runLinux(plat *kernel.Platform, lc kernel.LinuxConfig) int {
 	logf("vm %s: booting Linux (%d KiB kernel, %d KiB initrd, %d MiB RAM), command line %q",
 		vm.Name, len(lc.Kernel)>>10, len(lc.Initrd)>>10, lc.MemSize>>20, lc.Cmdline)
 	if guestBudget > 0 {
-		vm.SetBudget(guestBudget, 0)
+		if err := vm.SetBudget(guestBudget, 0); err != nil {
+			logf("error: vm %s: %v", vm.Name, err)
+			vm.Destroy()
+			return boot.StatusBadImage
+		}
 		logf("vm %s: time budget %v", vm.Name, guestBudget)
 	}
 	return finish(plat, vm)

@@ -205,7 +205,11 @@ func runGuest(plat *kernel.Platform, image []byte) int {
 		return boot.StatusInternal
 	}
 	if guestBudget > 0 {
-		vm.SetBudget(guestBudget, 0)
+		if err := vm.SetBudget(guestBudget, 0); err != nil {
+			logf("error: vm %s: %v", vm.Name, err)
+			vm.Destroy()
+			return boot.StatusBadImage
+		}
 		logf("vm %s: time budget %v", img.Name, guestBudget)
 	}
 	return finish(plat, vm)

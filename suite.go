@@ -50,9 +50,12 @@ var guestBudget time.Duration
 
 // readBudget reads opt/tamavisor/budget, a Go duration ("30s", "2m").
 func readBudget(cfg *fwcfg.Device) (time.Duration, error) {
+	if _, ok := cfg.Lookup(cfgBudget); !ok {
+		return 0, nil // none given
+	}
 	b, err := cfg.ReadFile(cfgBudget, maxBudgetLen)
 	if err != nil {
-		return 0, nil // none given
+		return 0, fmt.Errorf("%s: %v", cfgBudget, err)
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(string(b)))
 	if err != nil || d <= 0 {
@@ -134,7 +137,10 @@ func runImage(plat *kernel.Platform, img *kernel.Image, budget time.Duration, ex
 	if err != nil {
 		return "internal", err.Error()
 	}
-	vm.SetBudget(budget, exits)
+	if err := vm.SetBudget(budget, exits); err != nil {
+		vm.Destroy()
+		return "internal", err.Error()
+	}
 	stop := vm.Run()
 	n := vm.VCPU.Exits
 	vm.Destroy()
@@ -193,10 +199,10 @@ func readSeeds(cfg *fwcfg.Device) ([]seedRange, error) {
 		}
 		first, err1 := strconv.ParseUint(f, 10, 64)
 		count, err2 := strconv.ParseUint(c, 10, 64)
-		total += count
-		if err1 != nil || err2 != nil || count == 0 || total > maxFuzzSeeds || first+count < first {
+		if err1 != nil || err2 != nil || count == 0 || count > maxFuzzSeeds-total || first+count < first {
 			return nil, fmt.Errorf("%s: %q is not a list of first+count (at most %d seeds)", cfgSeeds, s, maxFuzzSeeds)
 		}
+		total += count
 		rs = append(rs, seedRange{first, count})
 	}
 	return rs, nil

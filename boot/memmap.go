@@ -30,12 +30,12 @@ const (
 	E820Unusable = 5 // AddressRangeUnusable: RAM with detected errors
 )
 
-// PoolLimit is where the guest pool ends at the latest: 4 GiB. The host
+// PoolLimit is where the guest pool ends at the latest: 3 GiB. The host
 // reaches the pool through TamaGo's identity map (tamago amd64/init.s: 0-3
-// GiB cacheable, 3-4 GiB uncacheable for MMIO, then 4-6 GiB uncacheable);
-// RAM above 4 GiB is left unused, as when the pool ended at the CMOS size
-// of RAM below 4 GiB.
-const PoolLimit = 1 << 32
+// GiB cacheable, 3-4 GiB uncacheable for MMIO, then 4-6 GiB uncacheable),
+// and 3-4 GiB holds the local APIC and I/O APIC pages whatever a memory
+// map says; RAM above is left unused.
+const PoolLimit = 3 << 30
 
 // poolPage is the pool's granularity (the 4 KiB page of the nested page
 // tables): the pool's end is rounded down to it, and the pool must hold one.

@@ -53,3 +53,25 @@ func TestTimeBudget(t *testing.T) {
 		t.Errorf("host timer armed for %v, want the budget's end %d last", ft.arms, start+uint64(50*time.Millisecond))
 	}
 }
+
+// TestBudgetLimits: a huge time budget does not overflow into an instant
+// stop, and a time budget without a known TSC rate is refused, not
+// silently never due.
+func TestBudgetLimits(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	vm := e.boot(Mode64)
+	if err := vm.SetBudget(time.Duration(1<<63-1), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.resume(exitStep(svm.ExitINTR, 0, 0), exitStep(svm.ExitINTR, 0, 0))
+	if s := vm.Stopped(); s != nil && s.Class == ClassBudget {
+		t.Errorf("a budget of 292 years stopped the VM: %v", s)
+	}
+	e2 := newEnv(t, featNRIP)
+	vm2 := e2.boot(Mode64)
+	e2.plat.TSCHz = 0
+	if err := vm2.SetBudget(time.Millisecond, 0); err == nil {
+		t.Error("a time budget without a TSC rate was accepted")
+	}
+}

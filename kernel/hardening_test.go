@@ -547,3 +547,28 @@ func TestCR4WriteValidated(t *testing.T) {
 		}
 	})
 }
+
+// TestRegWriteLengthAndWrap: MOV CR0 with a ModRM mod field other than 11
+// is still 3 bytes (the mod field is ignored), and IP wraps at 64 KiB in
+// real mode, on the decode path.
+func TestRegWriteLengthAndWrap(t *testing.T) {
+	e := newEnv(t, featNoNRIP) // lengths come from the decoder
+	e.boot(Mode16)
+	es := e.resume(
+		e.insnExit(svm.ExitCR0Write, []byte{0x0f, 0x22, 0x40}, func(v *svm.VMCB, r *svm.Regs) {
+			v.State.RAX = svm.CR0ET // mov cr0, eax with mod 01: 3 bytes, no displacement
+		}),
+		func(v *svm.VMCB, r *svm.Regs) {
+			v.State.RIP = 0xFFFD // the last 3 bytes of the segment
+			e.code(0xFFFD, 0x0f, 0x22, 0xc0)
+			v.State.RAX = svm.CR0ET
+			v.Control.ExitCode = uint64(svm.ExitCR0Write)
+		},
+	)
+	if got, want := es[1].vmcb.State.RIP, es[0].vmcb.State.RIP+3; got != want {
+		t.Errorf("RIP %#x after a mod-01 MOV CR0, want %#x", got, want)
+	}
+	if got := es[2].vmcb.State.RIP; got != 0 {
+		t.Errorf("RIP %#x after MOV CR0 at IP 0xfffd in real mode, want 0 (IP wraps)", got)
+	}
+}

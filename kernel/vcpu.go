@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"unsafe"
@@ -561,10 +562,16 @@ func (v *VCPU) fetchInsn(what string) (code []byte, mode int, ok bool) {
 // where the CPU saves it) and ends any interrupt shadow.
 func (v *VCPU) advance(n int) {
 	s, c := &v.vmcb.State, &v.vmcb.Control
-	if v.vm.plat.Features.NRIP() {
+	if v.vm.plat.Features.NRIP() && c.NextRIP != 0 { // as KVM: a CPU may leave it 0
 		s.RIP = c.NextRIP
 	} else {
 		s.RIP += uint64(n)
+		switch v.cpu.Mode() { // fetchInsn set v.cpu
+		case 16:
+			s.RIP &= 0xffff // IP wraps within the code segment
+		case 32:
+			s.RIP &= 0xffffffff
+		}
 	}
 	c.InterruptShadow &^= svm.InterruptShadowMask
 }
@@ -587,7 +594,11 @@ func (v *VCPU) writeCR0() {
 		err = fmt.Errorf("a write to CR%d, not CR0", w.CR)
 	}
 	if err != nil {
-		v.vm.stopFault(ClassUndecodable, "CR0 write exit at RIP %#x: %v", s.RIP, err)
+		class := ClassUndecodable
+		if errors.Is(err, insn.ErrNotEmulated) {
+			class = ClassNotEmulated // LMSW from memory
+		}
+		v.vm.stopFault(class, "CR0 write exit at RIP %#x: %v", s.RIP, err)
 		return
 	}
 	if s.CPL != 0 {

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -348,19 +349,23 @@ func (vm *VM) Run() (stop *Stop) {
 // has passed from now (0: no time limit) or after exits exits in all (0:
 // no limit). The time budget is a timer on the VM's event queue, so the
 // host timer takes the CPU back for it even from a guest that never exits.
-func (vm *VM) SetBudget(d time.Duration, exits uint64) {
+func (vm *VM) SetBudget(d time.Duration, exits uint64) error {
 	vm.exitBudget = exits
 	if vm.budgetTimer != nil {
 		vm.budgetTimer.Stop()
 	}
 	if d <= 0 {
-		return
+		return nil
+	}
+	if vm.plat.TSCHz == 0 {
+		return errors.New("a time budget needs the TSC's rate, which is not known (calibration failed)")
 	}
 	start := vm.now()
 	vm.budgetTimer = vm.clock.NewTimer(func(now int64) {
 		vm.stopBudget("time budget of %v used up (%d exits) at RIP %#x", d, vm.VCPU.Exits, vm.VCPU.vmcb.State.RIP)
 	})
-	vm.budgetTimer.Arm(start + int64(d))
+	vm.budgetTimer.Arm(start + min(int64(d), event.Never-1-start)) // no overflow past Never
+	return nil
 }
 
 func (vm *VM) stopBudget(f string, a ...any) {

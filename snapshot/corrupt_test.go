@@ -169,9 +169,10 @@ func TestRAMVersion2(t *testing.T) {
 	}
 }
 
-// TestRAMVersion2Keyed: in a keyed snapshot a changed page fails
-// authentication (naming the block), the nonce differs between saves, and
-// a reader that skips authentication still reads it.
+// TestRAMVersion2Keyed: in a keyed snapshot a changed page is found (XXH64,
+// naming the block) with or without the key, a wrong key fails the
+// Poly1305 tags, the nonce differs between saves, and a reader that
+// skips authentication still reads an intact one.
 func TestRAMVersion2Keyed(t *testing.T) {
 	key := []byte("0123456789abcdef")
 	vm := newTestVM(22, 8<<20)
@@ -189,12 +190,16 @@ func TestRAMVersion2Keyed(t *testing.T) {
 	for _, r := range snap.RAM.Ranges {
 		data += r.Data * PageSize
 	}
-	table := ram.Offset + ChunkHeaderSize + int64(ram.Length) - int64(ramTableHeader+polyTagSize*ramBlocks(data))
+	table := ram.Offset + ChunkHeaderSize + int64(ram.Length) - int64(ramTableHeader+(xxhSumSize+polyTagSize)*ramBlocks(data))
 	bad := bytes.Clone(a)
 	bad[table-int64(data)+RAMBlockSize+5] ^= 0x80 // in block 1
-	_, err = decodeBytes(bad, DecodeOptions{Registry: testRegistry(t), Key: key})
-	if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "RAM block 1,") {
-		t.Errorf("changed page in a keyed snapshot: %v, want an authentication failure naming block 1", err)
+	// Damage is damage, with the key or without it (XXH64 in the table).
+	for _, opts := range []DecodeOptions{{Key: key}, {SkipAuth: true}} {
+		opts.Registry = testRegistry(t)
+		_, err = decodeBytes(bad, opts)
+		if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "RAM block 1 ") {
+			t.Errorf("changed page in a keyed snapshot (key given %v): %v, want a checksum mismatch naming block 1", opts.Key != nil, err)
+		}
 	}
 	if _, err := decodeBytes(a, DecodeOptions{Registry: testRegistry(t), SkipAuth: true}); err != nil {
 		t.Errorf("keyed snapshot read without the key (SkipAuth): %v", err)

@@ -39,64 +39,61 @@ const blockKeyLabel = "tamavisor snapshot RAM block key\x00"
 // or with a key Poly1305 with a one-time key per block derived from the
 // snapshot key, the snapshot's nonce and the block index.
 type blockSums struct {
-	keyed  bool   // Poly1305 tags, else XXH64
-	key    []byte // the snapshot key (keyed)
-	skip   bool   // keyed, but the key is not known: nothing is computed
+	keyed  bool   // each sum is XXH64 then a Poly1305 tag, else XXH64 alone
+	key    []byte // the snapshot key (keyed; nil: tags not computed)
 	nonce  [ramNonceSize]byte
+	gen    uint64 // the snapshot's generation, also in the block keys
 	xxh    *xxhash.Digest
 	mac    *poly1305.MAC
 	filled uint64
+	blocks uint64
 	sums   []byte
 }
 
-// newBlockSums returns the block sums of an unkeyed (XXH64) or keyed
-// (Poly1305) RAM chunk; keyed without a key, it only skips the data
-// (a reader told to skip authentication).
-func newBlockSums(keyed bool, key []byte, nonce [ramNonceSize]byte) *blockSums {
-	b := &blockSums{keyed: keyed, key: key, nonce: nonce, skip: keyed && len(key) == 0}
+// newBlockSums returns the block sums of a RAM chunk: XXH64 per block,
+// and in a keyed snapshot a Poly1305 tag too, computed when key is given
+// (a reader skipping authentication checks the XXH64 sums only).
+func newBlockSums(keyed bool, key []byte, nonce [ramNonceSize]byte, gen uint64) *blockSums {
+	b := &blockSums{keyed: keyed, key: key, nonce: nonce, gen: gen, xxh: xxhash.New()}
 	b.start()
 	return b
 }
 
-// sumSize is the size of one block's sum.
+// sumSize is the size of one block's entry in the table.
 func (b *blockSums) sumSize() int {
 	if b.keyed {
-		return polyTagSize
+		return xxhSumSize + polyTagSize
 	}
 	return xxhSumSize
 }
 
+// tags reports whether Poly1305 tags are computed.
+func (b *blockSums) tags() bool { return b.keyed && len(b.key) > 0 }
+
 func (b *blockSums) start() {
-	if b.skip {
+	b.xxh.Reset()
+	if !b.tags() {
 		return
 	}
-	if !b.keyed {
-		if b.xxh == nil {
-			b.xxh = xxhash.New()
-		}
-		b.xxh.Reset()
-		return
-	}
-	// Key_i = HMAC-SHA256(key, label || nonce || u64 i): unique per block
-	// of every snapshot (the nonce is random), as Poly1305 requires.
+	// Key_i = HMAC-SHA256(key, label || nonce || u64 generation || u64 i):
+	// unique per block of every snapshot (the nonce is random; the
+	// generation keeps keys apart within a store even if it were not), as
+	// Poly1305 requires.
 	m := hmac.New(sha256.New, b.key)
 	m.Write([]byte(blockKeyLabel))
 	m.Write(b.nonce[:])
-	m.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b.sums)/polyTagSize)))
+	m.Write(binary.LittleEndian.AppendUint64(nil, b.gen))
+	m.Write(binary.LittleEndian.AppendUint64(nil, b.blocks))
 	var k [32]byte
 	copy(k[:], m.Sum(nil))
 	b.mac = poly1305.New(&k)
 }
 
 func (b *blockSums) write(p []byte) {
-	if b.skip {
-		return
-	}
 	for len(p) > 0 {
 		n := min(uint64(len(p)), RAMBlockSize-b.filled)
-		if !b.keyed {
-			b.xxh.Write(p[:n])
-		} else {
+		b.xxh.Write(p[:n])
+		if b.tags() {
 			b.mac.Write(p[:n])
 		}
 		b.filled += n
@@ -108,17 +105,20 @@ func (b *blockSums) write(p []byte) {
 }
 
 func (b *blockSums) close() {
-	if !b.keyed {
-		b.sums = binary.LittleEndian.AppendUint64(b.sums, b.xxh.Sum64())
-	} else {
+	b.sums = binary.LittleEndian.AppendUint64(b.sums, b.xxh.Sum64())
+	switch {
+	case b.tags():
 		b.sums = b.mac.Sum(b.sums)
+	case b.keyed:
+		b.sums = append(b.sums, make([]byte, polyTagSize)...) // not computed
 	}
 	b.filled = 0
+	b.blocks++
 	b.start()
 }
 
-// finish closes a last partial block and returns the sums, one after
-// the other.
+// finish closes a last partial block and returns the table entries, one
+// after the other.
 func (b *blockSums) finish() []byte {
 	if b.filled > 0 {
 		b.close()

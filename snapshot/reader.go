@@ -516,7 +516,7 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 		if keyed {
 			key = d.opts.Key // none with SkipAuth: the tags go unchecked
 		}
-		blocks = newBlockSums(keyed, key, nonce)
+		blocks = newBlockSums(keyed, key, nonce, d.snap.Header.Generation)
 	}
 	if uint64(nRanges)*ramRangeHdrSize > left {
 		return nil, fmt.Errorf("%w: %d RAM ranges cannot fit in %d bytes", ErrCorrupt, nRanges, left)
@@ -619,19 +619,24 @@ func (d *decoder) ramBlockTable(blocks *blockSums, keyed bool, dataBytes uint64,
 	if err != nil {
 		return err
 	}
-	if blocks.skip {
+	sums := blocks.finish()
+	// Damage first (XXH64, checked with or without the key), then
+	// authenticity (the Poly1305 tag, where the key is known).
+	for i := uint64(0); i < count; i++ {
+		e := tb[i*sz : (i+1)*sz]
+		if got, want := binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(sums[i*sz:]); got != want {
+			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): XXH64 %016x, the table says %016x",
+				ErrChecksum, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
+		}
+	}
+	if !blocks.tags() {
 		return nil
 	}
-	sums := blocks.finish()
 	for i := uint64(0); i < count; i++ {
-		got, want := tb[i*sz:(i+1)*sz], sums[i*sz:(i+1)*sz]
+		got, want := tb[i*sz+xxhSumSize:(i+1)*sz], sums[i*sz+xxhSumSize:(i+1)*sz]
 		if subtle.ConstantTimeCompare(got, want) != 1 {
-			if keyed {
-				return fmt.Errorf("%w: wrong snapshot key, or the snapshot was changed (RAM block %d, page data bytes %d to %d of the chunk: Poly1305 tag %x, the table says %x)",
-					ErrAuth, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
-			}
-			return fmt.Errorf("%w: RAM block %d (page data bytes %d to %d of the chunk): XXH64 %x, the table says %x",
-				ErrChecksum, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
+			return fmt.Errorf("%w: wrong snapshot key, or the snapshot was forged (RAM block %d, page data bytes %d to %d of the chunk: Poly1305 tag %x, the table says %x)",
+				ErrAuth, i, i*RAMBlockSize, min((i+1)*RAMBlockSize, dataBytes), want, got)
 		}
 	}
 	return nil

@@ -55,6 +55,7 @@ type Writer struct {
 	// streams).
 	ramVersion1 bool
 	key         []byte // the HMAC key, for the RAM blocks' keys
+	gen         uint64 // the header's generation, for the RAM blocks' keys
 }
 
 // NewWriter writes the header h to out and returns a Writer. If key is not
@@ -65,6 +66,7 @@ func NewWriter(out io.Writer, h Header, key []byte) (*Writer, error) {
 	w := &Writer{out: out, digest: sha256.New(), seen: make(map[string]bool), devices: make(map[string]bool)}
 	h.Version = FormatVersion
 	h.Flags &^= HeaderKeyed
+	w.gen = h.Generation
 	if len(key) > 0 {
 		h.Flags |= HeaderKeyed
 		w.mac = hmac.New(sha256.New, key)
@@ -297,7 +299,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 				return fmt.Errorf("snapshot: RAM block nonce: %w", err)
 			}
 		}
-		blocks = newBlockSums(w.key != nil, w.key, nonce)
+		blocks = newBlockSums(w.key != nil, w.key, nonce, w.gen)
 		plan.length += ramNonceSize + ramTableHeader + uint64(blocks.sumSize())*ramBlocks(totalData)
 	}
 	var progress func(n uint64)

@@ -19,7 +19,7 @@ type MovToDR struct {
 // intercept exits on. The source is the whole 32- or 64-bit register: the
 // operand size of MOV DRn is that of the mode, not of prefixes.
 func DecodeMovToDR(code []byte, mode int) (MovToDR, error) {
-	inst, err := x86asm.Decode(code, mode)
+	inst, err := x86asm.Decode(regForm(code, mode), mode)
 	if err != nil {
 		return MovToDR{}, fmt.Errorf("insn: MOV to DR: % x: %w", code[:min(len(code), 15)], err)
 	}
@@ -54,7 +54,7 @@ type CRWrite struct {
 // MOV CRn from a register, CLTS, or LMSW from a register. LMSW from
 // memory is refused (not emulated).
 func DecodeCRWrite(code []byte, mode int) (CRWrite, error) {
-	inst, err := x86asm.Decode(code, mode)
+	inst, err := x86asm.Decode(regForm(code, mode), mode)
 	if err != nil {
 		return CRWrite{}, fmt.Errorf("insn: CR write: % x: %w", code[:min(len(code), 15)], err)
 	}
@@ -78,4 +78,32 @@ func DecodeCRWrite(code []byte, mode int) (CRWrite, error) {
 		}
 	}
 	return CRWrite{}, fmt.Errorf("insn: %q (% x) is not a write to a control register", inst, code[:inst.Len])
+}
+
+// regForm returns code with the ModRM byte of a MOV to or from CRn or
+// DRn (0F 20-23) given mod = 11b: those instructions are register to
+// register whatever their mod field says (APM vol. 3, "MOV (CRn)", "MOV
+// (DRn)"), with no displacement or SIB, which a general decoder would
+// count into their length. Other code is returned as it is.
+func regForm(code []byte, mode int) []byte {
+	i := 0
+	for i < len(code) && i < MaxLen {
+		b := code[i]
+		switch {
+		case b == 0x66 || b == 0x67 || b == 0xF0 || b == 0xF2 || b == 0xF3 ||
+			b == 0x2E || b == 0x36 || b == 0x3E || b == 0x26 || b == 0x64 || b == 0x65:
+			i++
+			continue
+		case mode == 64 && b&0xF0 == 0x40: // REX
+			i++
+			continue
+		}
+		break
+	}
+	if i+2 < len(code) && code[i] == 0x0F && code[i+1] >= 0x20 && code[i+1] <= 0x23 && code[i+2]&0xC0 != 0xC0 {
+		c := append([]byte(nil), code...)
+		c[i+2] |= 0xC0
+		return c
+	}
+	return code
 }

@@ -19,6 +19,8 @@ func TestDecodeMovToDR(t *testing.T) {
 		{code: []byte{0x0f, 0x22, 0xd8}, mode: 64, bad: true},                   // mov cr3, rax
 		{code: []byte{0x0f, 0xa2}, mode: 64, bad: true},                         // cpuid
 		{code: []byte{0x0f}, mode: 64, bad: true},                               // truncated
+		{code: []byte{0x0f, 0x23, 0x78}, mode: 32, dr: 7, gpr: 0, len: 3},       // mod 01 ignored: still 3 bytes
+		{code: []byte{0x66, 0x0f, 0x23, 0xb8}, mode: 32, dr: 7, gpr: 0, len: 4}, // mod 10 ignored
 	} {
 		m, err := DecodeMovToDR(c.code, c.mode)
 		if c.bad {
@@ -44,10 +46,12 @@ func TestDecodeCRWrite(t *testing.T) {
 		{code: []byte{0x0f, 0x22, 0xc3}, mode: 32, want: CRWrite{Kind: CRWriteMov, CR: 0, GPR: 3, Len: 3}},        // mov cr0, ebx
 		{code: []byte{0x44, 0x0f, 0x22, 0xe1}, mode: 64, want: CRWrite{Kind: CRWriteMov, CR: 12, GPR: 1, Len: 4}}, // mov cr12, rcx (rex.r)
 		{code: []byte{0x0f, 0x06}, mode: 16, want: CRWrite{Kind: CRWriteCLTS, Len: 2}},
-		{code: []byte{0x0f, 0x01, 0xf2}, mode: 32, want: CRWrite{Kind: CRWriteLMSW, GPR: 2, Len: 3}}, // lmsw dx
-		{code: []byte{0x0f, 0x01, 0x30}, mode: 32, bad: true},                                        // lmsw [eax]
-		{code: []byte{0x0f, 0x20, 0xc0}, mode: 64, bad: true},                                        // mov rax, cr0
-		{code: []byte{0x0f, 0x23, 0xf8}, mode: 64, bad: true},                                        // mov dr7, rax
+		{code: []byte{0x0f, 0x01, 0xf2}, mode: 32, want: CRWrite{Kind: CRWriteLMSW, GPR: 2, Len: 3}},       // lmsw dx
+		{code: []byte{0x0f, 0x01, 0x30}, mode: 32, bad: true},                                              // lmsw [eax]
+		{code: []byte{0x0f, 0x22, 0x40}, mode: 64, want: CRWrite{Kind: CRWriteMov, CR: 0, GPR: 0, Len: 3}}, // mod 01 ignored
+		{code: []byte{0x0f, 0x22, 0x80}, mode: 32, want: CRWrite{Kind: CRWriteMov, CR: 0, GPR: 0, Len: 3}}, // mod 10 ignored
+		{code: []byte{0x0f, 0x20, 0xc0}, mode: 64, bad: true},                                              // mov rax, cr0
+		{code: []byte{0x0f, 0x23, 0xf8}, mode: 64, bad: true},                                              // mov dr7, rax
 		{code: []byte{}, mode: 64, bad: true},
 	} {
 		w, err := DecodeCRWrite(c.code, c.mode)
