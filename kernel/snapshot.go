@@ -784,3 +784,19 @@ func (r ramSource) ReadAt(b []byte, gpa int64) (int, error) {
 func UUID(id [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16])
 }
+
+// View lets the snapshot writer read guest pages in place (snapshot.Viewer).
+func (r ramSource) View(gpa, n uint64) ([]byte, bool) {
+	b, err := r.mem.Slice(gpa, n)
+	return b, err == nil
+}
+
+// View lets the snapshot reader read pages straight into the new VM's RAM
+// (snapshot.Viewer).
+func (s *restoreSink) View(gpa, n uint64) ([]byte, bool) {
+	if s.ensure() != nil {
+		return nil, false // WriteAt reports the error
+	}
+	b, err := s.vm.Mem.Slice(gpa, n)
+	return b, err == nil
+}

@@ -158,6 +158,15 @@ type MemorySink interface {
 	WriteAt(p []byte, gpa int64) (int, error)
 }
 
+// Viewer may be implemented by a MemorySource or MemorySink whose memory
+// is addressable: View returns the n bytes at gpa in place (ok false:
+// not viewable there), so that the writer reads and hashes guest pages
+// without copying them first, and the reader reads the stream straight
+// into them.
+type Viewer interface {
+	View(gpa, n uint64) (b []byte, ok bool)
+}
+
 // Zeroer may be implemented by a MemorySink that can clear memory faster
 // than being written zero pages.
 type Zeroer interface {
@@ -283,9 +292,9 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 		var nData uint64
 		for off := uint64(0); off < r.Size; off += scanBlock {
 			n := min(scanBlock, r.Size-off)
-			b := buf[:n]
-			if _, err := src.ReadAt(b, int64(r.GPA+off)); err != nil {
-				return nil, fmt.Errorf("snapshot: read guest memory at %#x: %w", r.GPA+off, err)
+			b, err := readOrView(src, buf[:n], r.GPA+off)
+			if err != nil {
+				return nil, err
 			}
 			for po := uint64(0); po < n; po += PageSize {
 				pg := (off + po) / PageSize
@@ -307,4 +316,18 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 		}
 	}
 	return p, nil
+}
+
+// readOrView returns the len(buf) bytes of guest memory at gpa: in place
+// where src is a Viewer, else read into buf.
+func readOrView(src MemorySource, buf []byte, gpa uint64) ([]byte, error) {
+	if v, ok := src.(Viewer); ok {
+		if b, ok := v.View(gpa, uint64(len(buf))); ok {
+			return b, nil
+		}
+	}
+	if _, err := src.ReadAt(buf, int64(gpa)); err != nil {
+		return nil, fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa, err)
+	}
+	return buf, nil
 }

@@ -664,6 +664,18 @@ func (d *decoder) ramPages(gpa, pages uint64, carried, data []byte) error {
 		at := gpa + p*PageSize
 		n := run * PageSize
 		if isData {
+			// Straight into the sink's memory where it can be viewed;
+			// pages are written before the end of the stream is checked
+			// either way (see DecodeOptions.Memory).
+			if v, ok := sink.(Viewer); ok {
+				if b, ok := v.View(at, n); ok {
+					if err := d.sr.read(b); err != nil {
+						return err
+					}
+					p += run
+					continue
+				}
+			}
 			if err := d.sr.read(buf[:n]); err != nil {
 				return err
 			}

@@ -396,9 +396,9 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, pr
 		for p+run < pages && run < maxRun && bitSet(data, p+run) {
 			run++
 		}
-		b := w.scratch[:run*PageSize]
-		if _, err := src.ReadAt(b, int64(gpa+p*PageSize)); err != nil {
-			w.err = fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa+p*PageSize, err)
+		b, err := readOrView(src, w.scratch[:run*PageSize], gpa+p*PageSize)
+		if err != nil {
+			w.err = err
 			return w.err
 		}
 		if err := w.emit(b); err != nil {
