@@ -121,26 +121,8 @@ _start:
         PUTS msg_damaged
         HC_EXIT_WITH 4
 
-; tsc: RAX = TSC. Clobbers RDX.
-tsc:    rdtsc
-        shl rdx, 32
-        or rax, rdx
-        ret
-
-; print_dec: print RAX in decimal. Clobbers RAX, RCX, RDX, RSI, RDI.
-print_dec:
-        mov rdi, numbuf + 20
-        mov byte [rdi], 0
-        mov ecx, 10
-.digit: xor edx, edx
-        div rcx
-        add dl, '0'
-        dec rdi
-        mov [rdi], dl
-        test rax, rax
-        jnz .digit
-        mov rsi, rdi
-        jmp uart_puts
+        TSC_FUNC
+        PRINT_DEC_FUNC
 
 msg_start:   db GNAME, ": start", 10, 0
 msg_count:   db "count: ", 0
@@ -154,7 +136,6 @@ mxcsr_init:  dd MXCSR_VALUE
 mxcsr_now:   dd 0
 msg_back:    db GNAME, ": FAIL tsc went backwards", 10, 0
 msg_damaged: db GNAME, ": FAIL memory damaged", 10, 0
-numbuf:      times 21 db 0
 
         UART_PUTS_FUNC
         GUEST_END

@@ -72,26 +72,8 @@ rtc_seconds:
         movzx eax, al
         ret
 
-; tsc: RAX = TSC. Clobbers RDX.
-tsc:    rdtsc
-        shl rdx, 32
-        or rax, rdx
-        ret
-
-; print_dec: print RAX in decimal. Clobbers RAX, RCX, RDX, RSI, RDI.
-print_dec:
-        mov rdi, numbuf + 20
-        mov byte [rdi], 0
-        mov ecx, 10
-.digit: xor edx, edx
-        div rcx
-        add dl, '0'
-        dec rdi
-        mov [rdi], dl
-        test rax, rax
-        jnz .digit
-        mov rsi, rdi
-        jmp uart_puts
+        TSC_FUNC
+        PRINT_DEC_FUNC
 
 msg_start:  db GNAME, ": counting seconds; type q to stop", 10, 0
 msg_tick:   db GNAME, ": tick ", 0
@@ -99,7 +81,6 @@ msg_nl:     db 10, 0
 msg_bye:    db GNAME, ": bye after ", 0
 msg_ticks:  db " ticks", 10, 0
 tick_count: dq 0
-numbuf:     times 21 db 0
 
         UART_PUTS_FUNC
         GUEST_END
