@@ -15,8 +15,7 @@ import (
 // (MOV, MOVZX, MOVSX, XCHG) stops the VM, naming it.
 func (v *VCPU) mmio(gpa uint64) {
 	s, c := &v.vmcb.State, &v.vmcb.Control
-	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
-	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+	v.syncCPU()
 	mode := v.cpu.Mode()
 	var code []byte
 	if v.vm.plat.Features.DecodeAssists() && c.InsnLen > 0 && int(c.InsnLen) <= len(c.InsnBytes) {

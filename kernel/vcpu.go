@@ -274,44 +274,42 @@ func (v *VCPU) inject(e svm.Event) {
 // the CPU saves it (NRIP save), else by decoding the guest's bytes. An
 // instruction that is not op (the guest rewrote it) stops the VM.
 func (v *VCPU) skip(op insn.Op) bool {
-	s, c := &v.vmcb.State, &v.vmcb.Control
 	if v.vm.plat.Features.NRIP() {
-		s.RIP = c.NextRIP
-	} else {
-		v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
-		v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
-		n, err := insn.Length(&v.vm.Mem, &v.cpu, op)
-		if err != nil {
-			v.vm.stopFault(ClassUndecodable, "cannot skip %v at RIP %#x: %v", op, s.RIP, err)
-			return false
-		}
-		s.RIP += uint64(n)
-		switch v.cpu.Mode() {
-		case 16:
-			s.RIP &= 0xffff // IP wraps within the code segment
-		case 32:
-			s.RIP &= 0xffffffff
-		}
+		v.vmcb.State.RIP = v.vmcb.Control.NextRIP
+		v.vmcb.Control.InterruptShadow &^= svm.InterruptShadowMask
+		return true
 	}
-	c.InterruptShadow &^= svm.InterruptShadowMask
+	v.syncCPU()
+	n, err := insn.Length(&v.vm.Mem, &v.cpu, op)
+	if err != nil {
+		v.vm.stopFault(ClassUndecodable, "cannot skip %v at RIP %#x: %v", op, v.vmcb.State.RIP, err)
+		return false
+	}
+	v.advance(n)
 	return true
 }
 
 // skipOneOf skips the instruction at RIP if it is one of ops, and
 // reports whether it did.
 func (v *VCPU) skipOneOf(ops ...insn.Op) bool {
-	s := &v.vmcb.State
 	if v.vm.plat.Features.NRIP() {
 		return v.skip(ops[0])
 	}
-	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
-	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+	v.syncCPU()
 	for _, op := range ops {
 		if _, err := insn.Length(&v.vm.Mem, &v.cpu, op); err == nil {
 			return v.skip(op)
 		}
 	}
 	return false
+}
+
+// syncCPU gives the instruction decoder the guest's paging and code
+// segment state from the VMCB.
+func (v *VCPU) syncCPU() {
+	s := &v.vmcb.State
+	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
+	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
 }
 
 // xstateBVOffset is XSTATE_BV in the XSAVE header (APM vol. 2, 11.5.2).
@@ -548,8 +546,7 @@ func (v *VCPU) movToDR(dr int) {
 // mode to decode them in; on failure it stops the VM naming what.
 func (v *VCPU) fetchInsn(what string) (code []byte, mode int, ok bool) {
 	s := &v.vmcb.State
-	v.cpu.CR0, v.cpu.CR3, v.cpu.CR4, v.cpu.EFER = s.CR0, s.CR3, s.CR4, s.EFER
-	v.cpu.CSBase, v.cpu.CSAttrib, v.cpu.RIP = s.CS.Base, s.CS.Attrib, s.RIP
+	v.syncCPU()
 	n, err := insn.Fetch(&v.vm.Mem, &v.cpu, v.ibuf[:])
 	if n == 0 {
 		v.vm.stopFault(ClassUndecodable, "%s at RIP %#x: cannot fetch the instruction: %v", what, s.RIP, err)
@@ -558,15 +555,16 @@ func (v *VCPU) fetchInsn(what string) (code []byte, mode int, ok bool) {
 	return v.ibuf[:n], v.cpu.Mode(), true
 }
 
-// advance moves RIP past an emulated instruction of n bytes (NextRIP
-// where the CPU saves it) and ends any interrupt shadow.
+// advance moves RIP past an emulated or skipped instruction of n bytes
+// (NextRIP where the CPU saved it; else n, IP wrapping in its segment's
+// size) and ends any interrupt shadow.
 func (v *VCPU) advance(n int) {
 	s, c := &v.vmcb.State, &v.vmcb.Control
 	if v.vm.plat.Features.NRIP() && c.NextRIP != 0 { // as KVM: a CPU may leave it 0
 		s.RIP = c.NextRIP
 	} else {
 		s.RIP += uint64(n)
-		switch v.cpu.Mode() { // fetchInsn set v.cpu
+		switch v.cpu.Mode() { // synced by the caller's decode
 		case 16:
 			s.RIP &= 0xffff // IP wraps within the code segment
 		case 32:
