@@ -1,14 +1,22 @@
 ; fill.asm - snapshot bench guest (mode 64, 256 MiB + 2 MiB of RAM).
 ;
 ; Writes a non-zero pattern over all RAM above its first 2 MiB (256 MiB: no
-; page can be elided), then calls SNAPSHOT (flags 0) and EXITs 0; a failed
-; snapshot EXITs 1. The hypervisor's bench mode times the save.
+; page can be elided), then saves four times (the hypervisor's bench mode
+; times each save from VM.Saves):
+;   1. SNAPSHOT, paused: a full save;
+;   2. SNAPSHOT live: the guest runs on, writing one byte into every 100th
+;      page (1% of its pages) over and over, until SNAPSHOT_WAIT polling
+;      says the save is on disk;
+;   3. SNAPSHOT, paused, after the 1% of pages written during save 2;
+;   4. SNAPSHOT, paused, after writing every 10th page (10%).
+; Then EXITs 0; a failed snapshot EXITs 1 with a FAIL line.
 
 %define GNAME "fill"
 %include "common.inc"
 
 FILL_START  equ 0x00200000
 FILL_END    equ 0x10200000
+PAGE        equ 4096
 
         GUEST_HEADER 64, 0x10000, FILL_END, "fill"
 
@@ -22,19 +30,58 @@ _start:
         inc rax                         ; vary the data a little
         cmp rdi, FILL_END
         jb .fill
+        xor ebx, ebx                    ; 1. paused, full
+        mov eax, HC_SNAPSHOT
+        vmmcall
+        test rax, rax
+        FAIL_UNLESS z, 1, "snapshot"
+        PUTS msg_saved
+        mov ebx, SNAPSHOT_LIVE          ; 2. live
+        mov eax, HC_SNAPSHOT
+        vmmcall
+        test rax, rax
+        FAIL_UNLESS z, 1, "live snapshot"
+        mov r8b, 1
+.busy:  mov ecx, 100 * PAGE             ; dirty 1% while the save runs
+        call touch
+        inc r8b
+        mov ebx, SNAPSHOT_POLL
+        mov eax, HC_SNAPSHOT_WAIT
+        vmmcall
+        cmp rax, 1
+        je .busy
+        test rax, rax
+        FAIL_UNLESS z, 1, "live snapshot result"
+        PUTS msg_live
+        xor ebx, ebx                    ; 3. after 1% written
+        mov eax, HC_SNAPSHOT
+        vmmcall
+        test rax, rax
+        FAIL_UNLESS z, 1, "snapshot after 1%"
+        mov ecx, 10 * PAGE              ; 4. after 10% written
+        call touch
         xor ebx, ebx
         mov eax, HC_SNAPSHOT
         vmmcall
         test rax, rax
-        jnz .fail
+        FAIL_UNLESS z, 1, "snapshot after 10%"
         PUTS msg_done
         HC_EXIT_WITH 0
-.fail:  PUTS msg_fail
-        HC_EXIT_WITH 1
+
+; touch: write R8B into the first byte of every RCX-th byte page of the
+; pattern. Clobbers RDI.
+touch:  mov rdi, FILL_START
+.next:  mov [rdi], r8b
+        add rdi, rcx
+        cmp rdi, FILL_END
+        jb .next
+        ret
 
 msg_start: db GNAME, ": filling 256 MiB", 10, 0
-msg_done:  db GNAME, ": saved", 10, 0
-msg_fail:  db GNAME, ": FAIL snapshot", 10, 0
+msg_saved: db GNAME, ": saved", 10, 0
+msg_live:  db GNAME, ": saved live", 10, 0
+msg_done:  db GNAME, ": saved after 1% and 10% written", 10, 0
 
         UART_PUTS_FUNC
+        FAIL_FUNC
         GUEST_END

@@ -9,7 +9,7 @@
 NASM ?= nasm
 NASMFLAGS ?= -w+all
 
-GUESTS := real16 prot32 long64 demo alive npf triple bench echo counter fill spin avx ticker
+GUESTS := real16 prot32 long64 demo alive npf triple bench echo counter fill spin avx ticker live
 GUESTS_BIN := $(patsubst %,guests/build/%.bin,$(GUESTS))
 
 # checks.inc is shared by real16, prot32 and long64.

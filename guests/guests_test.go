@@ -32,6 +32,7 @@ var expected = map[string]struct {
 	"spin":    {16, 64 << 10},
 	"avx":     {64, 2 << 20},
 	"ticker":  {64, 1 << 20},
+	"live":    {64, 64 << 20},
 }
 
 const headerSize = 128 // GUEST_HEADER_SIZE in common.inc

@@ -517,7 +517,8 @@ func TestHypercalls(t *testing.T) {
 			{"BENCH_REPORT", HCBenchReport, 7, 123, 0, ""},
 			{"BENCH_REPORT again", HCBenchReport, 7, 456, 0, ""},
 			{"SNAPSHOT without a disk", HCSnapshot, 0, 0, neg(ENODEV), "tamavisor: " + ErrNoDisk.Error() + "\n"},
-			{"unknown 5", 5, 0, 0, neg(ENOSYS), ""},
+			{"unknown 6", 6, 0, 0, neg(ENOSYS), ""},
+			{"snapshot wait, none started", HCSnapshotWait, 0, 0, 0, ""},
 			{"unknown huge", ^uint64(0), 0, 0, neg(ENOSYS), ""},
 		}
 		var steps []step

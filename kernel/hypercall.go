@@ -12,6 +12,7 @@ const (
 	HCExit         = 2
 	HCBenchReport  = 3
 	HCSnapshot     = 4
+	HCSnapshotWait = 5
 
 	ABIVersion = 1
 
@@ -79,6 +80,9 @@ func (v *VCPU) hypercall() {
 		// Saved right after this exit, before anything else runs;
 		// snapshotHypercall sets RAX.
 		v.vm.pause |= pauseHypercall
+		return
+	case HCSnapshotWait:
+		s.RAX = v.vm.snapshotWait(arg1)
 		return
 	default:
 		ret = ENOSYS

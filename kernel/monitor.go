@@ -67,6 +67,9 @@ func (vm *VM) service() {
 // on: the console (and its monitor escape) and the control channel are
 // still served, between Idle calls, until continue or quit.
 func (vm *VM) pausedByControl() {
+	if vm.pause&pauseControl != 0 {
+		vm.live.finish() // a save in progress does not wait for continue
+	}
 	for vm.pause&pauseControl != 0 && vm.stop == nil {
 		vm.pollConsole()
 		vm.pollControl()
@@ -165,9 +168,21 @@ func (vm *VM) controlLine(line string) {
 		vm.pause &^= pauseControl
 	case f[0] == "input":
 		err = vm.controlInput(strings.TrimPrefix(line[len(word):], " "), out)
+	case f[0] == "snapshot" && len(f) == 1 && vm.liveCapable() && vm.pause&pauseControl == 0:
+		// The guest runs on while it is saved; the answer comes when
+		// the snapshot is on disk.
+		err = vm.startLive(out, false, func(err error) { answerControl(out, tag, err) })
+		if err == nil {
+			return
+		}
 	default:
 		_, err = vm.command(line, out)
 	}
+	answerControl(out, tag, err)
+}
+
+// answerControl ends the answer to a control-channel command.
+func answerControl(out io.Writer, tag string, err error) {
 	if err != nil {
 		fmt.Fprintf(out, "error%s: %v\n", tag, err)
 	} else {
@@ -307,6 +322,7 @@ func (vm *VM) info(out io.Writer) {
 // monitor runs the tamavisor> prompt on the console until continue or quit.
 func (vm *VM) monitor() {
 	con := vm.hostOut()
+	vm.live.finish() // a save in progress does not wait for the monitor
 	fmt.Fprintf(con, "\ntamavisor: monitor, guest paused (snapshot, info, continue, quit, help)\n")
 	for vm.stop == nil {
 		fmt.Fprintf(con, "tamavisor> ")

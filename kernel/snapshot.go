@@ -430,22 +430,50 @@ func (vm *VM) manifest() *snapshot.Manifest {
 // progress, if set, is told the RAM bytes written and the total to write
 // (the pages that are not all zero), reaching total at the end.
 func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(written, total uint64)) error {
-	if err := w.WriteManifest(vm.manifest()); err != nil {
-		return err
-	}
-	if err := w.WriteChunk(ChunkVM, 0, ChunkVMVersion, snapshot.Required,
-		encodeVMConfig(vmConfig{Name: vm.Name, MemSize: vm.Mem.Size})); err != nil {
-		return err
-	}
-	if err := w.WriteChunk(ChunkVCPU, 0, ChunkVCPUVersion, snapshot.Required, encodeVCPU(vm.VCPU.capture())); err != nil {
-		return err
+	return vm.freeze().write(w, ramSource{&vm.Mem}, snapshot.RAMOptions{Progress: progress})
+}
+
+// frozen is the state of a VM at a save request, encoded: every chunk of
+// its snapshot but RAM.
+type frozen struct {
+	manifest *snapshot.Manifest
+	config   []byte   // the vm chunk
+	vcpu     []byte   // the vcpu chunk
+	devices  [][]byte // in deviceModels order
+	ram      uint64
+}
+
+// freeze encodes the VM's state at this exit boundary.
+func (vm *VM) freeze() *frozen {
+	f := &frozen{
+		manifest: vm.manifest(),
+		config:   encodeVMConfig(vmConfig{Name: vm.Name, MemSize: vm.Mem.Size}),
+		vcpu:     encodeVCPU(vm.VCPU.capture()),
+		ram:      vm.Mem.Size,
 	}
 	for _, d := range deviceModels {
-		if err := w.WriteDevice(d.name, 0, d.model(vm).MarshalState()); err != nil {
+		f.devices = append(f.devices, d.model(vm).MarshalState())
+	}
+	return f
+}
+
+// write writes the frozen state and the RAM src holds into w.
+func (f *frozen) write(w *snapshot.Writer, src snapshot.MemorySource, opts snapshot.RAMOptions) error {
+	if err := w.WriteManifest(f.manifest); err != nil {
+		return err
+	}
+	if err := w.WriteChunk(ChunkVM, 0, ChunkVMVersion, snapshot.Required, f.config); err != nil {
+		return err
+	}
+	if err := w.WriteChunk(ChunkVCPU, 0, ChunkVCPUVersion, snapshot.Required, f.vcpu); err != nil {
+		return err
+	}
+	for i, d := range deviceModels {
+		if err := w.WriteDevice(d.name, 0, f.devices[i]); err != nil {
 			return err
 		}
 	}
-	return w.WriteRAM(ramSource{&vm.Mem}, []snapshot.MemRange{{GPA: 0, Size: vm.Mem.Size}}, snapshot.RAMOptions{Progress: progress})
+	return w.WriteRAM(src, []snapshot.MemRange{{GPA: 0, Size: f.ram}}, opts)
 }
 
 // Save writes a snapshot of the VM to store (crash-safe: the previous
@@ -623,7 +651,11 @@ func rebuild(p *Platform, vm *VM, snap *snapshot.Snapshot) error {
 // a guest resumed from that snapshot, or an error.
 const (
 	SnapshotPowerOff = 1 << 0
-	resumedRAX       = 1
+	// SnapshotLive saves beside the running guest (livesave.go): the
+	// call returns once the state is taken; SNAPSHOT_WAIT waits for the
+	// save to be on disk.
+	SnapshotLive = 1 << 1
+	resumedRAX   = 1
 )
 
 // ErrNoDisk is returned by a snapshot request without a snapshot disk.
@@ -637,6 +669,7 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	if p.Store == nil {
 		return nil, ErrNoDisk
 	}
+	vm.live.finish() // one save at a time: one in progress completes first
 	if byGuest {
 		if err := vm.guestMaySave(); err != nil {
 			return nil, err
@@ -663,7 +696,7 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	}
 	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s on disk for %s of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
 		c.Generation, c.Slot, size(uint64(c.Length)), size(vm.Mem.Size), secs, float64(vm.Mem.Size)/(1<<20)/secs)
-	vm.LastSave = SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start}
+	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start})
 	if !byGuest {
 		p.operatorGen = c.Generation
 	}
@@ -739,7 +772,22 @@ func size(n uint64) string {
 type SaveStats struct {
 	Generation uint64
 	Bytes      uint64 // snapshot stream length
-	Cycles     uint64 // TSC cycles the guest was paused
+	Cycles     uint64 // TSC cycles from the request to the commit (the guest's pause unless Live)
+	// Live: the guest ran during the save, paused at most PauseCycles at
+	// a time; Copies pages were copied before the guest wrote them.
+	Live        bool
+	PauseCycles uint64
+	Copies      uint64
+}
+
+// maxSaveLog bounds VM.Saves.
+const maxSaveLog = 16
+
+func (vm *VM) recordSave(s SaveStats) {
+	vm.LastSave = s
+	if len(vm.Saves) < maxSaveLog {
+		vm.Saves = append(vm.Saves, s)
+	}
 }
 
 // snapshotHypercall completes a SNAPSHOT hypercall: the saved guest will
@@ -747,24 +795,70 @@ type SaveStats struct {
 func (vm *VM) snapshotHypercall() {
 	s := &vm.VCPU.vmcb.State
 	flags := vm.VCPU.Regs.RBX
+	if flags&^(SnapshotPowerOff|SnapshotLive) != 0 || flags&SnapshotPowerOff != 0 && flags&SnapshotLive != 0 {
+		s.RAX = errno(EINVAL)
+		return
+	}
 	s.RAX = resumedRAX // what the guest sees if resumed from this save
-	_, err := vm.snapshot(vm.hostOut(), true)
-	switch {
-	case errors.Is(err, ErrNoDisk):
-		s.RAX = errno(ENODEV)
-	case errors.Is(err, ErrProtected):
-		s.RAX = errno(EBUSY)
-	case err != nil:
-		s.RAX = errno(EIO)
-	default:
-		s.RAX = 0
-		if flags&SnapshotPowerOff != 0 {
-			vm.stop = &Stop{Kind: StopSuspended, Class: ClassSuspended, Reason: "suspended to disk"}
-		}
+	var err error
+	if flags&SnapshotLive != 0 {
+		vm.liveResult = nil
+		err = vm.startLive(vm.hostOut(), true, func(err error) { vm.liveResult = &err })
+	} else {
+		_, err = vm.snapshot(vm.hostOut(), true)
+	}
+	s.RAX = snapshotRAX(err)
+	if err == nil && flags&SnapshotPowerOff != 0 {
+		vm.stop = &Stop{Kind: StopSuspended, Class: ClassSuspended, Reason: "suspended to disk"}
 	}
 	if err != nil {
 		fmt.Fprintf(vm.hostOut(), "tamavisor: %v\n", err)
 	}
+}
+
+// snapshotRAX is a SNAPSHOT result as the guest sees it.
+func snapshotRAX(err error) uint64 {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrNoDisk):
+		return errno(ENODEV)
+	case errors.Is(err, ErrProtected):
+		return errno(EBUSY)
+	case errors.Is(err, errLiveUnavailable):
+		return errno(ENOSYS)
+	}
+	return errno(EIO)
+}
+
+// SNAPSHOT_WAIT flags (RBX).
+const (
+	// SnapshotPoll: do not wait; 1 while the guest's live save runs.
+	SnapshotPoll  = 1 << 0
+	inProgressRAX = 1
+)
+
+// snapshotWait completes a SNAPSHOT_WAIT hypercall: the guest's live save
+// in progress completes (the guest held), and RAX gets its result; 0 if
+// the guest started none since its last wait. With SnapshotPoll it
+// returns 1 at once while the save runs.
+func (vm *VM) snapshotWait(flags uint64) uint64 {
+	if flags&^SnapshotPoll != 0 {
+		return errno(EINVAL)
+	}
+	running := vm.live != nil && vm.live.byGuest
+	if running && flags&SnapshotPoll != 0 {
+		return inProgressRAX
+	}
+	if running {
+		vm.live.finish()
+	}
+	r := vm.liveResult
+	vm.liveResult = nil
+	if r == nil {
+		return 0
+	}
+	return snapshotRAX(*r)
 }
 
 // errno is a negative hypercall error as the guest sees it in RAX.

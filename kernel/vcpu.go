@@ -145,6 +145,9 @@ func (v *VCPU) handleExit() {
 	case svm.ExitHLT:
 		v.hlt()
 	case svm.ExitNPF:
+		if c.ExitInfo1&(svm.NPFPresent|svm.NPFWrite) == svm.NPFPresent|svm.NPFWrite && v.vm.writeFault(c.ExitInfo2) {
+			break // a write to a write-protected page, tracked (track.go)
+		}
 		if v.vm.MMIO.Claims(c.ExitInfo2) {
 			v.mmio(c.ExitInfo2)
 			break

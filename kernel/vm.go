@@ -174,8 +174,10 @@ type VM struct {
 	// BenchReports holds BENCH_REPORT hypercall values by id.
 	BenchReports map[uint64]uint64
 
-	// LastSave describes the last snapshot saved.
+	// LastSave describes the last snapshot saved, Saves the saves of this
+	// VM in order (the first maxSaveLog).
 	LastSave SaveStats
+	Saves    []SaveStats
 
 	// IRQsInjected counts interrupts injected; MMIOExits emulated MMIO
 	// accesses.
@@ -187,6 +189,14 @@ type VM struct {
 	// (SetBudget); budgetTimer stops it at the end of its time budget.
 	exitBudget  uint64
 	budgetTimer *event.Timer
+
+	// track follows guest writes to RAM; live is the save running beside
+	// the guest, or nil (livesave.go).
+	track ramTracker
+	live  *liveSave
+	// liveResult is the outcome of the guest's last live save, for
+	// SNAPSHOT_WAIT (nil: none finished since the last wait).
+	liveResult *error
 
 	pages  pageTracker
 	ranges []span // pool ranges to free (RAM, permission maps)
@@ -303,6 +313,9 @@ func (vm *VM) Run() (stop *Stop) {
 			vm.stop = &Stop{Kind: StopFault, Class: ClassCrash, Reason: fmt.Sprintf("hypervisor error handling exit: %v", r)}
 			stop = vm.stop
 		}
+		// A save in progress is of the VM at its request: it completes
+		// however the VM ended since.
+		vm.live.finish()
 	}()
 	v := vm.VCPU
 	every := vm.plat.ServiceEvery

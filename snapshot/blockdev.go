@@ -68,16 +68,49 @@ func (m *MemDevice) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.Data[off:], p), nil
 }
 
+// AsyncWriter may be implemented by a BlockDevice whose writes can run
+// while the caller works. The store's writer then fills one buffer while
+// the device writes the other, so that a save takes about the longer of
+// the device's time and the hashing and copying, not their sum.
+type AsyncWriter interface {
+	// WriteAsync starts writing p at off (aligned as for WriteAt) and may
+	// return before the device has it; p must not change until Sync.
+	// An error may belong to an earlier write.
+	WriteAsync(p []byte, off int64) error
+	// Sync waits for every write WriteAsync started and returns the first
+	// error among them.
+	Sync() error
+}
+
+// Idler may be implemented by a BlockDevice that can run other work while
+// it waits for the device: after SetIdle(f) it calls f between polls for
+// a completion, with no lock held (a live save lets the guest run there).
+// f must not use the device. SetIdle(nil) stops it.
+type Idler interface {
+	SetIdle(f func())
+}
+
 // blockWriter buffers a stream into large sector-aligned writes to a device
-// extent [base, base+limit).
+// extent [base, base+limit). On an AsyncWriter it has two buffers: one is
+// written while the other fills.
 type blockWriter struct {
 	dev   BlockDevice
+	async AsyncWriter // dev's, or nil
 	base  int64
 	limit int64
 	buf   []byte
-	n     int   // bytes in buf
-	off   int64 // device offset of buf[0], relative to base
+	spare []byte // the other buffer (async), possibly still being written
+	n     int    // bytes in buf
+	off   int64  // device offset of buf[0], relative to base
 	total int64
+}
+
+func newBlockWriter(dev BlockDevice, base, limit int64, size int) *blockWriter {
+	b := &blockWriter{dev: dev, base: base, limit: limit, buf: make([]byte, size)}
+	if a, ok := dev.(AsyncWriter); ok {
+		b.async, b.spare = a, make([]byte, size)
+	}
+	return b
 }
 
 var errSlotFull = errors.New("snapshot larger than the store slot")
@@ -98,7 +131,8 @@ func (b *blockWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// flush writes the buffer, padded with zeros to a whole sector.
+// flush writes the buffer, padded with zeros to a whole sector: started
+// (async), after the write of the other buffer completed, or done.
 func (b *blockWriter) flush() error {
 	if b.n == 0 {
 		return nil
@@ -109,12 +143,36 @@ func (b *blockWriter) flush() error {
 	if b.off+int64(n) > b.limit {
 		return fmt.Errorf("%w (%d bytes)", errSlotFull, b.limit)
 	}
-	if _, err := b.dev.WriteAt(b.buf[:n], b.base+b.off); err != nil {
-		return fmt.Errorf("device write at %d: %w", b.base+b.off, err)
+	at := b.base + b.off
+	if b.async != nil {
+		// The spare buffer's write must be complete before it is
+		// filled again; then this one goes out while it fills.
+		if err := b.async.Sync(); err != nil {
+			return fmt.Errorf("device write: %w", err)
+		}
+		if err := b.async.WriteAsync(b.buf[:n], at); err != nil {
+			return fmt.Errorf("device write at %d: %w", at, err)
+		}
+		b.buf, b.spare = b.spare, b.buf
+	} else if _, err := b.dev.WriteAt(b.buf[:n], at); err != nil {
+		return fmt.Errorf("device write at %d: %w", at, err)
 	}
 	b.off += int64(b.n)
 	b.total += int64(b.n)
 	b.n = 0
+	return nil
+}
+
+// finish writes what is buffered and waits for every write to complete.
+func (b *blockWriter) finish() error {
+	if err := b.flush(); err != nil {
+		return err
+	}
+	if b.async != nil {
+		if err := b.async.Sync(); err != nil {
+			return fmt.Errorf("device write: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -277,7 +277,7 @@ func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, err
 	}
 	h := opts.Header
 	h.Generation = maxGen + 1
-	bw := &blockWriter{dev: s.dev, base: s.slotOffset(target), limit: s.slotSize, buf: make([]byte, s.blockSize)}
+	bw := newBlockWriter(s.dev, s.slotOffset(target), s.slotSize, s.blockSize)
 	w, err := NewWriter(bw, h, opts.Key)
 	if err != nil {
 		return nil, err
@@ -289,7 +289,7 @@ func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, err
 	if err != nil {
 		return nil, err
 	}
-	if err := bw.flush(); err != nil {
+	if err := bw.finish(); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := s.dev.Flush(); err != nil {

@@ -359,10 +359,13 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 			return err
 		}
 		w.blocks = blocks // nil for version 1
-		err := w.writePages(src, r.GPA, pages, plan.data[i], progress)
+		err := w.writePages(src, r.GPA, pages, plan.data[i], progress, opts.Copied)
 		w.blocks = nil
 		if err != nil {
 			return err
+		}
+		if opts.Copied != nil {
+			opts.Copied(r.GPA + r.Size)
 		}
 	}
 	if blocks != nil {
@@ -385,7 +388,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 
 // writePages copies the data pages of one range, reading runs of
 // consecutive data pages up to the scratch size at a time.
-func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, progress func(n uint64)) error {
+func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, progress func(n uint64), copied func(gpa uint64)) error {
 	maxRun := uint64(len(w.scratch)) / PageSize
 	for p := uint64(0); p < pages; {
 		if !bitSet(data, p) {
@@ -404,10 +407,13 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, pr
 		if err := w.emit(b); err != nil {
 			return err
 		}
+		p += run
+		if copied != nil {
+			copied(gpa + p*PageSize)
+		}
 		if progress != nil {
 			progress(uint64(len(b)))
 		}
-		p += run
 	}
 	return nil
 }

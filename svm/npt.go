@@ -199,6 +199,60 @@ func (n *NPT) clear(gpa, end uint64) (uint64, error) {
 	return PageSize, nil
 }
 
+// SetWrite grants (w) or removes write permission on every mapping in
+// [gpa, gpa+size); a large page only partly inside the range is split
+// first. Holes are skipped. Write protection of guest RAM tracks the pages
+// a guest writes (dirty pages for incremental snapshots, copy before write
+// for live ones): a write to a protected page exits with a nested page
+// fault, present and write set in EXITINFO1 (APM vol. 2, 15.25.6). After
+// removing write permission the caller must flush the guest's TLB before
+// it runs again; granting it needs no flush (a fault re-walks the tables).
+func (n *NPT) SetWrite(gpa, size uint64, w bool) error {
+	if gpa%PageSize != 0 || size%PageSize != 0 {
+		return ErrUnaligned
+	}
+	if gpa+size > MaxGPA || gpa+size < gpa {
+		return ErrRange
+	}
+	end := gpa + size
+	for gpa < end {
+		step, err := n.setWrite(gpa, end, w)
+		if err != nil {
+			return err
+		}
+		gpa += step
+	}
+	return nil
+}
+
+// setWrite changes the leaf at gpa and returns how far it advanced.
+func (n *NPT) setWrite(gpa, end uint64, w bool) (uint64, error) {
+	t := n.table(n.root)
+	for l := nptLevels; l >= 1; l-- {
+		e := &t[index(gpa, l)]
+		sz := levelSize(l)
+		base := gpa &^ (sz - 1)
+		if *e&PTEPresent == 0 {
+			return base + sz - gpa, nil
+		}
+		if l == 1 || *e&PTELarge != 0 {
+			if base == gpa && base+sz <= end {
+				if w {
+					*e |= PTEWrite
+				} else {
+					*e &^= PTEWrite
+				}
+				return sz, nil
+			}
+			if err := n.split(e, l); err != nil {
+				return 0, err
+			}
+		}
+		t = n.table(*e & pteAddrMask)
+	}
+	return PageSize, nil
+}
+
 // split replaces a large leaf at level l with a table of 512 next-level leaves.
 func (n *NPT) split(e *uint64, l int) error {
 	pa, err := n.alloc.AllocPage()

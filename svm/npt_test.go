@@ -139,3 +139,59 @@ func TestNPTAllocFailure(t *testing.T) {
 		t.Error("map with an exhausted allocator succeeded")
 	}
 }
+
+// TestNPTSetWrite: write protection covers whole large pages without
+// splitting them, a single 4 KiB page made writable again splits its
+// 2 MiB page and only that page changes, translations keep their host
+// addresses, and holes are skipped.
+func TestNPTSetWrite(t *testing.T) {
+	a := newArena()
+	n, err := NewNPT(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hbase, size = 0x4000_0000, 4<<20 + 2*PageSize
+	if err := n.Map(0, hbase, size, PermRWX); err != nil {
+		t.Fatal(err)
+	}
+	tables := len(a.pages)
+	if err := n.SetWrite(0, 8<<20, false); err != nil { // past the end: a hole
+		t.Fatal(err)
+	}
+	if len(a.pages) != tables {
+		t.Errorf("protecting whole pages allocated %d tables", len(a.pages)-tables)
+	}
+	n.Walk(func(gpa, hpa, sz uint64, p Perm) {
+		if p != PermRead|PermExec || hpa != hbase+gpa {
+			t.Errorf("after protection %#x+%#x -> %#x %v", gpa, sz, hpa, p)
+		}
+	})
+	page := uint64(Size2M + 5*PageSize)
+	if err := n.SetWrite(page, PageSize, true); err != nil {
+		t.Fatal(err)
+	}
+	var small, writable int
+	n.Walk(func(gpa, hpa, sz uint64, p Perm) {
+		if hpa != hbase+gpa {
+			t.Errorf("%#x maps %#x after the split", gpa, hpa)
+		}
+		if sz == PageSize && gpa >= Size2M && gpa < 2*Size2M {
+			small++
+		}
+		if p&PermWrite != 0 {
+			writable++
+			if gpa != page || sz != PageSize {
+				t.Errorf("%#x+%#x writable, want only %#x", gpa, sz, page)
+			}
+		}
+	})
+	if small != 512 || writable != 1 {
+		t.Errorf("%d small pages in the split 2 MiB page (want 512), %d writable (want 1)", small, writable)
+	}
+	if _, p, _ := n.Translate(page + 7); p != PermRWX {
+		t.Errorf("page made writable: %v", p)
+	}
+	if err := n.SetWrite(1, PageSize, true); !errors.Is(err, ErrUnaligned) {
+		t.Errorf("unaligned: %v", err)
+	}
+}

@@ -125,11 +125,16 @@ type Device struct {
 	headSlot []int // by head descriptor: slot index
 	slotSec  []uint64
 	slotLen  []int
+	slotTyp  []uint32
 	slotBusy []bool
+	inflight int   // requests submitted and not completed
+	ioErr    error // the first failed status of the requests of the current operation
+	asyncErr error // the first failure of writes started by WriteAsync, for Sync
 	bufs     []virtio.Buf
 	bounce   []byte
 	bouncePA uint64
-	broken   error // reinitialisation failed; retried on the next request
+	broken   error  // reinitialisation failed; retried on the next request
+	idle     func() // called while waiting for a completion (SetIdle)
 	stats    Stats
 }
 
@@ -205,6 +210,7 @@ func (d *Device) start() error {
 		}
 	} else {
 		d.q.Reset()
+		d.inflight = 0
 		d.freeSlot = d.freeSlot[:0]
 		clear(d.slotBusy)
 		for i := d.slots - 1; i >= 0; i-- {
@@ -228,6 +234,7 @@ func (d *Device) allocSlots(n int) error {
 	d.headSlot = make([]int, d.q.Size())
 	d.slotSec = make([]uint64, n)
 	d.slotLen = make([]int, n)
+	d.slotTyp = make([]uint32, n)
 	d.slotBusy = make([]bool, n)
 	for i := n - 1; i >= 0; i-- {
 		d.freeSlot = append(d.freeSlot, i)
@@ -389,42 +396,89 @@ func (d *Device) count(typ uint32, n int) {
 
 // run performs a transfer of n bytes at physical address pa, starting at
 // 512-byte sector sec, as requests of at most reqLen bytes with up to
-// d.slots in flight. n = 0 issues one request without data. On a device
-// error it stops submitting, waits for the requests in flight and returns
-// the first error. On a timeout or a protocol violation it resets and
-// reinitialises the device, so that no buffer is accessed after return.
+// d.slots in flight, and waits for them. n = 0 issues one request without
+// data. On a device error it stops submitting, waits for the requests in
+// flight and returns the first error. On a timeout or a protocol violation
+// it resets and reinitialises the device, so that no buffer is accessed
+// after return. Writes started by WriteAsync are completed first (their
+// errors are kept for Sync).
 func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
+	if err := d.settle(); err != nil {
+		return err
+	}
+	if err := d.transfer(typ, sec, pa, n); err != nil {
+		return err
+	}
+	for d.inflight > 0 {
+		if err := d.reap(); err != nil {
 			return err
 		}
 	}
+	err := d.ioErr
+	d.ioErr = nil
+	return err
+}
+
+// settle waits for the writes WriteAsync started, moving their first
+// error to asyncErr, and reinitialises a device a failure left broken.
+func (d *Device) settle() error {
+	for d.inflight > 0 {
+		if err := d.reap(); err != nil {
+			d.keepAsync(err)
+		}
+	}
+	d.keepAsync(d.ioErr)
+	d.ioErr = nil
+	if d.broken != nil {
+		return d.restart()
+	}
+	return nil
+}
+
+func (d *Device) keepAsync(err error) {
+	if d.asyncErr == nil {
+		d.asyncErr = err
+	}
+}
+
+// transfer submits the requests of a transfer (see run) and notifies the
+// device, reaping completions while the queue is full. It returns when
+// the last request is submitted, or a failed status stopped it (ioErr),
+// or with the error of a timeout or protocol violation (the device was
+// reset: nothing is in flight).
+func (d *Device) transfer(typ uint32, sec uint64, pa uint64, n int) error {
 	reqs := max(1, (n+d.reqLen-1)/d.reqLen)
-	var first error
-	next, inflight := 0, 0
-	last := d.opt.Now()
-	for next < reqs || inflight > 0 {
-		submitted := false
-		for first == nil && next < reqs && len(d.freeSlot) > 0 {
-			pos := next * d.reqLen
-			l := min(n-pos, d.reqLen)
-			if !d.submit(typ, sec+uint64(pos>>SectorShift), pa+uint64(pos), l) {
-				break
-			}
+	submitted := false
+	for next := 0; next < reqs && d.ioErr == nil; {
+		pos := next * d.reqLen
+		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), pa+uint64(pos), min(n-pos, d.reqLen)) {
 			next++
-			inflight++
 			submitted = true
+			continue
 		}
 		if submitted {
 			d.t.Notify(0)
-			last = d.opt.Now()
+			submitted = false
 		}
-		if inflight == 0 {
-			if first == nil && next < reqs {
-				return errors.New("virtio-blk: internal error: request does not fit the queue")
-			}
-			break
+		if d.inflight == 0 {
+			return errors.New("virtio-blk: internal error: request does not fit the queue")
 		}
+		if err := d.reap(); err != nil {
+			return err
+		}
+	}
+	if submitted {
+		d.t.Notify(0)
+	}
+	return nil
+}
+
+// reap waits for one completion, frees its slot and records a failed
+// status in ioErr. A timeout or a protocol violation resets the device
+// (every request in flight is dropped) and is returned.
+func (d *Device) reap() error {
+	last := d.opt.Now()
+	for {
 		u, ok, err := d.q.Poll()
 		if err != nil {
 			return d.abort(err)
@@ -433,22 +487,84 @@ func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
 			if d.opt.Now()-last > d.opt.Timeout {
 				d.stats.Timeouts++
 				s := slices.Index(d.slotBusy, true)
-				return d.abort(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(typ, s)))
+				return d.abort(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(s)))
+			}
+			if idle := d.idle; idle != nil {
+				d.mu.Unlock()
+				idle()
+				d.mu.Lock()
 			}
 			continue
 		}
-		last = d.opt.Now()
-		inflight--
+		d.inflight--
 		s := d.headSlot[u.Head]
 		d.freeSlot = append(d.freeSlot, s)
 		d.slotBusy[s] = false
-		st := d.hdr[d.slots*hdrSize+s]
-		if st != StatusOK && first == nil {
+		if st := d.hdr[d.slots*hdrSize+s]; st != StatusOK && d.ioErr == nil {
 			d.stats.Errors++
-			first = fmt.Errorf("virtio-blk: %s: %s", d.describe(typ, s), statusText(st))
+			d.ioErr = fmt.Errorf("virtio-blk: %s: %s", d.describe(s), statusText(st))
+		}
+		return nil
+	}
+}
+
+// SetIdle makes waits for the device call f between polls, with the
+// device's lock released (snapshot.Idler): a live save runs the guest
+// there. f must not use the device. nil stops it.
+func (d *Device) SetIdle(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.idle = f
+}
+
+// WriteAsync starts writing p at off and returns while the device works:
+// the caller hashes or fills another buffer meanwhile (the snapshot
+// store's pipelined writes, snapshot.AsyncWriter). p must not change until
+// Sync returns. A buffer the device cannot reach directly is written
+// synchronously through the bounce buffer instead.
+func (d *Device) WriteAsync(p []byte, off int64) error {
+	if d.has(FeatureRO) {
+		return ErrReadOnly
+	}
+	if err := snapshot.CheckRequest(d.sector, d.size, len(p), off); err != nil {
+		return fmt.Errorf("virtio-blk: %w", err)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	pa, ok := d.phys(p)
+	if !ok {
+		_, err := d.WriteAt(p, off)
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.asyncErr != nil {
+		return d.asyncErr
+	}
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
 		}
 	}
-	return first
+	if err := d.transfer(TypeOut, uint64(off)>>SectorShift, pa, len(p)); err != nil {
+		d.keepAsync(err)
+		return err
+	}
+	d.count(TypeOut, len(p))
+	return nil
+}
+
+// Sync waits for every write WriteAsync started and returns the first
+// error among them (once).
+func (d *Device) Sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.settle()
+	if d.asyncErr != nil {
+		err, d.asyncErr = d.asyncErr, nil
+	}
+	return err
 }
 
 // submit queues one request; false if the queue lacks descriptors.
@@ -474,12 +590,17 @@ func (d *Device) submit(typ uint32, sec uint64, pa uint64, n int) bool {
 	}
 	d.freeSlot = d.freeSlot[:len(d.freeSlot)-1]
 	d.headSlot[head] = s
-	d.slotSec[s], d.slotLen[s], d.slotBusy[s] = sec, n, true
+	d.slotSec[s], d.slotLen[s], d.slotTyp[s], d.slotBusy[s] = sec, n, typ, true
+	d.inflight++
 	d.stats.Requests++
 	return true
 }
 
-func (d *Device) describe(typ uint32, s int) string {
+func (d *Device) describe(s int) string {
+	var typ uint32
+	if s >= 0 {
+		typ = d.slotTyp[s]
+	}
 	switch {
 	case s < 0:
 	case typ == TypeIn || typ == TypeOut:

@@ -366,3 +366,92 @@ func BenchmarkReadAt1MiB(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteAsync: writes started by WriteAsync are all on the disk after
+// Sync, they are still in flight when WriteAsync returns (the caller
+// works meanwhile), a read after them sees them, and a failed one is
+// reported by Sync once.
+func TestWriteAsync(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Now = f.lazyClock() // requests complete only when the driver waits
+		o.MaxRequest = 64 << 10
+	})
+	rng := rand.New(rand.NewPCG(1, 2))
+	bufs := make([][]byte, 4)
+	for i := range bufs {
+		bufs[i] = r.a.buf(256 << 10)
+		for j := range bufs[i] {
+			bufs[i][j] = byte(rng.Uint32())
+		}
+		if err := r.d.WriteAsync(bufs[i], int64(i)<<18); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.d.inflight == 0 {
+		t.Fatal("WriteAsync waited for its requests: nothing in flight")
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if r.d.inflight != 0 {
+		t.Fatalf("%d requests in flight after Sync", r.d.inflight)
+	}
+	disk := r.diskCopy()
+	for i, b := range bufs {
+		if !bytes.Equal(disk[i<<18:(i+1)<<18], b) {
+			t.Fatalf("buffer %d not on the disk after Sync", i)
+		}
+	}
+	// A read right after WriteAsync sees the write.
+	w := r.a.buf(4096)
+	for j := range w {
+		w[j] = 0x5a
+	}
+	if err := r.d.WriteAsync(w, 6<<20); err != nil {
+		t.Fatal(err)
+	}
+	got := r.a.buf(4096)
+	if _, err := r.d.ReadAt(got, 6<<20); err != nil || !bytes.Equal(got, w) {
+		t.Fatalf("read after WriteAsync: %v, equal %v", err, bytes.Equal(got, w))
+	}
+	// A failed write: Sync reports it, once.
+	r.f.set(func() { r.f.errLo, r.f.errHi = 100, 101 })
+	if err := r.d.WriteAsync(bufs[0][:64<<10], 96*512); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Sync(); err == nil || !strings.Contains(err.Error(), "I/O error") {
+		t.Fatalf("Sync after a failed write: %v", err)
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatalf("second Sync: %v", err)
+	}
+	// Refused requests are refused before anything starts.
+	if err := r.d.WriteAsync(bufs[0][:100], 0); err == nil {
+		t.Fatal("unaligned WriteAsync accepted")
+	}
+}
+
+// TestWriteAsyncTimeout: a device that stops completing makes Sync fail
+// with ErrTimeout, and the device works again afterwards.
+func TestWriteAsyncTimeout(t *testing.T) {
+	var now time.Duration
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Timeout = 50 * time.Millisecond
+		o.Now = func() time.Duration { now += time.Millisecond; return now }
+	})
+	r.f.set(func() { r.f.mode = modeHang })
+	b := r.a.buf(64 << 10)
+	if err := r.d.WriteAsync(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Sync(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Sync of a hung write: %v", err)
+	}
+	r.f.set(func() { r.f.mode = modeSync })
+	if err := r.d.WriteAsync(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatalf("device unusable after timeout: %v", err)
+	}
+}

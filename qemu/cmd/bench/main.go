@@ -67,7 +67,7 @@ func snapBench(elf, guests string) bool {
 	}
 	defer os.RemoveAll(dir)
 	disk := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil || os.Truncate(disk, 700<<20) != nil {
+	if err := os.WriteFile(disk, nil, 0o644); err != nil || os.Truncate(disk, 800<<20) != nil {
 		fmt.Fprintln(os.Stderr, "bench: cannot make the disk image")
 		return false
 	}

@@ -1,0 +1,160 @@
+package kernel
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// guestStore is a guest store of val at gpa as the CPU does it under
+// nested paging: on a write-protected page it exits with a nested page
+// fault and the store runs again after it (the step puts itself back at
+// the front of the script); once stored it exits on a host interrupt.
+func (e *env) guestStore(gpa uint64, val []byte) step {
+	var st step
+	st = func(v *svm.VMCB, r *svm.Regs) {
+		e.tsc += 10_000
+		if _, p, ok := e.vm.NPT.Translate(gpa); ok && p&svm.PermWrite == 0 {
+			v.Control.ExitCode = uint64(svm.ExitNPF)
+			v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
+			v.Control.ExitInfo2 = gpa
+			e.runner.steps = append([]step{st}, e.runner.steps...)
+			return
+		}
+		copy(e.vm.Mem.ram[gpa:], val)
+		v.Control.ExitCode = uint64(svm.ExitINTR)
+	}
+	return st
+}
+
+// guestRuns is the guest running for ms milliseconds (a 1 GHz TSC) until
+// a host interrupt.
+func (e *env) guestRuns(ms uint64) step {
+	return func(v *svm.VMCB, r *svm.Regs) {
+		e.tsc += ms * 1_000_000
+		v.Control.ExitCode = uint64(svm.ExitINTR)
+	}
+}
+
+func hypercallStep(e *env, fn, rbx uint64) step {
+	return e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+		v.State.RAX = fn
+		r.RBX = rbx
+	})
+}
+
+// TestLiveSave: a live save returns to the guest at once, the guest's
+// writes during the save reach its RAM, the snapshot holds the RAM as it
+// was at the request (the pages the guest wrote ahead of the save were
+// copied first), the save runs in turns beside the guest, and
+// SNAPSHOT_WAIT returns its result.
+func TestLiveSave(t *testing.T) {
+	bothNRIP(t, func(t *testing.T, e *env) {
+		e.withTimer(1_000_000_000)
+		e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc } // time passes as the hypervisor works
+		dev := snapshot.NewMemDevice(32<<20, 512)
+		e.withStore(dev)
+		vm := e.boot(Mode64)
+		const pageA, pageB = 0x200000, 0x3ff000 // B at the end of RAM: the save reaches it last
+		vm.Mem.WriteGPA(pageA, []byte("old A"))
+		vm.Mem.WriteGPA(pageB, []byte("old B"))
+		steps := []step{
+			hypercallStep(e, HCSnapshot, SnapshotLive),
+			e.guestStore(pageA, []byte("new A")),
+			e.guestStore(pageB, []byte("new B")),
+		}
+		for range 40 {
+			steps = append(steps, e.guestRuns(1))
+		}
+		steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
+		stop := e.play(steps...)
+		if !e.runner.exhausted {
+			t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+		}
+		es := e.runner.entries
+		if rax := es[1].vmcb.State.RAX; rax != 0 {
+			t.Fatalf("SNAPSHOT live returned %#x; console:\n%s", rax, e.console.String())
+		}
+		if rax := last(es).vmcb.State.RAX; rax != 0 {
+			t.Fatalf("SNAPSHOT_WAIT returned %#x; console:\n%s", rax, e.console.String())
+		}
+		if !bytes.HasPrefix(vm.Mem.ram[pageA:], []byte("new A")) || !bytes.HasPrefix(vm.Mem.ram[pageB:], []byte("new B")) {
+			t.Fatal("the guest's writes during the save did not reach its RAM")
+		}
+		ls := vm.LastSave
+		if !ls.Live || ls.Generation != 1 || ls.Copies < 2 {
+			t.Fatalf("last save %+v: want live, generation 1, both pages copied before the guest wrote them", ls)
+		}
+		con := e.console.String()
+		if !strings.Contains(con, "snapshot saved: generation 1") || !strings.Contains(con, "live in") {
+			t.Fatalf("console: %s", con)
+		}
+		// The save took turns beside the guest: the guest ran between
+		// the request and the end (some 1 ms runs came before the end).
+		if vm.track.saving || vm.live != nil {
+			t.Fatal("save still marked in progress")
+		}
+		e2 := newEnv(t, e.plat.Features)
+		rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rvm.Destroy()
+		if !bytes.HasPrefix(rvm.Mem.ram[pageA:], []byte("old A")) || !bytes.HasPrefix(rvm.Mem.ram[pageB:], []byte("old B")) {
+			t.Fatalf("the snapshot holds the guest's later writes: %q %q", rvm.Mem.ram[pageA:pageA+5], rvm.Mem.ram[pageB:pageB+5])
+		}
+		if rax := rvm.VCPU.vmcb.State.RAX; rax != resumedRAX {
+			t.Errorf("resumed guest sees RAX %#x, want %d", rax, resumedRAX)
+		}
+	})
+}
+
+// TestLiveSaveCopyBudget: a guest that writes more pages ahead of the
+// save than it may hold copies of makes the save finish at once, with
+// the guest held: the snapshot is still the state at the request.
+func TestLiveSaveCopyBudget(t *testing.T) {
+	old := cowMaxBytes
+	cowMaxBytes = svm.PageSize // one copy
+	defer func() { cowMaxBytes = old }()
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	pages := []uint64{0x3fd000, 0x3fe000, 0x3ff000}
+	for _, p := range pages {
+		vm.Mem.WriteGPA(p, []byte("old"))
+	}
+	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive)}
+	for _, p := range pages {
+		steps = append(steps, e.guestStore(p, []byte("new")))
+	}
+	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
+	if stop := e.play(steps...); !e.runner.exhausted {
+		t.Fatalf("VM stopped: %v", stop)
+	}
+	if vm.live != nil || vm.LastSave.Generation != 1 || vm.LastSave.Copies != 1 {
+		t.Fatalf("last save %+v, live %v: want generation 1 done after one copy", vm.LastSave, vm.live != nil)
+	}
+	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
+		t.Fatalf("SNAPSHOT_WAIT returned %#x", rax)
+	}
+	e2 := newEnv(t, e.plat.Features)
+	rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rvm.Destroy()
+	for _, p := range pages {
+		if !bytes.HasPrefix(rvm.Mem.ram[p:], []byte("old")) {
+			t.Errorf("page %#x: the snapshot holds %q, want the content at the request", p, rvm.Mem.ram[p:p+3])
+		}
+		if !bytes.HasPrefix(vm.Mem.ram[p:], []byte("new")) {
+			t.Errorf("page %#x: the guest's write was lost", p)
+		}
+	}
+}

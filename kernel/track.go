@@ -1,0 +1,180 @@
+package kernel
+
+import (
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// ramTracker follows the guest's writes to its RAM through nested page
+// table write protection (svm.NPT.SetWrite): after protect, the first
+// write to each 4 KiB page exits with a nested page fault; writeFault
+// records the page as dirty, gives a live save in progress the page's
+// content from before the write, and makes the page writable again. The
+// dirty pages since a snapshot are what an incremental snapshot carries.
+type ramTracker struct {
+	on     bool
+	dirty  []byte // bit per page: written since protect
+	faults uint64 // write faults taken since protect
+	// base is the snapshot the dirty pages are relative to: its state
+	// plus the dirty pages' contents is the VM's RAM.
+	base *snapshot.Commit
+
+	// During a live save: the pages at and above copiedBelow that the
+	// save has not copied into its stream yet keep their content at the
+	// save request in a copy when the guest writes them: cowIdx[page] is
+	// 1 + the copy's index in cow, 0 for none.
+	saving      bool
+	copiedBelow uint64
+	cowIdx      []int32
+	cow         [][]byte
+	free        []int32 // indexes of cow free for reuse
+	held        int     // copies in use
+	cowMax      int     // copies that may be held at once
+	copies      uint64  // pages copied before a write during this save
+}
+
+// cowMaxBytes bounds the memory a live save holds for pages the guest
+// writes ahead of it. When the guest has written that much the rest of
+// the save runs with the guest held (see VM.writeFault).
+var cowMaxBytes uint64 = 64 << 20 // a variable for the tests
+
+// protect write-protects all guest RAM and starts a new dirty set
+// relative to base (nil: none yet).
+func (vm *VM) protect(base *snapshot.Commit) error {
+	t := &vm.track
+	if err := vm.NPT.SetWrite(0, vm.Mem.Size, false); err != nil {
+		return err
+	}
+	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushASID
+	pages := vm.Mem.Size / svm.PageSize
+	if uint64(len(t.dirty)) != (pages+7)/8 {
+		t.dirty = make([]byte, (pages+7)/8)
+	} else {
+		clear(t.dirty)
+	}
+	t.on, t.faults, t.base = true, 0, base
+	return nil
+}
+
+// dirtyPages is the number of pages written since protect.
+func (t *ramTracker) dirtyPages() uint64 {
+	var n uint64
+	for _, b := range t.dirty {
+		for ; b != 0; b &= b - 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// writeFault handles a nested page fault on a write to guest RAM that
+// write protection caused, and reports whether it was one (else the
+// fault is the guest's error, handled as before).
+func (vm *VM) writeFault(gpa uint64) bool {
+	t := &vm.track
+	if !t.on || gpa >= vm.Mem.Size {
+		return false
+	}
+	page := gpa &^ (svm.PageSize - 1)
+	if _, p, ok := vm.NPT.Translate(page); !ok || p&svm.PermWrite != 0 {
+		return false // not a protected page: not ours
+	}
+	i := page / svm.PageSize
+	if t.saving && page >= t.copiedBelow && t.cowIdx[i] == 0 {
+		if t.held >= t.cowMax {
+			// The guest wrote more pages ahead of the save than the
+			// save may hold: finish it now, with the guest held.
+			vm.live.finish()
+		} else {
+			var k int32
+			if n := len(t.free); n > 0 {
+				k, t.free = t.free[n-1], t.free[:n-1]
+			} else {
+				t.cow = append(t.cow, make([]byte, svm.PageSize))
+				k = int32(len(t.cow) - 1)
+			}
+			b, _ := vm.Mem.Slice(page, svm.PageSize)
+			copy(t.cow[k], b)
+			t.cowIdx[i] = k + 1
+			t.held++
+			t.copies++
+		}
+	}
+	t.dirty[i/8] |= 1 << (i % 8)
+	t.faults++
+	if err := vm.NPT.SetWrite(page, svm.PageSize, true); err != nil {
+		vm.stopFault(ClassCrash, "write tracking: %v", err)
+	}
+	return true
+}
+
+// copied is the live save's progress (snapshot.RAMOptions.Copied): the
+// pages below gpa are in its stream, so their copies are released.
+func (t *ramTracker) copied(gpa uint64) {
+	for i := t.copiedBelow / svm.PageSize; i < gpa/svm.PageSize && i < uint64(len(t.cowIdx)); i++ {
+		if k := t.cowIdx[i]; k != 0 {
+			t.free = append(t.free, k-1)
+			t.cowIdx[i] = 0
+			t.held--
+		}
+	}
+	t.copiedBelow = max(t.copiedBelow, gpa)
+}
+
+// startCopies prepares the copies of a live save.
+func (t *ramTracker) startCopies(ram uint64) {
+	pages := ram / svm.PageSize
+	if uint64(len(t.cowIdx)) != pages {
+		t.cowIdx = make([]int32, pages)
+	}
+	t.saving, t.copiedBelow, t.copies, t.held = true, 0, 0, 0
+	t.cowMax = int(min(cowMaxBytes, ram) / svm.PageSize)
+}
+
+// endCopies drops the copies of a live save (back to the heap).
+func (t *ramTracker) endCopies() {
+	t.saving = false
+	clear(t.cowIdx)
+	t.cow, t.free, t.held = nil, nil, 0
+}
+
+// copyOf returns the copy of the page at gpa, or nil.
+func (t *ramTracker) copyOf(gpa uint64) []byte {
+	if i := gpa / svm.PageSize; t.held > 0 && i < uint64(len(t.cowIdx)) && t.cowIdx[i] != 0 {
+		return t.cow[t.cowIdx[i]-1]
+	}
+	return nil
+}
+
+// liveSource is guest RAM as it was at a live save's request: pages the
+// guest wrote since come from their copies.
+type liveSource struct{ vm *VM }
+
+func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
+	s.vm.live.checkpoint()
+	if err := s.vm.Mem.ReadGPA(uint64(gpa), b); err != nil {
+		return 0, err
+	}
+	t := &s.vm.track
+	for off := uint64(0); off < uint64(len(b)); off += svm.PageSize {
+		if c := t.copyOf(uint64(gpa) + off); c != nil {
+			copy(b[off:], c)
+		}
+	}
+	return len(b), nil
+}
+
+// View gives the bytes in place when no page of the range was copied.
+func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
+	s.vm.live.checkpoint()
+	t := &s.vm.track
+	if t.held > 0 {
+		for off := uint64(0); off < n; off += svm.PageSize {
+			if t.copyOf(gpa+off) != nil {
+				return nil, false
+			}
+		}
+	}
+	b, err := s.vm.Mem.Slice(gpa, n)
+	return b, err == nil
+}
