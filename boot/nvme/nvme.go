@@ -150,6 +150,7 @@ var (
 	// reinitialises it.
 	errShutdown = errors.New("nvme: controller was shut down")
 	errStuck    = errors.New("nvme: controller did not stop")
+	errPolling  = errors.New("waiting for completions")
 )
 
 // Options tunes a Device. Zero values select the defaults.
@@ -522,20 +523,20 @@ func (d *Device) adminCmd(what string, op uint8, nsid uint32, prp1 uint64, cdw10
 			return c.dw0, nil
 		}
 		if d.opt.Now()-start > d.opt.Timeout {
-			return 0, fmt.Errorf("%w after %v (%s)%s", ErrTimeout, d.opt.Timeout, what, d.cstsNote())
+			return 0, d.withCSTS(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, what))
 		}
 	}
 }
 
-// cstsNote describes a fatal or vanished controller, for timeout errors.
-func (d *Device) cstsNote() string {
+// withCSTS adds a fatal or vanished controller to err (a timeout).
+func (d *Device) withCSTS(err error) error {
 	switch csts := d.r.Read32(CSTS); {
 	case csts == cstsGone:
-		return "; " + ErrGone.Error()
+		return fmt.Errorf("%w; %w", err, ErrGone)
 	case bit(uint64(csts), CSTS_CFS):
-		return "; " + ErrFatal.Error()
+		return fmt.Errorf("%w; %w", err, ErrFatal)
 	}
-	return ""
+	return err
 }
 
 // SectorSize is the namespace's logical block size.
@@ -676,6 +677,10 @@ func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
 	next, inflight, empty := 0, 0, 0
 	last := d.opt.Now()
 	for next < cmds || inflight > 0 {
+		// Completions consumed so far are returned to the controller
+		// before their slots are reused: a CQ holds at most size-1
+		// entries, in flight or unacknowledged.
+		q.ack(d.r)
 		submitted := false
 		for first == nil && next < cmds && len(d.free) > 0 && !q.full() {
 			pos := next * d.reqLen
@@ -701,13 +706,13 @@ func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
 		if !ok {
 			q.ack(d.r)
 			if empty++; empty%cfsPollPeriod == 0 {
-				if note := d.cstsNote(); note != "" {
-					return d.abort(fmt.Errorf("nvme: %s%s", d.describe(d.busySlot()), note))
+				if err := d.withCSTS(errPolling); err != errPolling {
+					return d.abort(fmt.Errorf("nvme: %s: %w", d.describe(d.busySlot()), err))
 				}
 			}
 			if d.opt.Now()-last > d.opt.Timeout {
 				d.stats.Timeouts++
-				return d.abort(fmt.Errorf("%w after %v (%s)%s", ErrTimeout, d.opt.Timeout, d.describe(d.busySlot()), d.cstsNote()))
+				return d.abort(d.withCSTS(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(d.busySlot()))))
 			}
 			continue
 		}
