@@ -168,7 +168,8 @@ type Options struct {
 	// QueueSize caps the entries of the I/O queue pair (also capped by
 	// CAP.MQES); QueueSize-1 commands can be in flight.
 	QueueSize int
-	// MaxRequest caps the data bytes of one command (also capped by MDTS).
+	// MaxRequest caps the data bytes of one command (also capped by MDTS);
+	// it is rounded down to whole 4 KiB pages, at least one.
 	MaxRequest int
 	// BounceSize is the size of the bounce buffer, allocated on first use.
 	BounceSize int
@@ -252,6 +253,7 @@ func New(r Regs, dma DMA, opt Options) (*Device, error) {
 	if opt.MaxRequest <= 0 {
 		opt.MaxRequest = DefaultMaxRequest
 	}
+	opt.MaxRequest = max(opt.MaxRequest, pageSize) // commands split at page multiples
 	if opt.BounceSize <= 0 {
 		opt.BounceSize = DefaultBounceSize
 	}

@@ -257,6 +257,8 @@ func TestSplitting(t *testing.T) {
 		{0, 64 << 10, 16}, // Options.MaxRequest
 		{0, 0, 2},         // DefaultMaxRequest
 		{9, 8 << 20, 1},   // MDTS 2 MiB, one PRP list page
+		{0, 100, 256},     // at least a page
+		{0, 5000, 256},    // whole pages
 	} {
 		r := newRig(t, func(f *fakeNVMe, o *Options) { f.mdts, o.MaxRequest = tc.mdts, tc.maxRequest })
 		if _, err := r.d.ReadAt(r.a.buf(1<<20, 0), 0); err != nil {
