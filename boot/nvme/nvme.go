@@ -43,9 +43,10 @@ const (
 	// prpPerPage is the number of PRP entries in one PRP list page; one
 	// list page per command bounds a command to prpPerPage pages after
 	// the first.
-	prpPerPage = pageSize / 8
-	maxPRPData = prpPerPage * pageSize
-	prpAlign   = 4 // PRP1 needs a dword-aligned offset (bits 1:0 clear)
+	prpEntrySize = 8
+	prpPerPage   = pageSize / prpEntrySize
+	maxPRPData   = prpPerPage * pageSize
+	prpAlign     = 4 // PRP1 needs a dword-aligned offset (bits 1:0 clear)
 )
 
 // Admin command opcodes (Base 2.0 section 5, Figure "Opcodes for Admin Commands").
@@ -72,33 +73,39 @@ const (
 	identifySize  = 4096
 
 	// Identify Controller byte offsets.
-	idVID    = 0   // PCI Vendor ID
-	idSN     = 4   // Serial Number, 20 ASCII bytes
-	idMN     = 24  // Model Number, 40 ASCII bytes
-	idFR     = 64  // Firmware Revision, 8 ASCII bytes
-	idMDTS   = 77  // Maximum Data Transfer Size, 2^n units of CAP.MPSMIN, 0 = no limit
-	idCNTLID = 78  // Controller ID
-	idSQES   = 512 // 3:0 required, 7:4 maximum SQ entry size (log2)
-	idCQES   = 513 // 3:0 required, 7:4 maximum CQ entry size (log2)
-	idNN     = 516 // Number of Namespaces
-	idVWC    = 525 // bit 0: volatile write cache present
-	snLen    = 20
-	mnLen    = 40
-	frLen    = 8
+	idVID      = 0   // PCI Vendor ID
+	idSN       = 4   // Serial Number, 20 ASCII bytes
+	idMN       = 24  // Model Number, 40 ASCII bytes
+	idFR       = 64  // Firmware Revision, 8 ASCII bytes
+	idMDTS     = 77  // Maximum Data Transfer Size, 2^n units of CAP.MPSMIN, 0 = no limit
+	idCNTLID   = 78  // Controller ID
+	idSQES     = 512 // 3:0 required, 7:4 maximum SQ entry size (log2)
+	esRequired = 0
+	esMaximum  = 4
+	esBits     = 4
+	maxMDTS    = 32  // larger MDTS values exceed any transfer: no limit
+	idCQES     = 513 // 3:0 required, 7:4 maximum CQ entry size (log2)
+	idNN       = 516 // Number of Namespaces
+	idVWC      = 525 // bit 0: volatile write cache present
+	snLen      = 20
+	mnLen      = 40
+	frLen      = 8
 
 	// Identify Namespace byte offsets.
-	nsNSZE     = 0   // Namespace Size, in logical blocks
-	nsNLBAF    = 25  // Number of LBA Formats, 0's based
-	nsFLBAS    = 26  // 3:0 format index low bits, 4 extended metadata, 6:5 index high bits
-	nsLBAF0    = 128 // LBA Format 0 descriptor; 4 bytes each
-	lbafSize   = 4
-	lbafMS     = 0  // 15:0 Metadata Size
-	lbafLBADS  = 16 // 23:16 LBA Data Size, log2
-	flbasLo    = 0
-	flbasLoLen = 4
-	flbasHi    = 5
-	flbasHiLen = 2
-	maxLBAF    = 63 // NLBAF limit (64 formats)
+	nsNSZE        = 0   // Namespace Size, in logical blocks
+	nsNLBAF       = 25  // Number of LBA Formats, 0's based
+	nsFLBAS       = 26  // 3:0 format index low bits, 4 extended metadata, 6:5 index high bits
+	nsLBAF0       = 128 // LBA Format 0 descriptor; 4 bytes each
+	lbafSize      = 4
+	lbafMS        = 0 // 15:0 Metadata Size
+	lbafMSBits    = 16
+	lbafLBADSBits = 8
+	lbafLBADS     = 16 // 23:16 LBA Data Size, log2
+	flbasLo       = 0
+	flbasLoLen    = 4
+	flbasHi       = 5
+	flbasHiLen    = 2
+	maxLBAF       = 63 // NLBAF limit (64 formats)
 )
 
 // Queue creation (sections 5.4, 5.5) and Number of Queues (5.27.1.5).
@@ -119,6 +126,7 @@ const (
 	maxLBAShift            = 12 // 4096-byte logical blocks
 	adminEntries           = 4  // admin queue: one command at a time
 	minQueue               = 2  // smallest queue (MQES = 1)
+	maxSizeLog2            = 63 // Size is an int64
 	toUnit                 = 500 * time.Millisecond
 	cfsPollPeriod          = 1 << 12 // empty polls between CSTS.CFS checks
 	defaultShutdownTimeout = 10 * time.Second
@@ -411,7 +419,9 @@ func (d *Device) identifyController() error {
 		return err
 	}
 	b, le := d.idBuf, binary.LittleEndian
-	if sq, cq := b[idSQES], b[idCQES]; sq&0xf > sqesLog2 || sq>>4 < sqesLog2 || cq&0xf > cqesLog2 || cq>>4 < cqesLog2 {
+	sq, cq := uint64(b[idSQES]), uint64(b[idCQES])
+	if field(sq, esRequired, esBits) > sqesLog2 || field(sq, esMaximum, esBits) < sqesLog2 ||
+		field(cq, esRequired, esBits) > cqesLog2 || field(cq, esMaximum, esBits) < cqesLog2 {
 		return fmt.Errorf("nvme: controller's queue entry sizes (SQES %#x, CQES %#x) exclude 64-byte SQ and 16-byte CQ entries", sq, cq)
 	}
 	d.id = Identity{
@@ -428,7 +438,7 @@ func (d *Device) identifyController() error {
 		return fmt.Errorf("nvme: namespace %d does not exist (the controller has %d)", d.opt.Namespace, d.id.Namespaces)
 	}
 	d.reqLen = min(d.opt.MaxRequest, maxPRPData)
-	if mdts := b[idMDTS]; mdts != 0 && mdts < 32 {
+	if mdts := b[idMDTS]; mdts != 0 && mdts < maxMDTS {
 		d.reqLen = min(d.reqLen, pageSize<<mdts)
 	}
 	return nil
@@ -462,14 +472,14 @@ func (d *Device) identifyNamespace(first bool) error {
 		return fmt.Errorf("nvme: namespace %d uses LBA format %d of %d (FLBAS %#x)", d.opt.Namespace, idx, nlbaf+1, flbas)
 	}
 	lbaf := uint64(le.Uint32(b[nsLBAF0+lbafSize*idx:]))
-	if ms := field(lbaf, lbafMS, 16); ms != 0 {
+	if ms := field(lbaf, lbafMS, lbafMSBits); ms != 0 {
 		return fmt.Errorf("nvme: namespace %d has %d bytes of metadata per block (LBA format %d); only formats without metadata are supported", d.opt.Namespace, ms, idx)
 	}
-	shift := uint(field(lbaf, lbafLBADS, 8))
+	shift := uint(field(lbaf, lbafLBADS, lbafLBADSBits))
 	if shift < minLBAShift || shift > maxLBAShift {
 		return fmt.Errorf("nvme: namespace %d: logical block of 2^%d bytes (LBADS); 512 to 4096 supported", d.opt.Namespace, shift)
 	}
-	if nsze > 1<<(63-shift) {
+	if nsze > 1<<(maxSizeLog2-shift) {
 		return fmt.Errorf("nvme: namespace %d: size of %d blocks out of range", d.opt.Namespace, nsze)
 	}
 	if !first {
@@ -772,7 +782,7 @@ func (d *Device) prps(s int, pa uint64, n int) (uint64, uint64) {
 	}
 	list := d.prp[s*pageSize : (s+1)*pageSize]
 	for i, rest := 0, n-inFirst; rest > 0; i, rest = i+1, rest-pageSize {
-		binary.LittleEndian.PutUint64(list[8*i:], page+uint64(i*pageSize))
+		binary.LittleEndian.PutUint64(list[prpEntrySize*i:], page+uint64(i*pageSize))
 	}
 	return pa, d.prpPA + uint64(s*pageSize)
 }
