@@ -35,14 +35,15 @@ import (
 // 20 s each target had before on the 2-core CI machine while it was busy
 // (measured with -fuzztime 10s); targets not listed get defaultBudget.
 var fuzzBudgets = map[string]int{
-	"FuzzDecode":     300000,
-	"FuzzStoreLoad":  12000,
-	"FuzzManifest":   300000,
-	"FuzzIO":         150, // each run drives a fake device through timeouts
-	"FuzzParseImage": 300000,
-	"FuzzExits":      500, // each run builds a VM and a snapshot store
-	"FuzzLength":     25000,
-	"FuzzUART16550":  300000,
+	"FuzzDecode":      300000,
+	"FuzzStoreLoad":   12000,
+	"FuzzManifest":    300000,
+	"FuzzIO":          150,   // each run drives a fake device through timeouts
+	"FuzzCompletions": 25000, // each run brings up a fake NVMe controller
+	"FuzzParseImage":  300000,
+	"FuzzExits":       500, // each run builds a VM and a snapshot store
+	"FuzzLength":      25000,
+	"FuzzUART16550":   300000,
 }
 
 const defaultBudget = 50000

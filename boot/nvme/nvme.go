@@ -1,0 +1,839 @@
+// Package nvme is a polling NVMe driver for tamavisor's snapshot store.
+// It follows the NVM Express Base Specification 2.0, the NVM Command Set
+// Specification 1.0 and the NVMe over PCIe Transport Specification 1.0
+// (doorbells), and implements snapshot.BlockDevice on one namespace.
+//
+// Bring-up (Base section 3.5.1): disable the controller (CC.EN=0, wait
+// CSTS.RDY=0), program the admin queue (AQA, ASQ, ACQ), enable it (CC.EN=1,
+// wait CSTS.RDY=1, both bounded by CAP.TO), Identify Controller and
+// Identify Namespace, Set Features Number of Queues, then Create I/O
+// Completion Queue and Create I/O Submission Queue for one queue pair.
+// Reads and writes describe memory with PRP entries and PRP lists, split
+// at MDTS, with several commands in flight; completions are polled (phase
+// tag), no interrupts are used.
+//
+// Like boot/virtio/blk: caller buffers go to the controller by physical
+// address when Options.Phys allows it, else through a bounce buffer; a
+// command that times out, and any protocol violation by the controller,
+// resets and reinitialises the controller before the call returns, so
+// the controller no longer accesses the caller's buffer; a failed
+// reinitialisation is remembered and retried on the next request.
+//
+// The package is pure Go and host-testable: registers go through Regs,
+// DMA memory through DMA. Structures are little-endian and the code
+// assumes a little-endian host (amd64).
+package nvme
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"tamavisor/snapshot"
+)
+
+// The driver uses 4 KiB memory pages (CC.MPS = 0).
+const (
+	pageShift = 12
+	pageSize  = 1 << pageShift
+	pageMask  = pageSize - 1
+	// prpPerPage is the number of PRP entries in one PRP list page; one
+	// list page per command bounds a command to prpPerPage pages after
+	// the first.
+	prpEntrySize = 8
+	prpPerPage   = pageSize / prpEntrySize
+	maxPRPData   = prpPerPage * pageSize
+	prpAlign     = 4 // PRP1 needs a dword-aligned offset (bits 1:0 clear)
+)
+
+// Admin command opcodes (Base 2.0 section 5, Figure "Opcodes for Admin Commands").
+const (
+	adminCreateIOSQ   = 0x01 // section 5.5
+	adminCreateIOCQ   = 0x05 // section 5.4
+	adminIdentify     = 0x06 // section 5.17
+	adminSetFeatures  = 0x09 // section 5.27
+	featNumberOfQueue = 0x07 // Number of Queues feature (5.27.1.5)
+)
+
+// NVM command set I/O opcodes (Flush: Base 2.0 section 7.1; Read and
+// Write: NVM Command Set 1.0, I/O Commands).
+const (
+	ioFlush = 0x00
+	ioWrite = 0x01
+	ioRead  = 0x02
+)
+
+// Identify (section 5.17): CDW10 CNS values and the data structures.
+const (
+	cnsNamespace  = 0x00 // Identify Namespace (NVM Command Set 1.0 section 4.1.5.1)
+	cnsController = 0x01 // Identify Controller (Base 2.0 section 5.17.2.1)
+	identifySize  = 4096
+
+	// Identify Controller byte offsets.
+	idVID      = 0   // PCI Vendor ID
+	idSN       = 4   // Serial Number, 20 ASCII bytes
+	idMN       = 24  // Model Number, 40 ASCII bytes
+	idFR       = 64  // Firmware Revision, 8 ASCII bytes
+	idMDTS     = 77  // Maximum Data Transfer Size, 2^n units of CAP.MPSMIN, 0 = no limit
+	idCNTLID   = 78  // Controller ID
+	idSQES     = 512 // 3:0 required, 7:4 maximum SQ entry size (log2)
+	esRequired = 0
+	esMaximum  = 4
+	esBits     = 4
+	maxMDTS    = 32  // larger MDTS values exceed any transfer: no limit
+	idCQES     = 513 // 3:0 required, 7:4 maximum CQ entry size (log2)
+	idNN       = 516 // Number of Namespaces
+	idVWC      = 525 // bit 0: volatile write cache present
+	snLen      = 20
+	mnLen      = 40
+	frLen      = 8
+
+	// Identify Namespace byte offsets.
+	nsNSZE        = 0   // Namespace Size, in logical blocks
+	nsNLBAF       = 25  // Number of LBA Formats, 0's based
+	nsFLBAS       = 26  // 3:0 format index low bits, 4 extended metadata, 6:5 index high bits
+	nsLBAF0       = 128 // LBA Format 0 descriptor; 4 bytes each
+	lbafSize      = 4
+	lbafMS        = 0 // 15:0 Metadata Size
+	lbafMSBits    = 16
+	lbafLBADSBits = 8
+	lbafLBADS     = 16 // 23:16 LBA Data Size, log2
+	flbasLo       = 0
+	flbasLoLen    = 4
+	flbasHi       = 5
+	flbasHiLen    = 2
+	maxLBAF       = 63 // NLBAF limit (64 formats)
+)
+
+// Queue creation (sections 5.4, 5.5) and Number of Queues (5.27.1.5).
+const (
+	createQSizeShift = 16 // CDW10 31:16 QSIZE, 0's based; 15:0 QID
+	createPC         = 0  // CDW11 bit 0: physically contiguous
+	createCQIDShift  = 16 // Create I/O SQ CDW11 31:16: CQID
+	nqNCQRShift      = 16 // Number of Queues CDW11/DW0: 31:16 completion queues, 15:0 submission queues
+	ioQueueID        = 1
+)
+
+// Read/Write CDW12: 15:0 NLB, the number of logical blocks, 0's based.
+const maxNLB = 1 << 16
+
+// Limits of what the driver supports.
+const (
+	minLBAShift            = 9  // 512-byte logical blocks
+	maxLBAShift            = 12 // 4096-byte logical blocks
+	adminEntries           = 4  // admin queue: one command at a time
+	minQueue               = 2  // smallest queue (MQES = 1)
+	maxSizeLog2            = 63 // Size is an int64
+	toUnit                 = 500 * time.Millisecond
+	cfsPollPeriod          = 1 << 12 // empty polls between CSTS.CFS checks
+	defaultShutdownTimeout = 10 * time.Second
+)
+
+// Defaults for Options.
+const (
+	DefaultQueueSize  = 32
+	DefaultMaxRequest = 512 << 10
+	DefaultBounceSize = 1 << 20
+	DefaultTimeout    = 30 * time.Second
+	DefaultNamespace  = 1
+)
+
+var (
+	// ErrTimeout wraps commands the controller did not complete in time.
+	ErrTimeout = errors.New("nvme: command timed out")
+	// ErrProtocol wraps completions that break the queue protocol: an
+	// unknown or stale command ID, a wrong SQ identifier or SQ head.
+	ErrProtocol = errors.New("nvme: controller protocol violation")
+	// ErrFatal is reported when the controller sets CSTS.CFS.
+	ErrFatal = errors.New("nvme: controller fatal status (CSTS.CFS)")
+	// ErrNotReady wraps a controller that does not reach CSTS.RDY in CAP.TO.
+	ErrNotReady = errors.New("nvme: controller not ready")
+	// ErrGone is reported when the registers read all ones: the
+	// controller no longer responds on the bus.
+	ErrGone = errors.New("nvme: controller not responding (CSTS reads all ones)")
+	// errShutdown marks a controller after Shutdown: the next request
+	// reinitialises it.
+	errShutdown = errors.New("nvme: controller was shut down")
+	errStuck    = errors.New("nvme: controller did not stop")
+	errPolling  = errors.New("waiting for completions")
+)
+
+// Options tunes a Device. Zero values select the defaults.
+type Options struct {
+	// Phys returns the physical address of b[0] if the controller may
+	// access all of b directly; nil or false means bounce through DMA
+	// memory. Buffers whose address is not dword-aligned are bounced.
+	Phys func(b []byte) (uint64, bool)
+	// Timeout bounds the wait for any completion while commands are in
+	// flight. After a timeout the controller is reset and reinitialised.
+	Timeout time.Duration
+	// Now is a monotonic clock (default: time since New). Register waits
+	// (CAP.TO) use it too.
+	Now func() time.Duration
+	// QueueSize caps the entries of the I/O queue pair (also capped by
+	// CAP.MQES); QueueSize-1 commands can be in flight.
+	QueueSize int
+	// MaxRequest caps the data bytes of one command (also capped by MDTS);
+	// it is rounded down to whole 4 KiB pages, at least one.
+	MaxRequest int
+	// BounceSize is the size of the bounce buffer, allocated on first use.
+	BounceSize int
+	// Namespace is the namespace ID (default 1).
+	Namespace uint32
+}
+
+// Stats counts driver activity.
+type Stats struct {
+	Commands, Flushes, Errors, Timeouts, Resets, ProtocolErrors uint64
+	BytesRead, BytesWritten, BytesBounced                       uint64
+}
+
+// Identity is what Identify Controller and Identify Namespace reported.
+type Identity struct {
+	VendorID           uint16
+	ControllerID       uint16
+	Serial             string
+	Model              string
+	Firmware           string
+	Version            uint32 // VS: major<<16 | minor<<8 | tertiary
+	Namespaces         uint32 // NN
+	VolatileWriteCache bool   // VWC bit 0: Flush issues a Flush command
+	MaxTransfer        int    // bytes per command the driver uses (MDTS, options)
+	LBASize            int
+	Blocks             uint64 // NSZE
+}
+
+// slot is one command the driver may have in flight.
+type slot struct {
+	busy bool
+	gen  uint16 // bumped on each use; the high bits of the command ID
+	op   uint8
+	lba  uint64
+	n    int
+}
+
+// Device is one namespace of an NVMe controller. Its methods are safe for
+// concurrent use.
+type Device struct {
+	mu       sync.Mutex
+	r        Regs
+	dma      DMA
+	opt      Options
+	cap      uint64
+	toWait   time.Duration // CAP.TO
+	admin    *queue
+	io       *queue
+	adminCID uint16
+	id       Identity
+	lbaShift uint
+	size     int64
+	reqLen   int
+	slots    []slot
+	free     []int
+	prpPA    uint64 // slot i's PRP list page at prpPA + i*pageSize
+	prp      []byte
+	idPA     uint64 // Identify data buffer
+	idBuf    []byte
+	bounce   []byte
+	bouncePA uint64
+	broken   error // reinitialisation failed; retried on the next request
+	stats    Stats
+}
+
+var _ snapshot.BlockDevice = (*Device)(nil)
+
+// New brings up the controller behind r and returns namespace
+// opt.Namespace (default 1) as a block device.
+func New(r Regs, dma DMA, opt Options) (*Device, error) {
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Now == nil {
+		start := time.Now()
+		opt.Now = func() time.Duration { return time.Since(start) }
+	}
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = DefaultQueueSize
+	}
+	if opt.MaxRequest <= 0 {
+		opt.MaxRequest = DefaultMaxRequest
+	}
+	opt.MaxRequest = max(opt.MaxRequest, pageSize) // commands split at page multiples
+	if opt.BounceSize <= 0 {
+		opt.BounceSize = DefaultBounceSize
+	}
+	if opt.Namespace == 0 {
+		opt.Namespace = DefaultNamespace
+	}
+	d := &Device{r: r, dma: dma, opt: opt}
+	if err := d.probe(); err != nil {
+		return nil, err
+	}
+	if err := d.start(true); err != nil {
+		d.quiesce(err)
+		return nil, err
+	}
+	return d, nil
+}
+
+// probe reads CAP, checks what the driver needs and allocates memory.
+func (d *Device) probe() error {
+	d.cap = d.r.Read64(CAP)
+	if d.cap == 1<<64-1 {
+		return ErrGone
+	}
+	if !bit(d.cap, CAP_CSS) {
+		return errors.New("nvme: controller does not support the NVM Command Set (CAP.CSS bit 0)")
+	}
+	if mps := field(d.cap, CAP_MPSMIN, capMPSBits); mps != 0 {
+		return fmt.Errorf("nvme: controller's smallest memory page is %d bytes (CAP.MPSMIN); the driver uses 4 KiB pages", pageSize<<mps)
+	}
+	d.toWait = time.Duration(max(field(d.cap, CAP_TO, capTOBits), 1)) * toUnit
+	mqes := int(field(d.cap, CAP_MQES, capMQESBits)) + 1
+	if mqes < minQueue {
+		return fmt.Errorf("nvme: CAP.MQES %d: queues of %d entry", mqes-1, mqes)
+	}
+	var err error
+	if d.admin, err = newQueue(d.dma, 0, adminEntries); err != nil {
+		return err
+	}
+	if d.io, err = newQueue(d.dma, ioQueueID, min(d.opt.QueueSize, mqes, AdminQueueMaxEntries)); err != nil {
+		return err
+	}
+	dstrd := uint(field(d.cap, CAP_DSTRD, capDSTRDBits))
+	d.admin.setDoorbells(dstrd)
+	d.io.setDoorbells(dstrd)
+	n := min(d.io.size-1, maxSlots)
+	d.slots = make([]slot, n)
+	if d.prpPA, d.prp, err = d.dma.Alloc(n*pageSize, pageSize); err != nil {
+		return fmt.Errorf("nvme: PRP lists: %w", err)
+	}
+	if d.idPA, d.idBuf, err = d.dma.Alloc(identifySize, pageSize); err != nil {
+		return fmt.Errorf("nvme: Identify buffer: %w", err)
+	}
+	return nil
+}
+
+// disable clears CC.EN and waits for CSTS.RDY to clear (section 3.7.2,
+// controller reset): after that the controller no longer accesses host
+// memory and has forgotten all queues.
+func (d *Device) disable() error {
+	cc := d.r.Read32(CC)
+	if bit(uint64(cc), CC_EN) {
+		d.r.Write32(CC, cc&^(1<<CC_EN))
+	}
+	if err := d.waitReady(false); err != nil {
+		return fmt.Errorf("%w: %w (the controller may still access memory it was given)", errStuck, err)
+	}
+	return nil
+}
+
+// quiesce leaves a controller whose bring-up failed disabled, unless
+// disabling it is what failed.
+func (d *Device) quiesce(err error) {
+	if !errors.Is(err, errStuck) && !errors.Is(err, ErrGone) {
+		d.disable()
+	}
+}
+
+// waitReady waits up to CAP.TO for CSTS.RDY to equal want.
+func (d *Device) waitReady(want bool) error {
+	start := d.opt.Now()
+	for {
+		csts := d.r.Read32(CSTS)
+		switch {
+		case csts == cstsGone:
+			return ErrGone
+		case bit(uint64(csts), CSTS_RDY) == want:
+			return nil
+		case want && bit(uint64(csts), CSTS_CFS):
+			return fmt.Errorf("%w while enabling", ErrFatal)
+		}
+		if d.opt.Now()-start > d.toWait {
+			verb := "set"
+			if !want {
+				verb = "clear"
+			}
+			return fmt.Errorf("%w: CSTS.RDY did not %s within CAP.TO (%v) after CC.EN=%d", ErrNotReady, verb, d.toWait, b2u(want))
+		}
+	}
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// start (re)initialises the controller: reset, admin queue, enable, and on
+// the first call Identify; then the I/O queue pair (section 3.5.1).
+func (d *Device) start(first bool) error {
+	if err := d.disable(); err != nil {
+		return err
+	}
+	d.admin.reset()
+	d.io.reset()
+	d.free = d.free[:0]
+	for i := len(d.slots) - 1; i >= 0; i-- {
+		d.slots[i].busy = false
+		d.free = append(d.free, i)
+	}
+	d.r.Write32(AQA, uint32(d.admin.size-1)<<AQA_ACQS|uint32(d.admin.size-1)<<AQA_ASQS)
+	d.r.Write64(ASQ, d.admin.sqPA)
+	d.r.Write64(ACQ, d.admin.cqPA)
+	cc := uint32(sqesLog2)<<CC_IOSQES | uint32(cqesLog2)<<CC_IOCQES // CSS, MPS, AMS, SHN = 0
+	d.r.Write32(CC, cc|1<<CC_EN)
+	if err := d.waitReady(true); err != nil {
+		return err
+	}
+	if first {
+		if err := d.identifyController(); err != nil {
+			return err
+		}
+	}
+	if err := d.identifyNamespace(first); err != nil {
+		return err
+	}
+	if _, err := d.adminCmd("Set Features (Number of Queues)", adminSetFeatures, 0, 0, featNumberOfQueue, 0); err != nil {
+		return err
+	}
+	qsize := uint32(d.io.size-1) << createQSizeShift
+	if _, err := d.adminCmd("Create I/O Completion Queue", adminCreateIOCQ, 0, d.io.cqPA,
+		qsize|ioQueueID, 1<<createPC); err != nil {
+		return err
+	}
+	if _, err := d.adminCmd("Create I/O Submission Queue", adminCreateIOSQ, 0, d.io.sqPA,
+		qsize|ioQueueID, ioQueueID<<createCQIDShift|1<<createPC); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *Device) identifyController() error {
+	clear(d.idBuf)
+	if _, err := d.adminCmd("Identify Controller", adminIdentify, 0, d.idPA, cnsController, 0); err != nil {
+		return err
+	}
+	b, le := d.idBuf, binary.LittleEndian
+	sq, cq := uint64(b[idSQES]), uint64(b[idCQES])
+	if field(sq, esRequired, esBits) > sqesLog2 || field(sq, esMaximum, esBits) < sqesLog2 ||
+		field(cq, esRequired, esBits) > cqesLog2 || field(cq, esMaximum, esBits) < cqesLog2 {
+		return fmt.Errorf("nvme: controller's queue entry sizes (SQES %#x, CQES %#x) exclude 64-byte SQ and 16-byte CQ entries", sq, cq)
+	}
+	d.id = Identity{
+		VendorID:           le.Uint16(b[idVID:]),
+		ControllerID:       le.Uint16(b[idCNTLID:]),
+		Serial:             ascii(b[idSN : idSN+snLen]),
+		Model:              ascii(b[idMN : idMN+mnLen]),
+		Firmware:           ascii(b[idFR : idFR+frLen]),
+		Version:            d.r.Read32(VS),
+		Namespaces:         le.Uint32(b[idNN:]),
+		VolatileWriteCache: b[idVWC]&1 != 0,
+	}
+	if d.opt.Namespace > d.id.Namespaces {
+		return fmt.Errorf("nvme: namespace %d does not exist (the controller has %d)", d.opt.Namespace, d.id.Namespaces)
+	}
+	d.reqLen = min(d.opt.MaxRequest, maxPRPData)
+	if mdts := b[idMDTS]; mdts != 0 && mdts < maxMDTS {
+		d.reqLen = min(d.reqLen, pageSize<<mdts)
+	}
+	return nil
+}
+
+// ascii trims an Identify string (ASCII, space padded).
+func ascii(b []byte) string {
+	return strings.TrimRight(strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '?'
+		}
+		return r
+	}, string(b)), " ")
+}
+
+// identifyNamespace reads the LBA format and size of the namespace. After
+// a reset (first false) it checks that they did not change.
+func (d *Device) identifyNamespace(first bool) error {
+	clear(d.idBuf)
+	if _, err := d.adminCmd("Identify Namespace", adminIdentify, d.opt.Namespace, d.idPA, cnsNamespace, 0); err != nil {
+		return err
+	}
+	b, le := d.idBuf, binary.LittleEndian
+	nsze := le.Uint64(b[nsNSZE:])
+	if nsze == 0 {
+		return fmt.Errorf("nvme: namespace %d is not active (NSZE 0)", d.opt.Namespace)
+	}
+	flbas := uint64(b[nsFLBAS])
+	idx := field(flbas, flbasLo, flbasLoLen) | field(flbas, flbasHi, flbasHiLen)<<flbasLoLen
+	if nlbaf := uint64(b[nsNLBAF]); idx > nlbaf || idx > maxLBAF {
+		return fmt.Errorf("nvme: namespace %d uses LBA format %d of %d (FLBAS %#x)", d.opt.Namespace, idx, nlbaf+1, flbas)
+	}
+	lbaf := uint64(le.Uint32(b[nsLBAF0+lbafSize*idx:]))
+	if ms := field(lbaf, lbafMS, lbafMSBits); ms != 0 {
+		return fmt.Errorf("nvme: namespace %d has %d bytes of metadata per block (LBA format %d); only formats without metadata are supported", d.opt.Namespace, ms, idx)
+	}
+	shift := uint(field(lbaf, lbafLBADS, lbafLBADSBits))
+	if shift < minLBAShift || shift > maxLBAShift {
+		return fmt.Errorf("nvme: namespace %d: logical block of 2^%d bytes (LBADS); 512 to 4096 supported", d.opt.Namespace, shift)
+	}
+	if nsze > 1<<(maxSizeLog2-shift) {
+		return fmt.Errorf("nvme: namespace %d: size of %d blocks out of range", d.opt.Namespace, nsze)
+	}
+	if !first {
+		if shift != d.lbaShift || nsze != d.id.Blocks {
+			return fmt.Errorf("nvme: namespace %d changed across reset (%d blocks of %d bytes, was %d of %d)",
+				d.opt.Namespace, nsze, 1<<shift, d.id.Blocks, d.id.LBASize)
+		}
+		return nil
+	}
+	d.lbaShift, d.size = shift, int64(nsze<<shift)
+	d.id.LBASize, d.id.Blocks = 1<<shift, nsze
+	d.reqLen = min(d.reqLen, maxNLB<<shift) &^ (pageSize - 1)
+	if d.reqLen < 1<<shift {
+		return fmt.Errorf("nvme: maximum transfer of %d bytes is below one block", d.reqLen)
+	}
+	d.id.MaxTransfer = d.reqLen
+	return nil
+}
+
+// adminCmd runs one admin command and returns its dword 0. prp1 is a
+// page-aligned buffer of at most one page. A timeout or protocol violation
+// leaves the controller for the caller to reset.
+func (d *Device) adminCmd(what string, op uint8, nsid uint32, prp1 uint64, cdw10, cdw11 uint32) (uint32, error) {
+	q := d.admin
+	if q.full() {
+		return 0, fmt.Errorf("%w: admin submission queue full (SQ head %d never advanced)", ErrProtocol, q.head)
+	}
+	d.adminCID++
+	cid := d.adminCID
+	e := q.next()
+	le := binary.LittleEndian
+	le.PutUint32(e[sqeCDW0:], uint32(op)|uint32(cid)<<sqeCIDShift)
+	le.PutUint32(e[sqeNSID:], nsid)
+	le.PutUint64(e[sqePRP1:], prp1)
+	le.PutUint32(e[sqeCDW10:], cdw10)
+	le.PutUint32(e[sqeCDW11:], cdw11)
+	q.ring(d.r)
+	start := d.opt.Now()
+	for {
+		c, ok, err := q.pop()
+		if err != nil {
+			q.ack(d.r)
+			return 0, err
+		}
+		if ok {
+			q.ack(d.r)
+			if c.cid != cid {
+				return 0, fmt.Errorf("%w: admin completion for command ID %#x, expected %#x (%s)", ErrProtocol, c.cid, cid, what)
+			}
+			if c.status != 0 {
+				return 0, &StatusError{Cmd: what, Field: c.status}
+			}
+			return c.dw0, nil
+		}
+		if d.opt.Now()-start > d.opt.Timeout {
+			return 0, d.withCSTS(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, what))
+		}
+	}
+}
+
+// withCSTS adds a fatal or vanished controller to err (a timeout).
+func (d *Device) withCSTS(err error) error {
+	switch csts := d.r.Read32(CSTS); {
+	case csts == cstsGone:
+		return fmt.Errorf("%w; %w", err, ErrGone)
+	case bit(uint64(csts), CSTS_CFS):
+		return fmt.Errorf("%w; %w", err, ErrFatal)
+	}
+	return err
+}
+
+// SectorSize is the namespace's logical block size.
+func (d *Device) SectorSize() int { return 1 << d.lbaShift }
+
+// Size is the namespace's capacity in bytes.
+func (d *Device) Size() int64 { return d.size }
+
+// Identity returns what the controller reported at bring-up.
+func (d *Device) Identity() Identity { return d.id }
+
+// Stats returns a copy of the activity counters.
+func (d *Device) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.rw(ioRead, p, off) }
+
+func (d *Device) WriteAt(p []byte, off int64) (int, error) { return d.rw(ioWrite, p, off) }
+
+// Flush issues a Flush command if the controller has a volatile write
+// cache (Identify Controller VWC). Without one, a completed write is
+// already on non-volatile media and Flush has nothing to do.
+func (d *Device) Flush() error {
+	if !d.id.VolatileWriteCache {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stats.Flushes++
+	return d.run(ioFlush, 0, 0, 0)
+}
+
+// Shutdown tells the controller that power goes away (CC.SHN normal,
+// section 3.6) and waits for CSTS.SHST to report completion. A later
+// request reinitialises the controller.
+func (d *Device) Shutdown() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cc := d.r.Read32(CC)
+	d.r.Write32(CC, cc&^((1<<ccSHNBits-1)<<CC_SHN)|CC_SHN_NORMAL<<CC_SHN)
+	d.broken = errShutdown
+	start := d.opt.Now()
+	for {
+		csts := d.r.Read32(CSTS)
+		if csts == cstsGone {
+			return ErrGone
+		}
+		if field(uint64(csts), CSTS_SHST, cstsSHSTBits) == CSTS_SHST_COMPLETE {
+			return nil
+		}
+		if d.opt.Now()-start > defaultShutdownTimeout {
+			return fmt.Errorf("nvme: shutdown not complete (CSTS.SHST %d) after %v", field(uint64(csts), CSTS_SHST, cstsSHSTBits), defaultShutdownTimeout)
+		}
+	}
+}
+
+func (d *Device) rw(op uint8, p []byte, off int64) (int, error) {
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, len(p), off); err != nil {
+		return 0, fmt.Errorf("nvme: %w", err)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	lba := uint64(off) >> d.lbaShift
+	if pa, ok := d.phys(p); ok {
+		if err := d.run(op, lba, pa, len(p)); err != nil {
+			return 0, err
+		}
+		d.count(op, len(p))
+		return len(p), nil
+	}
+	if d.bounce == nil {
+		pa, buf, err := d.dma.Alloc(d.opt.BounceSize, pageSize)
+		if err != nil {
+			return 0, fmt.Errorf("nvme: bounce buffer: %w", err)
+		}
+		n := len(buf) &^ (pageSize - 1)
+		if n == 0 || pa%pageSize != 0 {
+			return 0, errors.New("nvme: bounce buffer smaller than a page or misaligned")
+		}
+		d.bouncePA, d.bounce = pa, buf[:n]
+	}
+	for done := 0; done < len(p); {
+		chunk := p[done:min(len(p), done+len(d.bounce))]
+		if op == ioWrite {
+			copy(d.bounce, chunk)
+		}
+		if err := d.run(op, lba+uint64(done>>d.lbaShift), d.bouncePA, len(chunk)); err != nil {
+			return done, err
+		}
+		if op == ioRead {
+			copy(chunk, d.bounce)
+		}
+		done += len(chunk)
+		d.count(op, len(chunk))
+		d.stats.BytesBounced += uint64(len(chunk))
+	}
+	return len(p), nil
+}
+
+func (d *Device) phys(p []byte) (uint64, bool) {
+	if d.opt.Phys == nil {
+		return 0, false
+	}
+	pa, ok := d.opt.Phys(p)
+	return pa, ok && pa%prpAlign == 0
+}
+
+func (d *Device) count(op uint8, n int) {
+	if op == ioRead {
+		d.stats.BytesRead += uint64(n)
+	} else {
+		d.stats.BytesWritten += uint64(n)
+	}
+}
+
+// run transfers n bytes at physical address pa from or to the blocks
+// starting at lba, as commands of at most reqLen bytes with up to
+// len(d.slots) in flight. n = 0 issues one command without data (Flush).
+// On an error status it stops submitting, waits for the commands in
+// flight and returns the first error. On a timeout or a protocol
+// violation it resets and reinitialises the controller, so that no
+// buffer is accessed after return.
+func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
+		}
+	}
+	q := d.io
+	cmds := max(1, (n+d.reqLen-1)/d.reqLen)
+	var first error
+	next, inflight, empty := 0, 0, 0
+	last := d.opt.Now()
+	for next < cmds || inflight > 0 {
+		// Completions consumed so far are returned to the controller
+		// before their slots are reused: a CQ holds at most size-1
+		// entries, in flight or unacknowledged.
+		q.ack(d.r)
+		submitted := false
+		for first == nil && next < cmds && len(d.free) > 0 && !q.full() {
+			pos := next * d.reqLen
+			d.submit(op, lba+uint64(pos>>d.lbaShift), pa+uint64(pos), min(n-pos, d.reqLen))
+			next++
+			inflight++
+			submitted = true
+		}
+		if submitted {
+			q.ring(d.r)
+			last = d.opt.Now()
+		}
+		if inflight == 0 {
+			if first == nil && next < cmds {
+				return d.abort(fmt.Errorf("%w: every command completed but the SQ head (%d) lags the tail (%d)", ErrProtocol, q.head, q.tail))
+			}
+			break
+		}
+		c, ok, err := q.pop()
+		if err != nil {
+			return d.abort(err)
+		}
+		if !ok {
+			q.ack(d.r)
+			if empty++; empty%cfsPollPeriod == 0 {
+				if err := d.withCSTS(errPolling); err != errPolling {
+					return d.abort(fmt.Errorf("nvme: %s: %w", d.describe(d.busySlot()), err))
+				}
+			}
+			if d.opt.Now()-last > d.opt.Timeout {
+				d.stats.Timeouts++
+				return d.abort(d.withCSTS(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(d.busySlot()))))
+			}
+			continue
+		}
+		s := int(c.cid & cidSlotMask)
+		if s >= len(d.slots) || !d.slots[s].busy || d.slots[s].gen != c.cid>>cidSlotBits {
+			return d.abort(fmt.Errorf("%w: completion for command ID %#x, which is not in flight", ErrProtocol, c.cid))
+		}
+		last = d.opt.Now()
+		inflight--
+		d.slots[s].busy = false
+		d.free = append(d.free, s)
+		if c.status != 0 && first == nil {
+			d.stats.Errors++
+			first = &StatusError{Cmd: d.describe(s), Field: c.status}
+		}
+	}
+	q.ack(d.r)
+	return first
+}
+
+// submit fills one I/O command into the SQ; the caller rings the doorbell.
+func (d *Device) submit(op uint8, lba uint64, pa uint64, n int) {
+	s := d.free[len(d.free)-1]
+	d.free = d.free[:len(d.free)-1]
+	sl := &d.slots[s]
+	sl.busy, sl.op, sl.lba, sl.n = true, op, lba, n
+	sl.gen = (sl.gen + 1) & (1<<(16-cidSlotBits) - 1)
+	cid := sl.gen<<cidSlotBits | uint16(s)
+	e := d.io.next()
+	le := binary.LittleEndian
+	le.PutUint32(e[sqeCDW0:], uint32(op)|uint32(cid)<<sqeCIDShift)
+	le.PutUint32(e[sqeNSID:], d.opt.Namespace)
+	if n > 0 {
+		prp1, prp2 := d.prps(s, pa, n)
+		le.PutUint64(e[sqePRP1:], prp1)
+		le.PutUint64(e[sqePRP2:], prp2)
+		le.PutUint64(e[sqeCDW10:], lba) // CDW10-11: SLBA
+		le.PutUint32(e[sqeCDW12:], uint32(n>>d.lbaShift-1))
+	}
+	d.stats.Commands++
+}
+
+// prps describes n bytes at pa (Base 2.0 "Physical Region Page Entry and
+// List"): PRP1 is pa; PRP2 is unused if the data ends in the first page,
+// the second page if it ends there, else a PRP list in slot s's page with
+// one entry per further page. n <= reqLen keeps the list within one page.
+func (d *Device) prps(s int, pa uint64, n int) (uint64, uint64) {
+	inFirst := pageSize - int(pa&pageMask)
+	if n <= inFirst {
+		return pa, 0
+	}
+	page := pa&^pageMask + pageSize
+	if n <= inFirst+pageSize {
+		return pa, page
+	}
+	list := d.prp[s*pageSize : (s+1)*pageSize]
+	for i, rest := 0, n-inFirst; rest > 0; i, rest = i+1, rest-pageSize {
+		binary.LittleEndian.PutUint64(list[prpEntrySize*i:], page+uint64(i*pageSize))
+	}
+	return pa, d.prpPA + uint64(s*pageSize)
+}
+
+func (d *Device) busySlot() int {
+	for i := range d.slots {
+		if d.slots[i].busy {
+			return i
+		}
+	}
+	return -1
+}
+
+func (d *Device) describe(s int) string {
+	if s < 0 {
+		return "no command"
+	}
+	sl := &d.slots[s]
+	switch sl.op {
+	case ioFlush:
+		return "flush"
+	case ioRead, ioWrite:
+		op := "read"
+		if sl.op == ioWrite {
+			op = "write"
+		}
+		return fmt.Sprintf("%s of LBAs %d-%d", op, sl.lba, sl.lba+uint64(sl.n>>d.lbaShift)-1)
+	}
+	return fmt.Sprintf("opcode %#x", sl.op)
+}
+
+// abort resets and reinitialises the controller after a timeout or
+// protocol violation and returns err (joined with any reinit error).
+func (d *Device) abort(err error) error {
+	d.stats.Errors++
+	if errors.Is(err, ErrProtocol) {
+		d.stats.ProtocolErrors++
+	}
+	if rerr := d.restart(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+func (d *Device) restart() error {
+	d.stats.Resets++
+	if err := d.start(false); err != nil {
+		d.quiesce(err)
+		d.broken = fmt.Errorf("nvme: reinitialisation failed: %w", err)
+		return d.broken
+	}
+	d.broken = nil
+	return nil
+}
