@@ -420,6 +420,9 @@ func TestChainFull(t *testing.T) {
 	t.Run("sector", func(t *testing.T) {
 		dev := NewMemDevice(DataStart+2<<20, RecordArea)
 		s := newTestStore(t, dev, 0)
+		if s.ChainsSupported() || !newTestStore(t, NewMemDevice(DataStart+2<<20, RecordAltOffset), 0).ChainsSupported() {
+			t.Fatal("ChainsSupported does not follow the sector size")
+		}
 		vm := newChainVM(tinyVM(7), 8)
 		c, err := vm.save(s, nil, SaveOptions{})
 		if err != nil {

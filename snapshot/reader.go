@@ -41,7 +41,8 @@ type DecodeOptions struct {
 	// Notice, if set, is told about chunks that are skipped.
 	Notice func(msg string)
 	// Progress, if set, is told the bytes of the stream read so far and
-	// its size, as reading goes and once at the end.
+	// its size, as reading goes and once at the end (for a chain read by
+	// Store.Decode: of all its streams).
 	Progress func(read, total uint64)
 	// MaxChunkSize caps an in-memory chunk body; 0 means
 	// DefaultMaxChunkSize.

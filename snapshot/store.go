@@ -118,6 +118,12 @@ func Open(dev BlockDevice, opts StoreOptions) (*Store, error) {
 // SlotSize returns the capacity of each slot in bytes.
 func (s *Store) SlotSize() int64 { return s.slotSize }
 
+// ChainsSupported reports whether the store can hold increments: the
+// second commit record position of each slot needs sectors of at most
+// RecordAltOffset bytes. Without it, incremental saves fail with
+// ErrChainFull.
+func (s *Store) ChainsSupported() bool { return s.dev.SectorSize() <= RecordAltOffset }
+
 func (s *Store) slotOffset(i int) int64 { return DataStart + int64(i)*s.slotSize }
 
 // RecordStatus is the state of one slot's commit records as read from the
@@ -376,7 +382,7 @@ func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, err
 	// being overwritten: they are zeroed with the data. (With sectors
 	// larger than RecordAltOffset the record's sector covers them.)
 	var zero []int64
-	if s.dev.SectorSize() <= RecordAltOffset {
+	if s.ChainsSupported() {
 		for pos := 1; pos < RecordPositions; pos++ {
 			if st[target].used[pos] {
 				zero = append(zero, recordAt(target, pos))
@@ -396,7 +402,7 @@ func (s *Store) saveIncrement(opts SaveOptions, h Header, current *Commit, chain
 		}
 		return nil, fmt.Errorf("snapshot: %w: base generation %d in slot %d, newest valid snapshot: %s", ErrStaleBase, base.Generation, base.Slot, newest)
 	}
-	if s.dev.SectorSize() > RecordAltOffset {
+	if !s.ChainsSupported() {
 		return nil, fmt.Errorf("snapshot: %w: %d-byte sectors leave no room for a second commit record per slot: this store keeps full snapshots only",
 			ErrChainFull, s.dev.SectorSize())
 	}
