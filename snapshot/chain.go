@@ -134,7 +134,7 @@ func (w *Writer) writeChain(links []ChainLink) error {
 
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
 
-// chainEnd is where the stream after l starts.
+// next is where the stream after l starts.
 func (l ChainLink) next() int64 { return alignUp(l.Offset+l.Length, SlotAlign) }
 
 // checkLinks checks that links are the earlier streams of an increment
@@ -507,6 +507,9 @@ func (s *coverSink) View(gpa, n uint64) ([]byte, bool) {
 func (s *Store) readLinks(c *Commit) ([]ChainLink, error) {
 	if c.Offset == s.slotOffset(c.Slot) {
 		return nil, nil
+	}
+	if c.Length < HeaderSize+endChunkSize {
+		return nil, fmt.Errorf("snapshot: %w: generation %d: a %d-byte stream has no room for an end chunk", ErrCorrupt, c.Generation, c.Length)
 	}
 	tail := min(c.Length, ChunkHeaderSize+maxChainBody+ChunkTrailerSize+endChunkSize)
 	from, to := c.Offset+c.Length-tail, c.Offset+c.Length

@@ -309,6 +309,19 @@ func FuzzChainStore(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// An increment trusting the newest record reads its chain from
+		// the stream's tail (on a copy of the store): it must fail cleanly
+		// or leave a store that loads.
+		if recs, err := s.Records(); err == nil {
+			if cs := candidates(recs); len(cs) > 0 {
+				trusting, _ := Open(&MemDevice{Sector: 512, Data: bytes.Clone(dev.Data)}, StoreOptions{BlockSize: 4096})
+				vm := newChainVM(minVM(3), 3)
+				vm.mutate(1)
+				if _, err := vm.save(trusting, cs[0], SaveOptions{TrustCommit: true}); err == nil {
+					trusting.Load(DecodeOptions{Registry: reg})
+				}
+			}
+		}
 		snap, c, err := s.Load(DecodeOptions{Registry: reg, Memory: &boundedSink{limit: 4 << 20}})
 		var gen uint64
 		if err == nil {

@@ -138,6 +138,29 @@ func TestInspectShowsChain(t *testing.T) {
 		t.Error("extracted RAM is not the chain's final RAM")
 	}
 
+	// The hypervisor's restore (one pass over the chain) gives the final
+	// RAM, and the newest stream's registers.
+	dev, err := filedev.OpenReadOnly(disk, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := snapshot.Open(dev, snapshot.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, c, err := checkRestore(s, nil, demoSize, nil)
+	dev.Close()
+	if err != nil || c.Generation != uint64(newest) {
+		t.Fatalf("kernel.Restore: %+v, %v", c, err)
+	}
+	got := make([]byte, demoSize)
+	vm.Mem.ReadGPA(0, got)
+	rip := vm.VCPU.VMCB().State.RIP
+	vm.Destroy()
+	if !bytes.Equal(got, ram) || rip != demoLoad {
+		t.Errorf("kernel.Restore of the chain: RAM equal %v, RIP %#x", bytes.Equal(got, ram), rip)
+	}
+
 	// Damage the chain's full snapshot: verify says which stream.
 	corruptGeneration(t, disk, 2)
 	rc, out, _ = runTool(t, "verify", disk)
