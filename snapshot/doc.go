@@ -1,8 +1,8 @@
 // Package snapshot implements tamavisor's snapshot format, version 1: a
 // self-describing, versioned, checksummed stream of typed chunks that holds a
 // saved guest (VM configuration, vCPU state, device model states and guest
-// RAM), and a crash-safe store that keeps the newest two snapshots on a raw
-// block device.
+// RAM), and a crash-safe store that keeps the newest two snapshots (and
+// chains of incremental snapshots on them) on a raw block device.
 //
 // The byte-level layout is specified in docs/snapshot-format.md; the code and
 // that document must agree.
@@ -23,7 +23,9 @@
 //     sequential pass with bounded memory.
 //   - Decode: reads a snapshot stream, checks every checksum, the digest and
 //     the HMAC, decodes known chunks and streams RAM pages into a MemorySink.
-//   - Store: two slots and two commit records (A/B) on a BlockDevice; Save
-//     writes and flushes the data before its commit record, Load returns the
-//     newest fully valid snapshot.
+//   - Store: two slots with two commit record positions each on a
+//     BlockDevice; Save writes and flushes the data before its commit
+//     record, Load returns the newest fully valid snapshot. A slot holds a
+//     chain: a full snapshot, then increments appended by Save with
+//     SaveOptions.Base; Decode and Load check and merge a whole chain.
 package snapshot

@@ -24,6 +24,15 @@ var (
 	ErrCorrupt = errors.New("corrupt snapshot")
 	// ErrNoSnapshot reports a store that holds no valid snapshot.
 	ErrNoSnapshot = errors.New("no valid snapshot")
+	// ErrStaleBase reports an incremental save (SaveOptions.Base) whose
+	// base is not the store's newest valid snapshot: chains stay linear.
+	// Nothing was written; save a full snapshot instead.
+	ErrStaleBase = errors.New("the base of the increment is not the newest snapshot")
+	// ErrChainFull reports an incremental save that does not fit: the
+	// chain has MaxChain streams, the rest of the slot is too small, or
+	// the device cannot hold a second commit record per slot. The
+	// committed snapshots are untouched; save a full snapshot instead.
+	ErrChainFull = errors.New("the chain cannot grow")
 )
 
 // ChunkError is an error about one chunk; its message names the chunk type

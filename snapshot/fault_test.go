@@ -30,11 +30,19 @@ func (r *recordingDevice) Flush() error {
 	return nil
 }
 
+// crashImage's tornSectors: tornDropped drops op k; tornInRecord tears it
+// inside its first commit record (only the first half of the record's
+// bytes are written).
+const (
+	tornDropped  = -1
+	tornInRecord = -2
+)
+
 // crashImage returns the device image after a power cut at op k of ops,
 // applied on top of base. Writes before the last flush preceding k are
 // durable. Writes after it (pending) survive according to keep. Op k
 // itself, if a write, is applied torn: its first tornSectors sectors plus
-// half of the next (tornSectors < 0: dropped).
+// half of the next (tornSectors -1: dropped; tornInRecord: half a record).
 func crashImage(base []byte, ops []devOp, k int, sector int, keep func(i, n int) bool, tornSectors int) []byte {
 	img := bytes.Clone(base)
 	lastFlush := -1
@@ -57,9 +65,12 @@ func crashImage(base []byte, ops []devOp, k int, sector int, keep func(i, n int)
 			copy(img[op.off:], op.data)
 		}
 	}
-	if k < len(ops) && !ops[k].flush && tornSectors >= 0 {
+	if k < len(ops) && !ops[k].flush && tornSectors != tornDropped {
 		op := ops[k]
 		n := min(tornSectors*sector+sector/2, len(op.data))
+		if tornSectors == tornInRecord {
+			n = RecordSize / 2
+		}
 		copy(img[op.off:], op.data[:n])
 	}
 	return img
@@ -119,11 +130,7 @@ func TestTornWrites(t *testing.T) {
 			}
 			cases := 0
 			for k := 0; k <= len(ops); k++ {
-				torn := []int{-1}
-				if k < len(ops) && !ops[k].flush {
-					n := len(ops[k].data) / sector
-					torn = append(torn, 0, n/2, n-1)
-				}
+				torn := tornCases(ops, k, sector)
 				for _, kp := range keepPolicies {
 					for _, ts := range torn {
 						cases++
@@ -138,11 +145,26 @@ func TestTornWrites(t *testing.T) {
 	}
 }
 
+// tornCases are the ways op k is cut by the power (crashImage's
+// tornSectors): dropped, and for a write torn after its first sector, its
+// middle and last sector, and inside a commit record.
+func tornCases(ops []devOp, k, sector int) []int {
+	torn := []int{tornDropped}
+	if k < len(ops) && !ops[k].flush {
+		n := len(ops[k].data) / sector
+		torn = append(torn, 0, n/2, n-1)
+		if ops[k].off < DataStart {
+			torn = append(torn, tornInRecord)
+		}
+	}
+	return torn
+}
+
 func checkCrash(t *testing.T, name string, img []byte, sector int, reg *Registry, vms map[uint64]*testVM, oldGen, newGen uint64, k, commitOp, nOps int) {
 	t.Helper()
 	dev := &MemDevice{Sector: sector, Data: img}
 	s := newTestStore(t, dev, 4096)
-	sink := &guestMem{b: make([]byte, testHighGPA+2*PageSize)}
+	sink := garbageMem(testHighGPA + 2*PageSize)
 	snap, c, err := s.Load(DecodeOptions{Registry: reg, Memory: sink})
 	if err != nil {
 		if oldGen == 0 && k < nOps && errors.Is(err, ErrNoSnapshot) {
@@ -186,5 +208,84 @@ func checkCrash(t *testing.T, name string, img []byte, sector int, reg *Registry
 	}
 	if _, c2, err := s.Load(DecodeOptions{Registry: reg}); err != nil || c2.Generation != next.Generation {
 		t.Fatalf("%s: after the next save: %v", name, err)
+	}
+}
+
+// TestTornWritesIncrement is TestTornWrites for increments: over stores
+// whose newest snapshot is a full one (the other slot empty), an
+// increment (its record at the slot's first position, which the save
+// rewrites), or an increment with a full snapshot in the other slot, and
+// trusting the commit record or reading the chain back, it cuts the
+// power at every write and flush of an increment save. Load must return
+// the previous or the new snapshot, byte-identical, never an older one.
+func TestTornWritesIncrement(t *testing.T) {
+	const sector = 512
+	reg := testRegistry(t)
+	for _, tc := range []struct {
+		name   string
+		prior  []bool // per save before the one cut: increment (or full)
+		trust  bool
+		oldGen uint64
+	}{
+		{"on-full", []bool{false}, false, 1},
+		{"on-increment", []bool{false, true}, true, 2},
+		{"two-slots", []bool{false, false, true, true}, false, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := NewMemDevice(DataStart+2*MinSlotSize*4, sector)
+			s := newTestStore(t, dev, 4096)
+			vm := newChainVM(tinyVM(21), 22)
+			vms := map[uint64]*testVM{}
+			var base *Commit
+			for i, inc := range tc.prior {
+				if i > 0 {
+					vm.mutate(4)
+				}
+				if !inc {
+					base = nil
+				}
+				c, err := vm.save(s, base, SaveOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				vms[c.Generation], base = vm.state(), c
+			}
+			if base.Generation != tc.oldGen {
+				t.Fatalf("prior saves end at generation %d", base.Generation)
+			}
+			before := bytes.Clone(dev.Data)
+			vm.mutate(30)
+			rec := &recordingDevice{MemDevice: &MemDevice{Sector: sector, Data: bytes.Clone(before)}}
+			c, err := vm.save(newTestStore(t, rec, 4096), base, SaveOptions{TrustCommit: tc.trust})
+			if err != nil {
+				t.Fatal(err)
+			}
+			vms[c.Generation] = vm.state()
+			ops := rec.ops
+			commitOp := len(ops) - 2
+			if ops[commitOp].flush || ops[commitOp].off != recordAt(base.Slot, 1-base.Position) || !ops[len(ops)-1].flush {
+				t.Fatalf("unexpected op sequence ending %+v", ops[len(ops)-2:])
+			}
+			for _, op := range ops {
+				if !op.flush && op.off >= DataStart && op.off < base.Offset+base.Length {
+					t.Fatalf("the increment wrote at %d, inside the committed chain (ends at %d)", op.off, base.Offset+base.Length)
+				}
+			}
+			if len(ops) < 10 {
+				t.Fatalf("only %d ops: the test does not exercise much", len(ops))
+			}
+			cases := 0
+			for k := 0; k <= len(ops); k++ {
+				for _, kp := range keepPolicies {
+					for _, ts := range tornCases(ops, k, sector) {
+						cases++
+						img := crashImage(before, ops, k, sector, kp.keep, ts)
+						name := fmt.Sprintf("op %d/%d %s torn=%d", k, len(ops), kp.name, ts)
+						checkCrash(t, name, img, sector, reg, vms, tc.oldGen, c.Generation, k, commitOp, len(ops))
+					}
+				}
+			}
+			t.Logf("%d ops, %d crash cases", len(ops), cases)
+		})
 	}
 }

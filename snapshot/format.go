@@ -51,6 +51,9 @@ const (
 	TypeManifest = "manifest"
 	TypeRAM      = "ram"
 	TypeEnd      = "end"
+	// TypeChain lists the earlier streams of an increment in a store
+	// slot; the store writes it (docs/snapshot-format.md, 5.2).
+	TypeChain = "chain"
 	// TypeVCPU is the conventional type for vCPU state; the instance is the
 	// vCPU index.
 	TypeVCPU = "vcpu"

@@ -33,6 +33,7 @@ type testVM struct {
 	vcpus    [][]byte
 	devs     map[string][]byte
 	extra    bool // write an unknown optional chunk "x-trace"
+	ramOpts  RAMOptions
 }
 
 const (
@@ -102,7 +103,7 @@ func (vm *testVM) fill(w *Writer) error {
 			return err
 		}
 	}
-	return w.WriteRAM(vm.mem, vm.ranges, RAMOptions{})
+	return w.WriteRAM(vm.mem, vm.ranges, vm.ramOpts)
 }
 
 // encode returns the VM as a snapshot stream.

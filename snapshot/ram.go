@@ -216,7 +216,13 @@ type RAMInfo struct {
 	BaseGeneration uint64     `json:"base_generation"`
 	BaseDigest     [32]byte   `json:"-"`
 	Ranges         []RAMRange `json:"ranges"`
+	// maps are the ranges' bitmaps as read, for merging a chain.
+	maps []rangeMaps
 }
+
+// rangeMaps are the bitmaps of one range of a RAM chunk: carried (nil:
+// every page) and data.
+type rangeMaps struct{ carried, data []byte }
 
 // Bytes returns the guest RAM size the chunk covers.
 func (r *RAMInfo) Bytes() uint64 {

@@ -41,7 +41,8 @@ type DecodeOptions struct {
 	// Notice, if set, is told about chunks that are skipped.
 	Notice func(msg string)
 	// Progress, if set, is told the bytes of the stream read so far and
-	// its size, as reading goes and once at the end.
+	// its size, as reading goes and once at the end (for a chain read by
+	// Store.Decode: of all its streams).
 	Progress func(read, total uint64)
 	// MaxChunkSize caps an in-memory chunk body; 0 means
 	// DefaultMaxChunkSize.
@@ -90,6 +91,12 @@ type Snapshot struct {
 	RAM      *RAMInfo // nil if the snapshot has no RAM chunk
 	Size     int64    // stream length in bytes
 	Digest   [32]byte
+	// Chain lists the streams a snapshot read from a Store was built from,
+	// oldest (the full snapshot) first, the newest (this one's header,
+	// chunks and digest) last: one entry for a full snapshot, more for an
+	// increment, whose RAM above is then the merged result, a full RAM
+	// chunk. Nil from Decode of a bare stream.
+	Chain []ChainStream
 	// Authenticated says the HMAC was present and checked.
 	Authenticated bool
 }
@@ -583,6 +590,7 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 			return nil, fmt.Errorf("RAM range %d: %w", i, err)
 		}
 		info.Ranges = append(info.Ranges, RAMRange{GPA: gpa, Pages: pages, Carried: nCarried, Data: nData})
+		info.maps = append(info.maps, rangeMaps{carried: carried, data: data})
 	}
 	if blocks != nil {
 		if err := d.ramBlockTable(blocks, keyed, dataBytes, take); err != nil {

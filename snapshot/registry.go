@@ -39,11 +39,12 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry that knows the core chunk types
-// (manifest; ram and end are handled by the reader itself).
+// (manifest and chain; ram and end are handled by the reader itself).
 func NewRegistry() *Registry {
 	r := &Registry{codecs: make(map[string]*Codec)}
-	c := manifestCodec
-	r.codecs[c.Type] = &c
+	for _, c := range []Codec{manifestCodec, chainCodec} {
+		r.codecs[c.Type] = &c
+	}
 	return r
 }
 

@@ -16,8 +16,16 @@ const (
 	// RecordSize is the size of a commit record; it is stored at the start
 	// of its own 4 KiB area (the rest of the area is zero).
 	RecordSize = 128
-	// RecordArea is the space reserved for each of the two commit records.
+	// RecordArea is the space reserved for the commit records of each
+	// slot: two positions, at 0 and RecordAltOffset.
 	RecordArea = 4096
+	// RecordPositions is the number of commit record positions per slot.
+	RecordPositions = 2
+	// RecordAltOffset is the offset of a slot's second commit record
+	// position in its area. An increment is committed at the position
+	// that does not name its base, so a torn record write never loses the
+	// base's record; that needs sectors of at most this size.
+	RecordAltOffset = RecordArea / 2
 	// DataStart is the device offset of slot 0.
 	DataStart = 2 * RecordArea
 	// SlotAlign is the alignment of slot offsets and sizes.
@@ -28,13 +36,27 @@ const (
 	DefaultBlockSize = 1 << 20
 )
 
-// Commit is a commit record: it makes the snapshot in one slot current.
+// Commit is a commit record: it makes a snapshot stream in one slot
+// current, a full snapshot at the slot's start or an increment on the
+// chain before it (docs/snapshot-format.md, 5).
 type Commit struct {
 	Slot       int      `json:"slot"`
 	Generation uint64   `json:"generation"`
 	Offset     int64    `json:"offset"` // device offset of the snapshot stream
 	Length     int64    `json:"length"` // stream length in bytes
 	Digest     [32]byte `json:"-"`      // the stream's SHA-256 digest (end record)
+	// Position is where in the slot's record area the record is (0 or
+	// 1); it is not part of the record.
+	Position int `json:"position"`
+}
+
+// Incremental reports whether c names an increment (a stream after the
+// start of its slot).
+func (c *Commit) Incremental(s *Store) bool { return c.Offset != s.slotOffset(c.Slot) }
+
+// sameStream reports whether a and b name the same stream.
+func sameStream(a, b *Commit) bool {
+	return a.Slot == b.Slot && a.Generation == b.Generation && a.Offset == b.Offset && a.Length == b.Length && a.Digest == b.Digest
 }
 
 func (c *Commit) marshal() []byte {
@@ -57,11 +79,15 @@ type StoreOptions struct {
 	BlockSize int
 }
 
-// Store keeps up to two snapshots on a block device: two slots, each with a
-// commit record. Save writes the new snapshot into the slot that does not
-// hold the newest valid snapshot, flushes, then writes and flushes that
-// slot's commit record. Load returns the newest snapshot whose commit record
-// and data are fully valid. A Store is not safe for concurrent use.
+// Store keeps snapshots on a block device: two slots, each with two
+// commit record positions. A full save writes the new snapshot into the
+// slot that does not hold the newest valid snapshot, flushes, then writes
+// and flushes that slot's commit record. An incremental save (SaveOptions
+// .Base) appends an increment to the newest snapshot's chain in its slot,
+// after the chain's last byte, and commits it at the slot's other record
+// position. Load returns the newest snapshot whose commit record and data
+// (its whole chain) are fully valid. A Store is not safe for concurrent
+// use.
 type Store struct {
 	dev       BlockDevice
 	blockSize int
@@ -92,17 +118,38 @@ func Open(dev BlockDevice, opts StoreOptions) (*Store, error) {
 // SlotSize returns the capacity of each slot in bytes.
 func (s *Store) SlotSize() int64 { return s.slotSize }
 
+// ChainsSupported reports whether the store can hold increments: the
+// second commit record position of each slot needs sectors of at most
+// RecordAltOffset bytes. Without it, incremental saves fail with
+// ErrChainFull.
+func (s *Store) ChainsSupported() bool { return s.dev.SectorSize() <= RecordAltOffset }
+
 func (s *Store) slotOffset(i int) int64 { return DataStart + int64(i)*s.slotSize }
 
-// RecordStatus is the state of one commit record as read from the device.
+// RecordStatus is the state of one slot's commit records as read from the
+// device.
 type RecordStatus struct {
-	Slot   int
-	Blank  bool    // the record is all zero: never written
-	Commit *Commit // the record, if its checksum and fields are valid
-	Err    error   // why the record is invalid (not blank, no Commit)
+	Slot  int
+	Blank bool // the records are all zero: never written
+	// Commit is the slot's newest valid record: its newest stream.
+	Commit *Commit
+	// Previous is the slot's other valid record, older: the stream before
+	// Commit's in its chain (a fallback), or nil.
+	Previous *Commit
+	// Err says why the slot has no valid record (not blank, no Commit).
+	Err error
+	// OtherErr says why a record position of a slot that has a Commit is
+	// invalid (typically torn by an interrupted increment save); the
+	// slot's Commit is not affected.
+	OtherErr error
+
+	used [RecordPositions]bool // the position is not all zero
 }
 
-// Records reads and checks both commit records.
+// recordAt is the device offset of a slot's record position.
+func recordAt(slot, pos int) int64 { return int64(slot)*RecordArea + int64(pos)*RecordAltOffset }
+
+// Records reads and checks the commit records of both slots.
 func (s *Store) Records() ([2]RecordStatus, error) {
 	var st [2]RecordStatus
 	buf := make([]byte, DataStart)
@@ -110,18 +157,53 @@ func (s *Store) Records() ([2]RecordStatus, error) {
 		return st, fmt.Errorf("snapshot: store: read commit records: %w", err)
 	}
 	for i := range st {
-		st[i].Slot = i
-		area := buf[i*RecordArea : i*RecordArea+RecordSize]
-		if isZero(area) {
-			st[i].Blank = true
-			continue
+		r := &st[i]
+		r.Slot = i
+		var valid []*Commit
+		var errs []error
+		for pos := range RecordPositions {
+			at := recordAt(i, pos)
+			area := buf[at : at+RecordSize]
+			if isZero(area) {
+				continue
+			}
+			r.used[pos] = true
+			c, err := s.parseRecord(i, area)
+			if err != nil {
+				name := fmt.Sprint(i)
+				if pos > 0 {
+					name += " (second position)"
+				}
+				errs = append(errs, fmt.Errorf("commit record %s: %w", name, err))
+				continue
+			}
+			c.Position = pos
+			valid = append(valid, c)
 		}
-		c, err := s.parseRecord(i, area)
-		if err != nil {
-			st[i].Err = fmt.Errorf("commit record %d: %w", i, err)
-			continue
+		if len(valid) == RecordPositions && valid[1].Generation > valid[0].Generation {
+			valid[0], valid[1] = valid[1], valid[0]
 		}
-		st[i].Commit = c
+		if len(valid) == RecordPositions && valid[1].Generation == valid[0].Generation {
+			errs = append(errs, fmt.Errorf("commit record %d (second position): %w: same generation %d as the first", i, ErrCorrupt, valid[1].Generation))
+			valid = valid[:1]
+		}
+		switch {
+		case len(valid) > 0:
+			r.Commit = valid[0]
+			if len(valid) > 1 {
+				r.Previous = valid[1]
+			}
+			if len(errs) > 0 {
+				r.OtherErr = errs[0]
+			}
+		case len(errs) > 0:
+			r.Err = errs[0]
+			if len(errs) > 1 {
+				r.OtherErr = errs[1]
+			}
+		default:
+			r.Blank = true
+		}
 	}
 	return st, nil
 }
@@ -146,38 +228,39 @@ func (s *Store) parseRecord(slot int, b []byte) (*Commit, error) {
 	if binary.LittleEndian.Uint32(b[12:]) != 0 || !isZero(b[72:124]) {
 		return nil, fmt.Errorf("%w: reserved bytes not zero", ErrCorrupt)
 	}
-	if c.Slot != slot || c.Offset != s.slotOffset(slot) {
-		return nil, fmt.Errorf("%w: record names slot %d at offset %d, expected slot %d at %d (device resized?)", ErrCorrupt, c.Slot, c.Offset, slot, s.slotOffset(slot))
+	start, end := s.slotOffset(slot), s.slotOffset(slot)+s.slotSize
+	if c.Slot != slot || c.Offset < start || c.Offset >= end || (c.Offset-start)%SlotAlign != 0 {
+		return nil, fmt.Errorf("%w: record names slot %d at offset %d, expected slot %d at %d, or a later multiple of %d inside it (device resized?)",
+			ErrCorrupt, c.Slot, c.Offset, slot, start, SlotAlign)
 	}
-	if c.Length < HeaderSize || c.Length > s.slotSize || c.Generation == 0 {
+	if c.Length < HeaderSize || c.Length > end-c.Offset || c.Generation == 0 {
 		return nil, fmt.Errorf("%w: record length %d or generation %d invalid", ErrCorrupt, c.Length, c.Generation)
 	}
 	return c, nil
 }
 
 // Decode decodes the snapshot of commit c (from Records) and checks that it
-// is the snapshot the record committed (generation and digest).
+// is the snapshot the record committed (generation and digest). For an
+// increment it decodes and checks the whole chain, newest stream first,
+// and gives opts.Memory every page once, with its final contents: the
+// result reads as a full snapshot (Snapshot.RAM is a full RAM chunk;
+// Snapshot.Chain lists the streams). An error names the stream that
+// failed.
 func (s *Store) Decode(c *Commit, opts DecodeOptions) (*Snapshot, error) {
-	r := newBlockReader(s.dev, c.Offset, c.Length, s.blockSize)
-	snap, err := Decode(r, c.Length, opts)
-	if err != nil {
-		return nil, err
+	if c.Incremental(s) {
+		return s.decodeChain(c, opts)
 	}
-	if snap.Header.Generation != c.Generation {
-		return nil, fmt.Errorf("snapshot: %w: stream generation %d, commit record says %d", ErrCorrupt, snap.Header.Generation, c.Generation)
-	}
-	if snap.Digest != c.Digest {
-		return nil, fmt.Errorf("snapshot: %w: stream digest differs from the commit record", ErrDigest)
-	}
-	return snap, nil
+	return s.decodeFull(c, opts)
 }
 
 // candidates returns the valid commit records, newest first.
 func candidates(st [2]RecordStatus) []*Commit {
 	var cs []*Commit
 	for _, r := range st {
-		if r.Commit != nil {
-			cs = append(cs, r.Commit)
+		for _, c := range []*Commit{r.Commit, r.Previous} {
+			if c != nil {
+				cs = append(cs, c)
+			}
 		}
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Generation > cs[j].Generation })
@@ -200,6 +283,9 @@ func (s *Store) Load(opts DecodeOptions) (*Snapshot, *Commit, error) {
 	for _, r := range st {
 		if r.Err != nil {
 			errs = append(errs, r.Err)
+		}
+		if r.OtherErr != nil {
+			errs = append(errs, r.OtherErr)
 		}
 	}
 	verify := opts
@@ -232,79 +318,186 @@ type SaveOptions struct {
 	Key []byte
 	// TrustCommit skips reading the newest snapshot back before the save:
 	// its valid commit record alone decides which slot to keep. That
-	// saves a full read of the previous snapshot, at a cost: if that
-	// snapshot was damaged on the medium since it was committed, the save
-	// overwrites the older slot anyway (and a crash during it leaves no
-	// loadable snapshot).
+	// saves a full read of the previous snapshot (its whole chain), at a
+	// cost: if that snapshot was damaged on the medium since it was
+	// committed, the save overwrites the older slot anyway (and a crash
+	// during it leaves no loadable snapshot), or appends to a damaged
+	// chain.
 	TrustCommit bool
+	// Base, if set, makes the save incremental: the new stream is appended
+	// to Base's chain in Base's slot, after its last byte, and fill must
+	// write an incremental RAM chunk on Base (RAMOptions.Carried,
+	// BaseGeneration = Base.Generation, BaseDigest = Base.Digest). Base
+	// must be the store's newest valid snapshot (ErrStaleBase), and the
+	// increment must fit in the rest of the slot and keep the chain at
+	// most MaxChain streams long (ErrChainFull). After any error the
+	// committed snapshots are as they were: save a full snapshot instead.
+	Base *Commit
 }
 
 // Save writes a new snapshot: fill writes the chunks (manifest first) to the
 // Writer; Save writes the end record, flushes, and commits. The new
 // generation is one more than the highest generation of any valid commit
 // record. The newest valid snapshot is never overwritten (Save reads and
-// checks it first), so a crash at any point leaves either it or the new
-// snapshot loadable.
+// checks it first, its whole chain), so a crash at any point leaves either
+// it or the new snapshot loadable. Without opts.Base the new snapshot is a
+// full one in the other slot; with it, an increment on Base (see
+// SaveOptions.Base).
 func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, error) {
 	st, err := s.Records()
 	if err != nil {
 		return nil, err
 	}
 	var maxGen uint64
-	for _, r := range st {
-		if r.Commit != nil && r.Commit.Generation > maxGen {
-			maxGen = r.Commit.Generation
-		}
+	for _, c := range candidates(st) {
+		maxGen = max(maxGen, c.Generation)
 	}
-	// Find the slot of the newest valid snapshot, which must survive this
-	// save: check framing and digest (no key or registry needed). This
-	// reads that snapshot once; it is not cached, so corruption since the
-	// last save is noticed and the older good snapshot is kept instead.
-	current := -1
+	// Find the newest valid snapshot, which must survive this save: check
+	// framing and digest of its whole chain (no key or registry needed).
+	// This reads that snapshot once; it is not cached, so corruption
+	// since the last save is noticed and the older good snapshot is kept
+	// instead.
+	var current *Commit
+	var chain []ChainStream // current's streams, when read
 	for _, c := range candidates(st) {
 		if opts.TrustCommit {
-			current = c.Slot
+			current = c
 			break
 		}
-		if _, err := s.Decode(c, DecodeOptions{Inspect: true, SkipAuth: true}); err == nil {
-			current = c.Slot
+		if snap, err := s.Decode(c, DecodeOptions{Inspect: true, SkipAuth: true}); err == nil {
+			current, chain = c, snap.Chain
 			break
 		}
-	}
-	target := 0
-	if current == 0 {
-		target = 1
 	}
 	h := opts.Header
 	h.Generation = maxGen + 1
-	bw := newBlockWriter(s.dev, s.slotOffset(target), s.slotSize, s.blockSize)
+	if opts.Base != nil {
+		return s.saveIncrement(opts, h, current, chain, fill)
+	}
+	target := 0
+	if current != nil && current.Slot == 0 {
+		target = 1
+	}
+	// The target slot's other record positions name streams of the chain
+	// being overwritten: they are zeroed with the data. (With sectors
+	// larger than RecordAltOffset the record's sector covers them.)
+	var zero []int64
+	if s.ChainsSupported() {
+		for pos := 1; pos < RecordPositions; pos++ {
+			if st[target].used[pos] {
+				zero = append(zero, recordAt(target, pos))
+			}
+		}
+	}
+	return s.write(opts, h, nil, s.slotOffset(target), &Commit{Slot: target, Position: 0}, zero, fill)
+}
+
+// saveIncrement appends an increment on opts.Base to its chain.
+func (s *Store) saveIncrement(opts SaveOptions, h Header, current *Commit, chain []ChainStream, fill func(w *Writer) error) (*Commit, error) {
+	base := opts.Base
+	if current == nil || !sameStream(current, base) {
+		newest := "none"
+		if current != nil {
+			newest = fmt.Sprintf("generation %d in slot %d", current.Generation, current.Slot)
+		}
+		return nil, fmt.Errorf("snapshot: %w: base generation %d in slot %d, newest valid snapshot: %s", ErrStaleBase, base.Generation, base.Slot, newest)
+	}
+	if !s.ChainsSupported() {
+		return nil, fmt.Errorf("snapshot: %w: %d-byte sectors leave no room for a second commit record per slot: this store keeps full snapshots only",
+			ErrChainFull, s.dev.SectorSize())
+	}
+	var links []ChainLink
+	if chain != nil {
+		links = asLinks(chain[:len(chain)-1])
+	} else {
+		var err error
+		if links, err = s.readLinks(current); err != nil {
+			return nil, err
+		}
+	}
+	links = append(links, ChainLink{Generation: current.Generation, Offset: current.Offset, Length: current.Length, Digest: current.Digest})
+	if len(links)+1 > MaxChain {
+		return nil, fmt.Errorf("snapshot: %w: the chain of generation %d already has %d streams (at most %d)", ErrChainFull, current.Generation, len(links), MaxChain)
+	}
+	off := links[len(links)-1].next()
+	if off+HeaderSize+endChunkSize > s.slotOffset(current.Slot)+s.slotSize {
+		return nil, fmt.Errorf("snapshot: %w: slot %d is full after generation %d", ErrChainFull, current.Slot, current.Generation)
+	}
+	c := &Commit{Slot: current.Slot, Position: RecordPositions - 1 - current.Position}
+	return s.write(opts, h, links, off, c, nil, fill)
+}
+
+// write writes a stream at off up to the end of c's slot (an increment
+// with the chain chunk listing links), zeroes the record positions at
+// zero, flushes, then commits the stream in record position c.Position
+// of slot c.Slot and flushes again.
+func (s *Store) write(opts SaveOptions, h Header, links []ChainLink, off int64, c *Commit, zero []int64, fill func(w *Writer) error) (*Commit, error) {
+	limit := s.slotOffset(c.Slot) + s.slotSize - off
+	bw := newBlockWriter(s.dev, off, limit, s.blockSize)
+	full := func(err error) error {
+		if links != nil && errors.Is(err, errSlotFull) {
+			return fmt.Errorf("snapshot: %w: the increment does not fit in the %d bytes left in slot %d: %w", ErrChainFull, limit, c.Slot, err)
+		}
+		return err
+	}
 	w, err := NewWriter(bw, h, opts.Key)
 	if err != nil {
-		return nil, err
+		return nil, full(err)
 	}
 	if err := fill(w); err != nil {
+		return nil, full(err)
+	}
+	if err := checkRAMBase(w, opts.Base); err != nil {
 		return nil, err
+	}
+	if links != nil {
+		if err := w.writeChain(links); err != nil {
+			return nil, full(err)
+		}
 	}
 	sum, err := w.Close()
 	if err != nil {
-		return nil, err
+		return nil, full(err)
 	}
 	if err := bw.finish(); err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil, full(fmt.Errorf("snapshot: %w", err))
+	}
+	sec := make([]byte, s.dev.SectorSize())
+	for _, at := range zero {
+		if _, err := s.dev.WriteAt(sec, at); err != nil {
+			return nil, fmt.Errorf("snapshot: clear commit record: %w", err)
+		}
 	}
 	if err := s.dev.Flush(); err != nil {
 		return nil, fmt.Errorf("snapshot: flush data: %w", err)
 	}
-	c := &Commit{Slot: target, Generation: h.Generation, Offset: s.slotOffset(target), Length: sum.Length, Digest: sum.Digest}
-	sec := make([]byte, s.dev.SectorSize())
+	c.Generation, c.Offset, c.Length, c.Digest = h.Generation, off, sum.Length, sum.Digest
 	copy(sec, c.marshal())
-	if _, err := s.dev.WriteAt(sec, int64(target)*RecordArea); err != nil {
+	if _, err := s.dev.WriteAt(sec, recordAt(c.Slot, c.Position)); err != nil {
 		return nil, fmt.Errorf("snapshot: write commit record: %w", err)
 	}
 	if err := s.dev.Flush(); err != nil {
 		return nil, fmt.Errorf("snapshot: flush commit record: %w", err)
 	}
 	return c, nil
+}
+
+// checkRAMBase checks the RAM chunk fill wrote: incremental on base for an
+// increment, full (or none) for a full snapshot.
+func checkRAMBase(w *Writer, base *Commit) error {
+	r := &w.ramBase
+	switch {
+	case base == nil && w.ram && r.Incremental:
+		return errors.New("snapshot: an incremental RAM chunk in a full save (set SaveOptions.Base)")
+	case base == nil:
+		return nil
+	case !w.ram || !r.Incremental:
+		return errors.New("snapshot: an increment needs an incremental RAM chunk (RAMOptions.Carried)")
+	case r.BaseGeneration != base.Generation || r.BaseDigest != base.Digest:
+		return fmt.Errorf("snapshot: the increment's RAM chunk names base generation %d, SaveOptions.Base is generation %d (or digests differ)",
+			r.BaseGeneration, base.Generation)
+	}
+	return nil
 }
 
 // Device returns the block device the store is on.

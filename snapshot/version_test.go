@@ -174,19 +174,22 @@ func TestRegistryChecks(t *testing.T) {
 	if err := r.Register(Codec{Type: TypeManifest, Current: 1}); err == nil {
 		t.Error("duplicate type accepted")
 	}
+	if err := r.Register(Codec{Type: TypeChain, Current: 1}); err == nil {
+		t.Error("the store's chain type accepted")
+	}
 	if err := r.Register(Codec{Type: "bad name", Current: 1}); err == nil {
 		t.Error("type with a space accepted")
 	}
 	// Upgrade chains run in order.
 	up := func(v any) (any, error) { return v.(int) * 10, nil }
-	r.MustRegister(Codec{Type: "chain", Current: 3,
+	r.MustRegister(Codec{Type: "upgraded", Current: 3,
 		Decoders: map[uint16]DecodeFunc{1: func(d *Decoder) (any, error) { return int(d.U8()), d.Finish() }, 3: dec},
 		Upgrades: map[uint16]UpgradeFunc{1: up, 2: func(v any) (any, error) { return v.(int) + 1, nil }}})
-	v, err := r.Lookup("chain").decode(1, []byte{4})
+	v, err := r.Lookup("upgraded").decode(1, []byte{4})
 	if err != nil || v != 41 {
 		t.Errorf("chain decode = %v, %v", v, err)
 	}
-	if _, err := r.Lookup("chain").decode(2, nil); !errors.Is(err, ErrVersion) {
+	if _, err := r.Lookup("upgraded").decode(2, nil); !errors.Is(err, ErrVersion) {
 		t.Errorf("version without decoder: %v", err)
 	}
 }

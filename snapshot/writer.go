@@ -56,6 +56,9 @@ type Writer struct {
 	ramVersion1 bool
 	key         []byte // the HMAC key, for the RAM blocks' keys
 	gen         uint64 // the header's generation, for the RAM blocks' keys
+	// ramBase is the RAM chunk's incremental flag and base, which the
+	// store checks against SaveOptions.Base.
+	ramBase RAMInfo
 }
 
 // NewWriter writes the header h to out and returns a Writer. If key is not
@@ -209,8 +212,8 @@ func (w *Writer) WriteChunk(typ string, instance uint32, version uint16, flags C
 		return errors.New("snapshot: write the manifest first")
 	}
 	switch typ {
-	case TypeManifest, TypeRAM, TypeEnd:
-		return fmt.Errorf("snapshot: chunk type %q is written by its own method", typ)
+	case TypeManifest, TypeRAM, TypeEnd, TypeChain:
+		return fmt.Errorf("snapshot: chunk type %q is written by its own method (chain: by the store)", typ)
 	}
 	if name, ok := strings.CutPrefix(typ, DevicePrefix); ok {
 		d := w.manifest.device(name, instance)
@@ -322,6 +325,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		return err
 	}
 	w.ram = true
+	w.ramBase = RAMInfo{Incremental: opts.Carried != nil, BaseGeneration: opts.BaseGeneration, BaseDigest: opts.BaseDigest}
 	e := NewEncoder(ramHeaderSize)
 	e.PutU32(PageSize)
 	var flags uint32

@@ -23,7 +23,13 @@ type slotReport struct {
 	Record      string           `json:"record"`                 // "blank", "valid" or "invalid"
 	RecordError string           `json:"record_error,omitempty"` // why the record is invalid
 	Commit      *snapshot.Commit `json:"commit,omitempty"`
-	Newest      bool             `json:"newest"`
+	// Previous is the slot's other valid commit record: the stream before
+	// Commit's in its chain, which a load falls back to.
+	Previous *snapshot.Commit `json:"previous,omitempty"`
+	// RecordNote says why the slot's other record position is invalid
+	// (torn by an interrupted save) when the slot has a valid record.
+	RecordNote string `json:"record_note,omitempty"`
+	Newest     bool   `json:"newest"`
 	// Error says why the snapshot does not decode with tamavisor's
 	// decoders (kernel.Registry). If only those refuse it (its integrity
 	// is fine), what follows is read without them.
@@ -34,9 +40,12 @@ type slotReport struct {
 	VCPUs    []*vcpuReport     `json:"vcpus,omitempty"`
 	Chunks   []*snapshot.Chunk `json:"chunks,omitempty"`
 	RAM      *snapshot.RAMInfo `json:"ram,omitempty"`
-	Digest   string            `json:"digest,omitempty"`
-	Keyed    bool              `json:"keyed"`
-	HMAC     string            `json:"hmac,omitempty"`
+	// Chain lists the streams the snapshot is made of, oldest (the full
+	// snapshot) first; RAM above is their merged result.
+	Chain  []snapshot.ChainStream `json:"chain,omitempty"`
+	Digest string                 `json:"digest,omitempty"`
+	Keyed  bool                   `json:"keyed"`
+	HMAC   string                 `json:"hmac,omitempty"`
 
 	// KeyNote says the HMAC verified only with --key-file's contents
 	// without their trailing newline.
@@ -243,7 +252,10 @@ func examine(s *snapshot.Store, keys [][]byte) ([]*slotReport, error) {
 			continue
 		}
 		rep.Record = "valid"
-		rep.Commit = r.Commit
+		rep.Commit, rep.Previous = r.Commit, r.Previous
+		if r.OtherErr != nil {
+			rep.RecordNote = r.OtherErr.Error()
+		}
 		if newest < 0 || r.Commit.Generation > st[newest].Commit.Generation {
 			newest = r.Slot
 		}
@@ -294,7 +306,7 @@ func describe(rep *slotReport, snap *snapshot.Snapshot) {
 			rep.VCPUs = append(rep.VCPUs, describeVCPU(c.Instance, v))
 		}
 	}
-	rep.Chunks, rep.RAM = snap.Chunks, snap.RAM
+	rep.Chunks, rep.RAM, rep.Chain = snap.Chunks, snap.RAM, snap.Chain
 	rep.Digest = hex.EncodeToString(snap.Digest[:])
 	rep.Keyed = h.Flags&snapshot.HeaderKeyed != 0
 	switch {
@@ -348,6 +360,12 @@ func printSlot(w io.Writer, r *slotReport) {
 		return
 	}
 	fmt.Fprintf(w, "  generation %d, offset %d, length %d\n", r.Commit.Generation, r.Commit.Offset, r.Commit.Length)
+	if p := r.Previous; p != nil {
+		fmt.Fprintf(w, "  previous commit record: generation %d, offset %d, length %d (loaded if the newest does not verify)\n", p.Generation, p.Offset, p.Length)
+	}
+	if r.RecordNote != "" {
+		fmt.Fprintf(w, "  note: %s\n", r.RecordNote)
+	}
 	switch {
 	case r.Error != "" && r.Header == nil && r.integrity:
 		fmt.Fprintf(w, "  CORRUPT: %s\n", r.Error)
@@ -407,6 +425,25 @@ func printSlot(w io.Writer, r *slotReport) {
 		fmt.Fprintf(w, "  ram: %d range(s), %d MiB, %d pages carried, %d stored, %d zero elided, incremental %v\n",
 			len(r.RAM.Ranges), r.RAM.Bytes()>>20, carried, data, carried-data, r.RAM.Incremental)
 	}
+	printChain(w, r.Chain)
+}
+
+// printChain lists the streams of a slot's chain, one line each.
+func printChain(w io.Writer, chain []snapshot.ChainStream) {
+	if len(chain) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  chain: %d stream(s), oldest first (ram above is their merged result)\n", len(chain))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  generation\tkind\toffset\tlength\tpages carried\tstored\t")
+	for _, c := range chain {
+		kind := "full"
+		if c.Incremental {
+			kind = "increment"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%d\t%d\t%d\t%d\t\n", c.Generation, kind, c.Offset, c.Length, c.Carried, c.Stored)
+	}
+	tw.Flush()
 }
 
 func printVCPU(w io.Writer, v *vcpuReport) {

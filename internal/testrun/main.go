@@ -38,6 +38,8 @@ var fuzzBudgets = map[string]int{
 	"FuzzDecode":      300000,
 	"FuzzStoreLoad":   12000,
 	"FuzzManifest":    300000,
+	"FuzzChain":       300000,
+	"FuzzChainStore":  12000,
 	"FuzzIO":          150,   // each run drives a fake device through timeouts
 	"FuzzCompletions": 25000, // each run brings up a fake NVMe controller
 	"FuzzParseImage":  300000,
