@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -71,13 +72,20 @@ func (vm *VM) startLive(out io.Writer, byGuest bool, answer func(error)) error {
 	if vm.live != nil {
 		vm.live.finish() // one save at a time: the earlier one completes first
 	}
-	if byGuest {
-		if err := vm.guestMaySave(); err != nil {
+	start := p.TSC()
+	fz := vm.freeze()
+	// The pages written since the last snapshot, for an increment on it;
+	// protect starts the next set.
+	var dirty []byte
+	base := vm.track.base
+	if vm.track.on {
+		dirty = bytes.Clone(vm.track.dirty)
+	}
+	if byGuest && !vm.incremental(p.Store, base, dirty, true) {
+		if err := vm.guestMayWriteFull(p.Store); err != nil {
 			return err
 		}
 	}
-	start := p.TSC()
-	fz := vm.freeze()
 	if err := vm.protect(nil); err != nil {
 		return fmt.Errorf("write-protecting guest RAM: %w", err)
 	}
@@ -89,7 +97,6 @@ func (vm *VM) startLive(out io.Writer, byGuest bool, answer func(error)) error {
 	if p.Now != nil {
 		h.Created = p.Now()
 	}
-	opts := snapshot.SaveOptions{Header: h, Key: p.SnapshotKey, TrustCommit: true}
 	ram := snapshot.RAMOptions{Copied: func(gpa uint64) {
 		t.copied(gpa)
 		ls.checkpoint()
@@ -113,9 +120,7 @@ func (vm *VM) startLive(out io.Writer, byGuest bool, answer func(error)) error {
 			d.SetIdle(ls.checkpoint)
 			defer d.SetIdle(nil)
 		}
-		ls.commit, ls.err = p.Store.Save(opts, func(w *snapshot.Writer) error {
-			return fz.write(w, liveSource{vm}, ram)
-		})
+		ls.commit, ls.err = vm.store(p.Store, p.SnapshotKey, h, fz, liveSource{vm}, dirty, base, true, byGuest, ram)
 	}()
 	fmt.Fprintf(ls.output(), "tamavisor: snapshot started, live: the guest runs on while its RAM is written\n")
 	ls.timer = vm.clock.NewTimer(func(int64) { ls.runTurn(ls.cycles(liveTurn)) })
@@ -193,6 +198,9 @@ func (ls *liveSave) end() {
 	hz := float64(p.TSCHz)
 	out := ls.output()
 	if ls.err != nil {
+		// The pages written before the request are not in the dirty
+		// set any more: the next save must be full.
+		t.base = nil
 		err := fmt.Errorf("snapshot failed, the guest keeps running and the previous snapshot stays valid: %w", ls.err)
 		fmt.Fprintf(out, "tamavisor: %v\n", err)
 		if ls.answer != nil {
@@ -203,11 +211,11 @@ func (ls *liveSave) end() {
 	c := ls.commit
 	total := p.TSC() - ls.start
 
-	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s on disk for %s of RAM, live in %.3f s: guest paused %.1f ms at the request, at most %.1f ms at a time after (%d turns), %d pages copied before the guest wrote them\n",
-		c.Generation, c.Slot, size(uint64(c.Length)), size(vm.Mem.Size), float64(total)/hz,
+	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s, %s on disk for %s of RAM, live in %.3f s: guest paused %.1f ms at the request, at most %.1f ms at a time after (%d turns), %d pages copied before the guest wrote them\n",
+		c.Generation, c.Slot, vm.saveKind(c), size(uint64(c.Length)), size(vm.Mem.Size), float64(total)/hz,
 		float64(ls.request)/hz*1e3, float64(ls.longest)/hz*1e3, ls.turns, copies)
 	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: total,
-		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies})
+		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies, Incremental: c.Incremental(p.Store)})
 	t.base = c
 	if !ls.byGuest {
 		p.operatorGen = c.Generation

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -477,15 +478,110 @@ func (f *frozen) write(w *snapshot.Writer, src snapshot.MemorySource, opts snaps
 }
 
 // Save writes a snapshot of the VM to store (crash-safe: the previous
-// snapshot stays valid until the new one is committed).
+// snapshot stays valid until the new one is committed): an increment on
+// the last snapshot when the VM tracked its writes since (track.go), else
+// a full snapshot. RAM stays write-protected after, to track the next.
 func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress func(written, total uint64)) (*snapshot.Commit, error) {
-	h := snapshot.Header{Created: created, VMName: vm.Name}
-	h.VMID = vm.ID
-	// The previous snapshot is not read back (TrustCommit): a save costs the
-	// writing of one snapshot only.
-	return store.Save(snapshot.SaveOptions{Header: h, Key: key, TrustCommit: true}, func(w *snapshot.Writer) error {
-		return vm.WriteSnapshot(w, progress)
-	})
+	return vm.save(store, key, created, progress, false)
+}
+
+// save is Save; byGuest: the guest asked (it may not overwrite the
+// operator's snapshot).
+func (vm *VM) save(store *snapshot.Store, key []byte, created int64, progress func(written, total uint64), byGuest bool) (*snapshot.Commit, error) {
+	var dirty []byte
+	if vm.track.on {
+		dirty = vm.track.dirty
+	}
+	h := snapshot.Header{Created: created, VMName: vm.Name, VMID: vm.ID}
+	c, err := vm.store(store, key, h, vm.freeze(), ramSource{&vm.Mem}, dirty, vm.track.base, false, byGuest,
+		snapshot.RAMOptions{Progress: progress})
+	if err == nil {
+		err = vm.protect(c)
+	}
+	return c, err
+}
+
+// Increments: a save carries only the pages written since base when at
+// most incrementMax of RAM was written and the increment fits in base's
+// slot (the store chains it after base, snapshot.SaveOptions.Base).
+const incrementMax = 0.5
+
+// store writes fz and the RAM src holds to the store: an increment on
+// base carrying the pages dirty marks, if there is a base and the store
+// takes it (not stale, room in the chain), else a full snapshot. A live
+// save cannot fall back once RAM was read (its copies are gone): an
+// increment that does not fit fails instead. A guest's save never takes
+// the record of the operator's snapshot (guestMayWriteFull).
+func (vm *VM) store(st *snapshot.Store, key []byte, h snapshot.Header, fz *frozen, src snapshot.MemorySource,
+	dirty []byte, base *snapshot.Commit, live, byGuest bool, ram snapshot.RAMOptions) (*snapshot.Commit, error) {
+	// The previous snapshot is not read back (TrustCommit): a save costs
+	// the writing of one snapshot only.
+	opts := snapshot.SaveOptions{Header: h, Key: key, TrustCommit: true}
+	if vm.incremental(st, base, dirty, byGuest) {
+		inc, r := opts, ram
+		inc.Base = base
+		r.Carried = func(int) []byte { return dirty }
+		r.BaseGeneration, r.BaseDigest = base.Generation, base.Digest
+		filled := false
+		c, err := st.Save(inc, func(w *snapshot.Writer) error {
+			filled = true
+			return fz.write(w, src, r)
+		})
+		if err == nil {
+			vm.track.lastBase, vm.track.lastCarried = base.Generation, popcount(dirty)
+		}
+		if err == nil || live && filled ||
+			!errors.Is(err, snapshot.ErrStaleBase) && !errors.Is(err, snapshot.ErrChainFull) {
+			return c, err
+		}
+	}
+	if byGuest {
+		if err := vm.guestMayWriteFull(st); err != nil {
+			return nil, err
+		}
+	}
+	vm.track.lastBase = 0
+	return st.Save(opts, func(w *snapshot.Writer) error { return fz.write(w, src, ram) })
+}
+
+// incremental reports whether a save carries only the dirty pages, on
+// base: there is one, the increment is worth it, it fits, and (for a
+// guest's save) it does not take the operator's record.
+func (vm *VM) incremental(st *snapshot.Store, base *snapshot.Commit, dirty []byte, byGuest bool) bool {
+	return base != nil && dirty != nil && vm.incrementFits(st, base, dirty) &&
+		!(byGuest && vm.plat.operatorGen != 0 && vm.overwritesOperator(st, base))
+}
+
+// incrementFits reports whether an increment carrying the dirty pages is
+// worth writing and fits after base (a bound: every dirty page stored).
+func (vm *VM) incrementFits(st *snapshot.Store, base *snapshot.Commit, dirty []byte) bool {
+	pages := vm.Mem.Size / svm.PageSize
+	n := popcount(dirty)
+	if float64(n) > incrementMax*float64(pages) {
+		return false
+	}
+	const overhead = 64 << 10 // every chunk but RAM, headers, bitmaps' slack
+	need := n*svm.PageSize + 2*uint64(len(dirty)) + (n*svm.PageSize/snapshot.RAMBlockSize+1)*64 + overhead
+	return int64(need) <= st.Room(base)
+}
+
+// overwritesOperator reports whether an increment on base would take the
+// record position of the operator's snapshot (the slot's other one).
+func (vm *VM) overwritesOperator(st *snapshot.Store, base *snapshot.Commit) bool {
+	recs, err := st.Records()
+	if err != nil || base.Slot < 0 || base.Slot > 1 {
+		return true
+	}
+	prev := recs[base.Slot].Previous
+	return prev != nil && prev.Generation == vm.plat.operatorGen
+}
+
+func popcount(b []byte) uint64 {
+	var n uint64
+	for _, x := range b {
+		n += uint64(bits.OnesCount8(x))
+	}
+	return n
 }
 
 // restoreSink places RAM pages of a snapshot into the VM that the "vm"
@@ -582,6 +678,11 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 		return nil, nil, fmt.Errorf("generation %d: %w", newest.Generation, err)
 	}
 	p.operatorGen = newest.Generation // the operator chose to resume it: keep it
+	// The next save can be an increment on the snapshot resumed from.
+	if err := vm.protect(newest); err != nil {
+		vm.Destroy()
+		return nil, nil, err
+	}
 	return vm, newest, nil
 }
 
@@ -670,11 +771,6 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 		return nil, ErrNoDisk
 	}
 	vm.live.finish() // one save at a time: one in progress completes first
-	if byGuest {
-		if err := vm.guestMaySave(); err != nil {
-			return nil, err
-		}
-	}
 	console := vm.hostOut()
 	hz := float64(p.TSCHz)
 	if hz == 0 {
@@ -686,7 +782,10 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	if p.Now != nil {
 		created = p.Now()
 	}
-	c, err := vm.Save(p.Store, p.SnapshotKey, created, progress)
+	c, err := vm.save(p.Store, p.SnapshotKey, created, progress, byGuest)
+	if errors.Is(err, ErrProtected) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("snapshot failed, the guest keeps running and the previous snapshot stays valid: %w", err)
 	}
@@ -694,9 +793,10 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	if _, toConsole := out.(hostWriter); !toConsole && out != p.Console {
 		out = io.MultiWriter(console, out)
 	}
-	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s on disk for %s of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
-		c.Generation, c.Slot, size(uint64(c.Length)), size(vm.Mem.Size), secs, float64(vm.Mem.Size)/(1<<20)/secs)
-	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start})
+	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s, %s on disk for %s of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
+		c.Generation, c.Slot, vm.saveKind(c), size(uint64(c.Length)), size(vm.Mem.Size), secs, float64(vm.Mem.Size)/(1<<20)/secs)
+	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start,
+		Incremental: c.Incremental(p.Store)})
 	if !byGuest {
 		p.operatorGen = c.Generation
 	}
@@ -707,30 +807,30 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 // operator's newest snapshot.
 var ErrProtected = errors.New("the guest's snapshot would overwrite the operator's newest snapshot: refused")
 
-// guestMaySave keeps a rollback point the guest cannot erase: the store
-// writes each save over the older of its two slots, so a guest calling
-// SNAPSHOT twice would overwrite a snapshot the operator took (from the
-// monitor or the control channel, or restored from) in this boot. Such a
-// save is refused until the operator saves again.
-func (vm *VM) guestMaySave() error {
+// guestMayWriteFull keeps a rollback point the guest cannot erase: a
+// full save goes into the slot that does not hold the newest snapshot,
+// over its chain, so a guest saving repeatedly would overwrite a snapshot
+// the operator took (from the monitor or the control channel, or restored
+// from) in this boot. Such a save is refused until the operator saves
+// again. (Increments never overwrite a record of their own chain but the
+// one before their base: VM.incremental keeps those off the operator's.)
+func (vm *VM) guestMayWriteFull(st *snapshot.Store) error {
 	g := vm.plat.operatorGen
 	if g == 0 {
 		return nil
 	}
-	st, err := vm.plat.Store.Records()
+	recs, err := st.Records()
 	if err != nil {
 		return err
 	}
-	var newest uint64
-	for _, r := range st {
-		if r.Commit != nil {
-			newest = max(newest, r.Commit.Generation)
+	newest, target := uint64(0), 0
+	for _, r := range recs {
+		if r.Commit != nil && r.Commit.Generation > newest {
+			newest, target = r.Commit.Generation, 1-r.Slot
 		}
 	}
-	for _, r := range st {
-		// The slot that does not hold the newest valid snapshot is the
-		// one the save writes.
-		if r.Commit != nil && r.Commit.Generation == g && g != newest {
+	for _, c := range []*snapshot.Commit{recs[target].Commit, recs[target].Previous} {
+		if c != nil && c.Generation == g {
 			return ErrProtected
 		}
 	}
@@ -778,6 +878,16 @@ type SaveStats struct {
 	Live        bool
 	PauseCycles uint64
 	Copies      uint64
+	// Incremental: only the pages written since the last snapshot.
+	Incremental bool
+}
+
+// saveKind says what kind of snapshot c is, for reports.
+func (vm *VM) saveKind(c *snapshot.Commit) string {
+	if t := &vm.track; t.lastBase != 0 && c.Incremental(vm.plat.Store) {
+		return fmt.Sprintf("increment on generation %d (%d pages written since)", t.lastBase, t.lastCarried)
+	}
+	return "full"
 }
 
 // maxSaveLog bounds VM.Saves.

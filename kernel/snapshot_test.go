@@ -394,9 +394,13 @@ func TestVCPUChunkVersions(t *testing.T) {
 }
 
 // TestGuestCannotEraseOperatorSnapshot: after the operator saves (control
-// channel), a guest calling SNAPSHOT twice gets its first save (into the
-// other slot) and EBUSY for the second, which would overwrite the
-// operator's snapshot; once the operator saves again, the guest may too.
+// channel), a guest may save as often as it likes as long as its saves
+// are increments that leave the operator's commit record alone (the store
+// chains them, and moves to the other slot when the next increment would
+// take the operator's record); a guest save that must be full and would
+// overwrite the slot of the operator's snapshot gets EBUSY; once the
+// operator saves again, the guest may too. After every step the operator's
+// newest generation is a commit record of the store.
 func TestGuestCannotEraseOperatorSnapshot(t *testing.T) {
 	e := newEnv(t, featNRIP)
 	e.withStore(snapshot.NewMemDevice(32<<20, 512))
@@ -409,23 +413,50 @@ func TestGuestCannotEraseOperatorSnapshot(t *testing.T) {
 		v.Control.ExitCode = uint64(svm.ExitCPUID)
 		v.Control.NextRIP = v.State.RIP
 	}
-	es := e.resume(operatorSave, snapshotStep(e, 0), snapshotStep(e, 0), operatorSave, snapshotStep(e, 0), exitStep(svm.ExitCPUID, 0, 0))
-	for i, want := range []uint64{0, errno(EBUSY), 0} {
-		idx := []int{2, 3, 5}[i]
-		if got := es[idx].vmcb.State.RAX; got != want {
-			t.Errorf("guest SNAPSHOT %d: RAX %#x, want %#x", i+1, got, want)
+	// kept checks that the operator's newest generation has a record.
+	kept := func(when string) {
+		t.Helper()
+		recs, err := e.plat.Store.Records()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gens []uint64
+		for _, r := range recs {
+			for _, c := range []*snapshot.Commit{r.Commit, r.Previous} {
+				if c != nil {
+					gens = append(gens, c.Generation)
+					if c.Generation == vm.plat.operatorGen {
+						return
+					}
+				}
+			}
+		}
+		t.Errorf("%s: records hold generations %v, the operator's %d is gone", when, gens, vm.plat.operatorGen)
+	}
+	forceFull := func(v *svm.VMCB, r *svm.Regs) {
+		vm.track.base = nil // the next save is a full one (as after 32 increments)
+		v.Control.ExitCode = uint64(svm.ExitCPUID)
+		v.Control.NextRIP = v.State.RIP
+	}
+	guestSave := snapshotStep(e, 0)
+	steps := []step{operatorSave, guestSave, guestSave, guestSave, forceFull, guestSave, operatorSave, forceFull, guestSave, exitStep(svm.ExitCPUID, 0, 0)}
+	want := map[int]uint64{2: 0, 3: 0, 4: 0, 6: errno(EBUSY), 9: 0} // entry after step i-1: RAX of guest saves
+	es := e.resume(steps...)
+	for idx, w := range want {
+		if got := es[idx].vmcb.State.RAX; got != w {
+			t.Errorf("after step %d (%s): RAX %#x, want %#x", idx-1, []string{"", "", "guest save 1", "guest save 2", "guest save 3", "", "full guest save", "", "", "full guest save after the operator's"}[idx], got, w)
 		}
 	}
-	st, err := e.plat.Store.Records()
-	if err != nil {
-		t.Fatal(err)
+	kept("at the end")
+	if vm.plat.operatorGen == 0 {
+		t.Fatal("no operator generation recorded")
 	}
-	gens := []uint64{st[0].Commit.Generation, st[1].Commit.Generation}
-	if vm.plat.operatorGen != 3 || !(gens[0] == 3 || gens[1] == 3) {
-		t.Errorf("slots hold generations %v, operator's newest %d: want the operator's generation 3 kept", gens, vm.plat.operatorGen)
+	con := e.console.String()
+	if !strings.Contains(con, "would overwrite the operator's newest snapshot") {
+		t.Errorf("console does not say why the guest's save was refused:\n%s", con)
 	}
-	if !strings.Contains(e.console.String(), "would overwrite the operator's newest snapshot") {
-		t.Errorf("console does not say why the guest's save was refused:\n%s", e.console.String())
+	if strings.Count(con, "snapshot saved") != 6 || strings.Count(con, "increment on generation") != 2 {
+		t.Errorf("want 6 saves (2 operator, 4 guest), 2 of them increments:\n%s", con)
 	}
 }
 

@@ -18,6 +18,9 @@ type ramTracker struct {
 	// base is the snapshot the dirty pages are relative to: its state
 	// plus the dirty pages' contents is the VM's RAM.
 	base *snapshot.Commit
+	// lastBase is the generation the last save was an increment on (0:
+	// it was full), lastCarried the pages it carried.
+	lastBase, lastCarried uint64
 
 	// During a live save: the pages at and above copiedBelow that the
 	// save has not copied into its stream yet keep their content at the
@@ -57,15 +60,7 @@ func (vm *VM) protect(base *snapshot.Commit) error {
 }
 
 // dirtyPages is the number of pages written since protect.
-func (t *ramTracker) dirtyPages() uint64 {
-	var n uint64
-	for _, b := range t.dirty {
-		for ; b != 0; b &= b - 1 {
-			n++
-		}
-	}
-	return n
-}
+func (t *ramTracker) dirtyPages() uint64 { return popcount(t.dirty) }
 
 // writeFault handles a nested page fault on a write to guest RAM that
 // write protection caused, and reports whether it was one (else the

@@ -54,6 +54,16 @@ type Commit struct {
 // start of its slot).
 func (c *Commit) Incremental(s *Store) bool { return c.Offset != s.slotOffset(c.Slot) }
 
+// Room is the space in bytes an increment on c may take: what is left of
+// c's slot after its stream (0 if c lies outside the store's slots).
+func (s *Store) Room(c *Commit) int64 {
+	if c.Slot < 0 || c.Slot > 1 {
+		return 0
+	}
+	next := (c.Offset + c.Length + SlotAlign - 1) / SlotAlign * SlotAlign
+	return max(0, s.slotOffset(c.Slot)+s.slotSize-next)
+}
+
 // sameStream reports whether a and b name the same stream.
 func sameStream(a, b *Commit) bool {
 	return a.Slot == b.Slot && a.Generation == b.Generation && a.Offset == b.Offset && a.Length == b.Length && a.Digest == b.Digest
