@@ -14,6 +14,10 @@
 # (mkfs.fat), mtools (mmd, mcopy), gdisk (sgdisk), ovmf.
 
 GRUB_MKSTANDALONE ?= grub-mkstandalone
+# mkfs.fat and sgdisk live in /usr/sbin, which a user's PATH may lack.
+sbin = $(firstword $(wildcard /usr/sbin/$(1) /sbin/$(1)) $(1))
+MKFS_FAT ?= $(call sbin,mkfs.fat)
+SGDISK ?= $(call sbin,sgdisk)
 OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 
@@ -48,12 +52,12 @@ $(USB_EFI): boot/usb/grub.cfg
 $(USB_IMAGE): $(USB_EFI) $(USB_KERNEL)
 	@mkdir -p $(dir $@)
 	rm -f $@.tmp $(USB_ESP)
-	mkfs.fat -F 32 -s 1 -n TAMAVISOR -C $(USB_ESP) $$(( $(USB_ESP_MIB) * 1024 )) >/dev/null
+	$(MKFS_FAT) -F 32 -s 1 -n TAMAVISOR -C $(USB_ESP) $$(( $(USB_ESP_MIB) * 1024 )) >/dev/null
 	mmd -i $(USB_ESP) ::/EFI ::/EFI/BOOT
 	mcopy -i $(USB_ESP) $(USB_EFI) ::/EFI/BOOT/BOOTX64.EFI
 	mcopy -i $(USB_ESP) $(USB_KERNEL) ::/tamavisor.elf
 	truncate -s $(USB_IMAGE_MIB)M $@.tmp
-	sgdisk --clear --new=1:$(USB_ESP_START):+$(USB_ESP_MIB)M --typecode=1:$(ESP_TYPE) \
+	$(SGDISK) --clear --new=1:$(USB_ESP_START):+$(USB_ESP_MIB)M --typecode=1:$(ESP_TYPE) \
 	  --change-name=1:"EFI system partition" $@.tmp >/dev/null
 	dd if=$(USB_ESP) of=$@.tmp bs=512 seek=$(USB_ESP_START) conv=notrunc status=none
 	rm -f $(USB_ESP)

@@ -35,6 +35,20 @@ func envOr(name, def string) string {
 	return def
 }
 
+// haveTool says whether a command is on PATH or in /usr/sbin or /sbin
+// (mkfs.fat and sgdisk, which boot/usb.mk finds there too).
+func haveTool(name string) bool {
+	if _, err := exec.LookPath(name); err == nil {
+		return true
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // uefiImage builds the USB image (make usb-image) around the kernel under
 // test into a temporary directory, and a fresh copy of OVMF's variable
 // store, or skips the test, naming what is missing.
@@ -48,7 +62,7 @@ func uefiImage(t *testing.T) *UEFI {
 	}
 	for tool, pkg := range map[string]string{"grub-mkstandalone": "grub-efi-amd64-bin grub-common",
 		"mkfs.fat": "dosfstools", "mcopy": "mtools", "sgdisk": "gdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
+		if !haveTool(tool) {
 			missing = append(missing, tool+" (apt-get install "+pkg+")")
 		}
 	}
