@@ -7,8 +7,8 @@
 #                   boots through multiboot2. Write it to a USB stick (README,
 #                   "Real boards"). Built without root: sgdisk, mkfs.fat, mtools.
 #   make qemu-uefi  boot that image under QEMU q35 + OVMF from an emulated USB
-#                   stick, console on the serial port (GUEST=, CPU=, EXTRA= as
-#                   for make qemu; no snapshot disk: q35 has no virtio-mmio)
+#                   stick, console on the serial port (GUEST=, MODE=, CTL=, CPU=,
+#                   EXTRA= as for make qemu; no DISK=: q35 has no virtio-mmio)
 #
 # Tools, from Debian: grub-efi-amd64-bin (grub-mkstandalone), dosfstools
 # (mkfs.fat), mtools (mmd, mcopy), gdisk (sgdisk), ovmf.
@@ -72,7 +72,16 @@ UEFI_FLAGS = -machine q35 -accel $(ACCEL) -cpu $(CPU) -m 2G -nographic -monitor 
 	-drive if=pflash$(c)format=raw$(c)unit=1$(c)file=$(USB_DIR)/OVMF_VARS.fd \
 	-drive if=none$(c)id=stick$(c)format=raw$(c)readonly=on$(c)file=$(USB_IMAGE) \
 	-device qemu-xhci$(c)id=xhci -device usb-storage$(c)bus=xhci.0$(c)drive=stick \
-	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest$(c)file=$(call fwcfgval,$(GUEST)))
+	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest$(c)file=$(call fwcfgval,$(GUEST))) \
+	$(if $(MODE),-fw_cfg name=opt/tamavisor/mode$(c)string=$(MODE)) \
+	$(if $(CTL),-chardev socket$(c)id=ctl$(c)server=on$(c)wait=off$(c)path=$(call fwcfgval,$(CTL)) \
+	  -device isa-serial$(c)chardev=ctl$(c)iobase=0x2f8$(c)irq=3)
+
+ifneq ($(filter qemu-uefi,$(MAKECMDGOALS)),)
+ifneq ($(DISK)$(RESTORE)$(RESTORE_GEN),)
+$(error make qemu-uefi has no snapshot disk: q35 has no virtio-mmio, and tamavisor has no NVMe or virtio-pci driver yet (use make qemu))
+endif
+endif
 
 # make qemu-uefi prints how the run ended as make qemu does (run-qemu).
 qemu-uefi: QEMU_FLAGS = $(UEFI_FLAGS)
