@@ -141,8 +141,12 @@ all: tamavisor.elf
 
 guests: $(GUESTS_BIN)
 
+# The linker's output gets a Multiboot2 header in its leading zero padding
+# (internal/mb2header), so that GRUB boots the same file as QEMU -kernel.
 tamavisor.elf: $(SOURCES) guests/build/demo.bin guests/build/alive.bin
-	$(GOENV) $(TAMAGO) build -ldflags "$(LDFLAGS)" -o $@ .
+	@mkdir -p $(SCRATCH)
+	$(GOENV) $(TAMAGO) build -ldflags "$(LDFLAGS)" -o $(SCRATCH)/tamavisor.link.elf .
+	$(GO) run ./internal/mb2header -o $@ $(SCRATCH)/tamavisor.link.elf
 
 qemu: $(QEMU_DEPS) $(GUESTS_BIN)
 	$(call run-qemu,$(EXTRA) -kernel tamavisor.elf)
@@ -231,3 +235,5 @@ install:
 
 clean:
 	rm -rf tamavisor.elf guests/build out qemu/out
+
+include boot/usb.mk

@@ -44,6 +44,19 @@ type Config struct {
 	// Respond sees each console line as it arrives and returns what to
 	// type on the console in answer ("" for nothing). Not with Input.
 	Respond func(Line) string
+	// UEFI, if set, boots like a real board instead of QEMU -kernel:
+	// q35, OVMF, GRUB from the USB image (ELF is then unused). No Disk:
+	// q35 has no virtio-mmio.
+	UEFI *UEFI
+}
+
+// UEFI is a boot through firmware: QEMU's q35 machine with OVMF boots
+// make usb-image's disk image from an emulated USB stick (xHCI), and GRUB
+// on it loads tamavisor.elf through multiboot2.
+type UEFI struct {
+	Image string // the USB image (opened read-only)
+	Code  string // OVMF code (read-only)
+	Vars  string // OVMF's variable store: a copy the firmware may write
 }
 
 // Line is one line of console output and when the host received it.
@@ -120,6 +133,14 @@ func Args(cfg Config) []string {
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-kernel", cfg.ELF,
 	}
+	if u := cfg.UEFI; u != nil {
+		args = append([]string{"-machine", "q35"}, args[2:len(args)-2]...)
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+optPath(u.Code),
+			"-drive", "if=pflash,format=raw,unit=1,file="+optPath(u.Vars),
+			"-drive", "if=none,id=stick,format=raw,readonly=on,file="+optPath(u.Image),
+			"-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=stick")
+	}
 	if cfg.Guest != "" {
 		args = append(args, "-fw_cfg", "name=opt/tamavisor/guest,file="+optPath(cfg.Guest))
 	}
@@ -155,7 +176,14 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
-	if _, err := os.Stat(cfg.ELF); err != nil {
+	if cfg.UEFI != nil {
+		if cfg.Disk != "" {
+			return nil, errors.New("qemu: no snapshot disk on q35 yet (it has no virtio-mmio; a PCI disk driver is needed)")
+		}
+		if _, err := os.Stat(cfg.UEFI.Image); err != nil {
+			return nil, fmt.Errorf("qemu: USB image: %w (run make usb-image)", err)
+		}
+	} else if _, err := os.Stat(cfg.ELF); err != nil {
 		return nil, fmt.Errorf("qemu: kernel image: %w (run make tamavisor.elf)", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)

@@ -33,3 +33,21 @@ func TestArgs(t *testing.T) {
 		t.Error("fw_cfg given without a guest or mode")
 	}
 }
+
+func TestArgsUEFI(t *testing.T) {
+	a := Args(Config{ELF: "k.elf", CPU: "EPYC,+svm", Guest: "g.bin",
+		UEFI: &UEFI{Image: "usb,1.img", Code: "code.fd", Vars: "vars.fd"}})
+	j := strings.Join(a, " ")
+	for _, want := range []string{"-machine q35", "-cpu EPYC,+svm", "name=opt/tamavisor/guest,file=g.bin",
+		"isa-debug-exit,iobase=0xf4", "if=pflash,format=raw,unit=0,readonly=on,file=code.fd",
+		"if=pflash,format=raw,unit=1,file=vars.fd", "readonly=on,file=usb,,1.img", "usb-storage,bus=xhci.0,drive=stick"} {
+		if !strings.Contains(j, want) {
+			t.Errorf("args lack %q: %s", want, j)
+		}
+	}
+	for _, bad := range []string{"-kernel", "microvm"} {
+		if strings.Contains(j, bad) {
+			t.Errorf("UEFI args have %q: %s", bad, j)
+		}
+	}
+}
