@@ -132,19 +132,44 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	mibs := func(bytes int64, cycles uint64) float64 {
 		return float64(bytes) / (1 << 20) / (float64(cycles) / float64(boot.TSCHz))
 	}
-	t0 := x86.RDTSC()
-	for off := int64(0); off < total; off += block {
-		if _, err := dev.WriteAt(buf, off); err != nil {
-			logf("error: raw write: %v", err)
+	// The raw write goes the way the store writes: two buffers, one in
+	// flight while the other is ready (snapshot.AsyncWriter), when the
+	// device can. Best of two passes: the first write of a disk image can
+	// pay for the host's first allocation of its blocks.
+	spare := make([]byte, block)
+	copy(spare, buf)
+	async, _ := dev.(snapshot.AsyncWriter)
+	var rawWrite float64
+	for pass := 0; pass < 2; pass++ {
+		t0 := x86.RDTSC()
+		for off := int64(0); off < total; off += block {
+			var err error
+			if async != nil {
+				if err = async.Sync(); err == nil {
+					err = async.WriteAsync(buf, off)
+				}
+				buf, spare = spare, buf
+			} else {
+				_, err = dev.WriteAt(buf, off)
+			}
+			if err != nil {
+				logf("error: raw write: %v", err)
+				return boot.StatusInternal
+			}
+		}
+		if async != nil {
+			if err := async.Sync(); err != nil {
+				logf("error: raw write: %v", err)
+				return boot.StatusInternal
+			}
+		}
+		if err := dev.Flush(); err != nil {
+			logf("error: raw flush: %v", err)
 			return boot.StatusInternal
 		}
+		rawWrite = max(rawWrite, mibs(total, x86.RDTSC()-t0))
 	}
-	if err := dev.Flush(); err != nil {
-		logf("error: raw flush: %v", err)
-		return boot.StatusInternal
-	}
-	rawWrite := mibs(total, x86.RDTSC()-t0)
-	t0 = x86.RDTSC()
+	t0 := x86.RDTSC()
 	for off := int64(0); off < total; off += block {
 		if _, err := dev.ReadAt(buf, off); err != nil {
 			logf("error: raw read: %v", err)
@@ -190,9 +215,10 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	t0 = x86.RDTSC()
 	copy(data[probe/2:], data[:probe/2])
 	copyRate := mibs(probe/2, x86.RDTSC()-t0)
+	zero := make([]byte, probe) // all zero: the scan reads every byte
 	t0 = x86.RDTSC()
 	for p := 0; p < probe; p += snapshot.PageSize {
-		snapshot.IsZeroPage(data[p : p+snapshot.PageSize])
+		snapshot.IsZeroPage(zero[p : p+snapshot.PageSize])
 	}
 	zeroRate := mibs(probe, x86.RDTSC()-t0)
 	// The block sums of RAM chunk version 2 (docs/snapshot-format.md 3.1).
@@ -214,11 +240,11 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 		fmt.Printf("  %-52s %9.1f  %6.2f  %s\n", name, rate, ratio, of)
 	}
 	fmt.Printf("  %-52s %9s  %6s  %s\n", "measure", "MiB/s", "ratio", "of")
-	row("raw sequential write, 1 MiB requests + flush", rawWrite, 1, "")
+	row("raw sequential write, 1 MiB, 2 in flight, + flush", rawWrite, 1, "")
 	row("raw sequential read, 1 MiB requests", rawRead, 1, "")
 	row("XXH64, the block sum (CPU)", xxhRate, 1, "")
 	row("full save, guest paused (aim 0.9)", mibs(ram, full.Cycles), mibs(ram, full.Cycles)/saveLimit, "min(raw write, XXH64)")
-	row("live save, guest running (RAM per second of save)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "min(raw write, XXH64)")
+	row("live save, guest running beside it (RAM per s)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "min(raw write, XXH64); the guest has half the CPU")
 	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))
 	for _, c := range []struct {

@@ -4,7 +4,7 @@
 ; page can be elided), then saves four times (the hypervisor's bench mode
 ; times each save from VM.Saves):
 ;   1. SNAPSHOT, paused: a full save;
-;   2. SNAPSHOT live: the guest runs on, writing one byte into every 100th
+;   2. SNAPSHOT live and full: the guest runs on, writing one byte into every 100th
 ;      page (1% of its pages) over and over, until SNAPSHOT_WAIT polling
 ;      says the save is on disk;
 ;   3. SNAPSHOT, paused, after the 1% of pages written during save 2;
@@ -36,7 +36,7 @@ _start:
         test rax, rax
         FAIL_UNLESS z, 1, "snapshot"
         PUTS msg_saved
-        mov ebx, SNAPSHOT_LIVE          ; 2. live
+        mov ebx, SNAPSHOT_LIVE | SNAPSHOT_FULL ; 2. live, full
         mov eax, HC_SNAPSHOT
         vmmcall
         test rax, rax

@@ -756,6 +756,9 @@ const (
 	// call returns once the state is taken; SNAPSHOT_WAIT waits for the
 	// save to be on disk.
 	SnapshotLive = 1 << 1
+	// SnapshotFull writes a full snapshot even where an increment on the
+	// last one could be written (a new base for the next increments).
+	SnapshotFull = 1 << 2
 	resumedRAX   = 1
 )
 
@@ -905,9 +908,12 @@ func (vm *VM) recordSave(s SaveStats) {
 func (vm *VM) snapshotHypercall() {
 	s := &vm.VCPU.vmcb.State
 	flags := vm.VCPU.Regs.RBX
-	if flags&^(SnapshotPowerOff|SnapshotLive) != 0 || flags&SnapshotPowerOff != 0 && flags&SnapshotLive != 0 {
+	if flags&^(SnapshotPowerOff|SnapshotLive|SnapshotFull) != 0 || flags&SnapshotPowerOff != 0 && flags&SnapshotLive != 0 {
 		s.RAX = errno(EINVAL)
 		return
+	}
+	if flags&SnapshotFull != 0 {
+		vm.track.base = nil // no base: the save is full
 	}
 	s.RAX = resumedRAX // what the guest sees if resumed from this save
 	var err error

@@ -191,13 +191,27 @@ func newBlockReader(dev BlockDevice, base, n int64, bufSize int) *blockReader {
 	return &blockReader{dev: dev, base: base, left: n, off: base, buf: make([]byte, bufSize)}
 }
 
+// Read returns buffered bytes first. A read of at least directMin bytes
+// with nothing buffered goes from the device straight into p, in whole
+// sectors (no copy: a restore reads guest pages into place); other reads
+// refill the buffer with at most readAhead bytes, so that little is
+// buffered, and copied, ahead of the next large read.
 func (b *blockReader) Read(p []byte) (int, error) {
 	if b.r == b.w {
 		if b.left <= 0 {
 			return 0, io.EOF
 		}
 		s := int64(b.dev.SectorSize())
-		n := min(int64(len(b.buf)), (b.left+s-1)/s*s)
+		if direct := min(int64(len(p)), b.left) / s * s; direct >= directMin {
+			if _, err := b.dev.ReadAt(p[:direct], b.off); err != nil {
+				return 0, fmt.Errorf("device read at %d: %w", b.off, err)
+			}
+			b.off += direct
+			b.left -= direct
+			return int(direct), nil
+		}
+		want := max(int64(len(p)), readAhead)
+		n := min(int64(len(b.buf)), (min(want, b.left)+s-1)/s*s)
 		if _, err := b.dev.ReadAt(b.buf[:n], b.off); err != nil {
 			return 0, fmt.Errorf("device read at %d: %w", b.off, err)
 		}
@@ -209,3 +223,10 @@ func (b *blockReader) Read(p []byte) (int, error) {
 	b.r += k
 	return k, nil
 }
+
+// Reads of directMin bytes and more bypass the reader's buffer; refills
+// read readAhead bytes (or what the read asks, up to the buffer).
+const (
+	directMin = 64 << 10
+	readAhead = 64 << 10
+)

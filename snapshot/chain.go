@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Incremental-snapshot chains in a store slot: docs/snapshot-format.md,
@@ -243,11 +244,33 @@ func (p *chainProgress) stream(length int64) func(read, total uint64) {
 }
 
 // decodeChain decodes the increment committed as c with its whole chain,
-// newest stream first: the newest's pages go to opts.Memory as they are
-// read, then each older stream's pages that no newer stream defines
-// (coverSink), so every page is written once, with its final contents.
+// oldest stream first: the chain is read from the tail of the newest
+// stream (readLinks), then each stream's pages go to opts.Memory over the
+// older ones', the full snapshot's straight into place (a Viewer sink
+// reads them from the device into their final place, no copy), and the
+// newest last. A page written by several streams is written several
+// times, only the increments' pages. Once the newest stream is decoded,
+// its authenticated chain chunk must list the streams read.
 func (s *Store) decodeChain(c *Commit, opts DecodeOptions) (*Snapshot, error) {
-	prog := &chainProgress{fn: opts.Progress, total: uint64(c.Offset - s.slotOffset(c.Slot) + c.Length)}
+	fail := func(err error) (*Snapshot, error) {
+		return nil, fmt.Errorf("snapshot: increment generation %d (slot %d, offset %d): %w", c.Generation, c.Slot, c.Offset, err)
+	}
+	links, err := s.readLinks(c)
+	if err != nil {
+		return fail(err)
+	}
+	prog := &chainProgress{fn: opts.Progress, total: uint64(c.Length)}
+	for _, l := range links {
+		prog.total += uint64(l.Length)
+	}
+	olds := make([]*Snapshot, len(links))
+	for i, l := range links {
+		o := opts
+		o.Progress = prog.stream(l.Length)
+		if olds[i], err = s.decodeStream(l.Offset, l.Length, l.Generation, l.Digest, o); err != nil {
+			return nil, chainError(c, links, i, err)
+		}
+	}
 	o := opts
 	o.Progress = prog.stream(c.Length)
 	snap, err := s.decodeStream(c.Offset, c.Length, c.Generation, c.Digest, o)
@@ -255,42 +278,35 @@ func (s *Store) decodeChain(c *Commit, opts DecodeOptions) (*Snapshot, error) {
 		err = s.checkNewest(snap, c)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: increment generation %d (slot %d, offset %d): %w", c.Generation, c.Slot, c.Offset, err)
+		return fail(err)
 	}
-	links, _ := chainLinks(snap)
-	prog.total = uint64(c.Length)
-	for _, l := range links {
-		prog.total += uint64(l.Length)
+	if got, _ := chainLinks(snap); !slices.Equal(got, links) {
+		return fail(corruptf("its chain chunk differs from the one read before the chain"))
 	}
 	cov := newCover(snap.RAM)
 	chain := make([]ChainStream, len(links)+1)
 	chain[len(links)] = streamInfo(snap, c.Offset)
 	for i := len(links) - 1; i >= 0; i-- {
-		l := links[i]
-		o := opts
-		o.Progress = prog.stream(l.Length)
-		if opts.Memory != nil {
-			o.Memory = &coverSink{cover: cov, sink: opts.Memory}
+		if err := checkLink(olds[i], links[:i], cov); err != nil {
+			return nil, chainError(c, links, i, err)
 		}
-		old, err := s.decodeStream(l.Offset, l.Length, l.Generation, l.Digest, o)
-		if err == nil {
-			err = checkLink(old, links[:i], cov)
-		}
-		if err != nil {
-			what := "increment"
-			if i == 0 {
-				what = "full snapshot"
-			}
-			return nil, fmt.Errorf("snapshot: chain of generation %d: %s generation %d (slot %d, offset %d): %w",
-				c.Generation, what, l.Generation, c.Slot, l.Offset, err)
-		}
-		cov.add(old.RAM)
-		chain[i] = streamInfo(old, l.Offset)
-		snap.Authenticated = snap.Authenticated && old.Authenticated
+		cov.add(olds[i].RAM)
+		chain[i] = streamInfo(olds[i], links[i].Offset)
+		snap.Authenticated = snap.Authenticated && olds[i].Authenticated
 	}
 	snap.RAM = cov.merged()
 	snap.Chain = chain
 	return snap, nil
+}
+
+// chainError names stream i of the chain of c in err.
+func chainError(c *Commit, links []ChainLink, i int, err error) error {
+	what := "increment"
+	if i == 0 {
+		what = "full snapshot"
+	}
+	return fmt.Errorf("snapshot: chain of generation %d: %s generation %d (slot %d, offset %d): %w",
+		c.Generation, what, links[i].Generation, c.Slot, links[i].Offset, err)
 }
 
 // checkNewest checks the newest stream of an increment: its chain chunk
@@ -406,99 +422,6 @@ func (c *cover) merged() *RAMInfo {
 	return info
 }
 
-// isCovered reports whether page p of range i was defined by a newer
-// stream.
-func (c *cover) isCovered(i int, p uint64) bool { return bitSet(c.covered[i], p) }
-
-// coverSink passes an older stream's pages to sink except those a newer
-// stream defined.
-type coverSink struct {
-	*cover
-	sink MemorySink
-}
-
-// locate returns the range holding [gpa, gpa+n) and the first page's
-// index in it.
-func (s *coverSink) locate(gpa, n uint64) (int, uint64, error) {
-	for i, r := range s.ranges {
-		if gpa >= r.GPA && n <= r.Pages*PageSize && gpa-r.GPA <= r.Pages*PageSize-n {
-			return i, (gpa - r.GPA) / PageSize, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("%w: pages %#x+%#x are outside the newest stream's RAM ranges", ErrCorrupt, gpa, n)
-}
-
-// runs calls fn for each run of pages of [gpa, gpa+n) that no newer stream
-// defined, with its offset in the request and its length.
-func (s *coverSink) runs(gpa, n uint64, fn func(off, k uint64) error) error {
-	i, p0, err := s.locate(gpa, n)
-	if err != nil {
-		return err
-	}
-	pages := n / PageSize
-	for p := uint64(0); p < pages; {
-		if s.isCovered(i, p0+p) {
-			p++
-			continue
-		}
-		k := uint64(1)
-		for p+k < pages && !s.isCovered(i, p0+p+k) {
-			k++
-		}
-		if err := fn(p*PageSize, k*PageSize); err != nil {
-			return err
-		}
-		p += k
-	}
-	return nil
-}
-
-func (s *coverSink) WriteAt(b []byte, gpa int64) (int, error) {
-	err := s.runs(uint64(gpa), uint64(len(b)), func(off, k uint64) error {
-		_, err := s.sink.WriteAt(b[off:off+k], gpa+int64(off))
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-func (s *coverSink) ZeroAt(gpa, n uint64) error {
-	return s.runs(gpa, n, func(off, k uint64) error {
-		if z, ok := s.sink.(Zeroer); ok {
-			return z.ZeroAt(gpa+off, k)
-		}
-		for k > 0 {
-			m := min(k, uint64(len(zeroBlock)))
-			if _, err := s.sink.WriteAt(zeroBlock[:m], int64(gpa+off)); err != nil {
-				return err
-			}
-			off, k = off+m, k-m
-		}
-		return nil
-	})
-}
-
-// View gives the sink's memory in place when no page of it was defined by
-// a newer stream (else the reader reads into its buffer and WriteAt skips
-// the covered pages).
-func (s *coverSink) View(gpa, n uint64) ([]byte, bool) {
-	v, ok := s.sink.(Viewer)
-	if !ok {
-		return nil, false
-	}
-	i, p0, err := s.locate(gpa, n)
-	if err != nil {
-		return nil, false
-	}
-	for p := uint64(0); p < n/PageSize; p++ {
-		if s.isCovered(i, p0+p) {
-			return nil, false
-		}
-	}
-	return v.View(gpa, n)
-}
 
 // readLinks returns the earlier streams of the stream committed as c from
 // its chain chunk, which is right before its end chunk, reading only the

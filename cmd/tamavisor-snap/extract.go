@@ -10,11 +10,34 @@ import (
 )
 
 // fileSink writes guest RAM into a file at offset = GPA. The file starts
-// empty and sparse, so zero pages need no writes.
-type fileSink struct{ f *os.File }
+// empty and sparse, so zero pages need writes only where an older stream
+// of a chain wrote data (written: one bit per page).
+type fileSink struct {
+	f       *os.File
+	written []byte
+}
 
-func (s fileSink) WriteAt(p []byte, gpa int64) (int, error) { return s.f.WriteAt(p, gpa) }
-func (s fileSink) ZeroAt(gpa, n uint64) error               { return nil }
+func (s *fileSink) WriteAt(p []byte, gpa int64) (int, error) {
+	for pg := uint64(gpa) / snapshot.PageSize; pg < (uint64(gpa)+uint64(len(p))+snapshot.PageSize-1)/snapshot.PageSize; pg++ {
+		for uint64(len(s.written)) <= pg/8 {
+			s.written = append(s.written, 0)
+		}
+		s.written[pg/8] |= 1 << (pg % 8)
+	}
+	return s.f.WriteAt(p, gpa)
+}
+
+func (s *fileSink) ZeroAt(gpa, n uint64) error {
+	var zero [snapshot.PageSize]byte
+	for pg := gpa / snapshot.PageSize; pg < (gpa+n)/snapshot.PageSize; pg++ {
+		if pg/8 < uint64(len(s.written)) && s.written[pg/8]&(1<<(pg%8)) != 0 {
+			if _, err := s.f.WriteAt(zero[:], int64(pg*snapshot.PageSize)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // extractRAM writes the guest RAM of a snapshot to out, as a raw file where
 // byte offset = guest-physical address: generation gen, or (gen 0) the
@@ -90,7 +113,7 @@ func extractRAM(path, out string, gen uint64, sector int, keys [][]byte, stdout,
 			os.Remove(out)
 		}
 	}()
-	opts.Memory = fileSink{f}
+	opts.Memory = &fileSink{f: f}
 	if key >= 0 {
 		opts.Key = keys[key]
 	} else {
