@@ -422,7 +422,6 @@ func (c *cover) merged() *RAMInfo {
 	return info
 }
 
-
 // readLinks returns the earlier streams of the stream committed as c from
 // its chain chunk, which is right before its end chunk, reading only the
 // stream's tail (nil for a full snapshot). Save with TrustCommit uses it
