@@ -342,34 +342,43 @@ func restore(plat *kernel.Platform, gen uint64) int {
 
 // generationView returns a view of store in which generation gen is the
 // only committed snapshot, for kernel.Restore, which resumes the newest one:
-// the commit record of the other slot reads as blank (never written). The
-// view is read-only and serves that one restore; saves go to store itself.
-// When gen is not on the disk it says what the disk holds and returns false.
+// every other commit record reads as blank (never written). gen may be a
+// slot's newest snapshot or the one before it in its chain. The view is
+// read-only and serves that one restore; saves go to store itself. When
+// gen is not on the disk it says what the disk holds and returns false.
 func generationView(store *snapshot.Store, gen uint64) (*snapshot.Store, bool) {
 	recs, err := store.Records()
 	if err != nil {
 		logf("restore refused: %v", err)
 		return nil, false
 	}
-	slot := -1
+	var found *snapshot.Commit
 	var holds []string
 	for _, r := range recs {
+		var gens []string
+		for _, c := range []*snapshot.Commit{r.Commit, r.Previous} {
+			if c == nil {
+				continue
+			}
+			if c.Generation == gen {
+				found = c
+			}
+			gens = append(gens, fmt.Sprintf("generation %d", c.Generation))
+		}
 		switch {
-		case r.Commit != nil && r.Commit.Generation == gen:
-			slot = r.Slot
-		case r.Commit != nil:
-			holds = append(holds, fmt.Sprintf("slot %d: generation %d", r.Slot, r.Commit.Generation))
+		case len(gens) > 0:
+			holds = append(holds, fmt.Sprintf("slot %d: %s", r.Slot, strings.Join(gens, ", ")))
 		case r.Blank:
 			holds = append(holds, fmt.Sprintf("slot %d: empty", r.Slot))
 		default:
 			holds = append(holds, fmt.Sprintf("slot %d: unreadable (%v)", r.Slot, r.Err))
 		}
 	}
-	if slot < 0 {
+	if found == nil {
 		logf("restore refused: generation %d is not on the snapshot disk, which holds %s", gen, strings.Join(holds, "; "))
 		return nil, false
 	}
-	view, err := store.SlotView(slot)
+	view, err := store.CommitView(found)
 	if err != nil {
 		logf("restore refused: generation %d: %v", gen, err)
 		return nil, false

@@ -276,23 +276,26 @@ func TestFirstUseWalkthrough(t *testing.T) {
 // disk holds.
 func TestFirstUseRestoreGeneration(t *testing.T) {
 	disk := newDisk(t, 256<<20)
-	// The counter guest saves itself at 5, 10 and 15: generations 1, 2
-	// and 3; the disk keeps 2 and 3.
+	// The counter guest saves itself at 5, 10 and 15: generation 1, then
+	// increments 2 and 3 chained on it in the same slot; the slot's two
+	// commit records name 3 and 2.
 	r := boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, Timeout: 3 * time.Minute})
-	expect(t, r, 0, "snapshot saved: generation 3", "counter: done, memory intact")
+	expect(t, r, 0, "snapshot saved: generation 3", "increment on generation 2", "counter: done, memory intact")
 
 	m := runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE_GEN=7")
 	expectMake(t, m, false, "restore refused: generation 7 is not on the snapshot disk",
 		"generation 2", "generation 3", "make qemu: tamavisor status 102")
 
-	// Generation 2, the older one: the guest resumes at 10; its own save
-	// at 15 would overwrite the snapshot the operator chose, and is refused.
+	// Generation 2, the older record of the slot: the guest resumes at
+	// 10. Its own save at 15 cannot be an increment on 2 (3 follows it in
+	// the chain): it is a full save into the other slot, which keeps both
+	// 2 and 3.
 	m = runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE_GEN=2")
-	expectMake(t, m, true, "restored from generation 2", "counter: resumed at 10", "counter: snapshot error",
+	expectMake(t, m, true, "restored from generation 2", "counter: resumed at 10", "snapshot saved: generation 4, slot 1, full",
 		"counter: done, memory intact", "make qemu: tamavisor status 0")
 
 	m = runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE=1")
-	expectMake(t, m, true, "restored from generation 3", "counter: resumed at 15",
+	expectMake(t, m, true, "restored from generation 4", "counter: resumed at 15",
 		"counter: done, memory intact", "make qemu: tamavisor status 0")
 
 	// A generation that is not a number is refused before QEMU starts

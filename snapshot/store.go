@@ -514,31 +514,57 @@ func checkRAMBase(w *Writer, base *Commit) error {
 func (s *Store) Device() BlockDevice { return s.dev }
 
 // SlotView returns a read-only view of the store in which only slot's
-// commit record is visible (the other slot's reads as blank), so that a
+// commit records are visible (the other slot's read as blank), so that a
 // reader of the newest snapshot (kernel.Restore) takes that slot's: a
 // restore of a chosen generation.
 func (s *Store) SlotView(slot int) (*Store, error) {
 	if slot != 0 && slot != 1 {
 		return nil, fmt.Errorf("snapshot: slot %d (want 0 or 1)", slot)
 	}
-	view, err := Open(recordMask{s.dev, int64(1-slot) * RecordArea}, StoreOptions{})
+	return s.view(recordMask{s.dev, []span{{int64(1-slot) * RecordArea, RecordArea}}})
+}
+
+// CommitView returns a read-only view of the store in which c's is the
+// only commit record (every other record position reads as blank): a
+// restore of c, also when c is the older record of its slot (a snapshot
+// inside a chain, with the streams before it).
+func (s *Store) CommitView(c *Commit) (*Store, error) {
+	if c.Slot != 0 && c.Slot != 1 || c.Position < 0 || c.Position >= RecordPositions {
+		return nil, fmt.Errorf("snapshot: record slot %d position %d does not exist", c.Slot, c.Position)
+	}
+	hide := []span{{int64(1-c.Slot) * RecordArea, RecordArea}}
+	for pos := 0; pos < RecordPositions; pos++ {
+		if pos != c.Position {
+			hide = append(hide, span{recordAt(c.Slot, pos), RecordAltOffset})
+		}
+	}
+	return s.view(recordMask{s.dev, hide})
+}
+
+func (s *Store) view(m recordMask) (*Store, error) {
+	view, err := Open(m, StoreOptions{})
 	if err == nil && view.SlotSize() != s.SlotSize() {
 		err = fmt.Errorf("snapshot: slot size %d in the view, %d on the disk", view.SlotSize(), s.SlotSize())
 	}
 	return view, err
 }
 
-// recordMask is a block device that reads the commit record area at hide
-// as zero and takes no writes.
+// span is a byte range of a device.
+type span struct{ off, n int64 }
+
+// recordMask is a block device that reads the byte ranges in hide as zero
+// and takes no writes.
 type recordMask struct {
 	BlockDevice
-	hide int64
+	hide []span
 }
 
 func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
 	n, err := m.BlockDevice.ReadAt(p, off)
-	if lo, hi := max(off, m.hide), min(off+int64(n), m.hide+RecordArea); lo < hi {
-		clear(p[lo-off : hi-off])
+	for _, h := range m.hide {
+		if lo, hi := max(off, h.off), min(off+int64(n), h.off+h.n); lo < hi {
+			clear(p[lo-off : hi-off])
+		}
 	}
 	return n, err
 }
