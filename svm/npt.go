@@ -176,6 +176,14 @@ func (n *NPT) Unmap(gpa, size uint64) error {
 
 // clear removes the mapping at gpa and returns how far it advanced.
 func (n *NPT) clear(gpa, end uint64) (uint64, error) {
+	return n.leaf(gpa, end, func(e *uint64) { *e = 0 })
+}
+
+// leaf calls edit on the leaf entry mapping gpa, which starts at gpa and
+// ends at or before end (a larger page only partly inside is split
+// first), and returns how far it advanced: past that leaf, or past the
+// hole at gpa (edit is not called).
+func (n *NPT) leaf(gpa, end uint64, edit func(e *uint64)) (uint64, error) {
 	t := n.table(n.root)
 	for l := nptLevels; l >= 1; l-- {
 		e := &t[index(gpa, l)]
@@ -184,10 +192,9 @@ func (n *NPT) clear(gpa, end uint64) (uint64, error) {
 		if *e&PTEPresent == 0 {
 			return base + sz - gpa, nil
 		}
-		leaf := l == 1 || *e&PTELarge != 0
-		if leaf {
+		if l == 1 || *e&PTELarge != 0 {
 			if base == gpa && base+sz <= end {
-				*e = 0
+				edit(e)
 				return sz, nil
 			}
 			if err := n.split(e, l); err != nil {
@@ -227,30 +234,13 @@ func (n *NPT) SetWrite(gpa, size uint64, w bool) error {
 
 // setWrite changes the leaf at gpa and returns how far it advanced.
 func (n *NPT) setWrite(gpa, end uint64, w bool) (uint64, error) {
-	t := n.table(n.root)
-	for l := nptLevels; l >= 1; l-- {
-		e := &t[index(gpa, l)]
-		sz := levelSize(l)
-		base := gpa &^ (sz - 1)
-		if *e&PTEPresent == 0 {
-			return base + sz - gpa, nil
+	return n.leaf(gpa, end, func(e *uint64) {
+		if w {
+			*e |= PTEWrite
+		} else {
+			*e &^= PTEWrite
 		}
-		if l == 1 || *e&PTELarge != 0 {
-			if base == gpa && base+sz <= end {
-				if w {
-					*e |= PTEWrite
-				} else {
-					*e &^= PTEWrite
-				}
-				return sz, nil
-			}
-			if err := n.split(e, l); err != nil {
-				return 0, err
-			}
-		}
-		t = n.table(*e & pteAddrMask)
-	}
-	return PageSize, nil
+	})
 }
 
 // split replaces a large leaf at level l with a table of 512 next-level leaves.
