@@ -3,7 +3,9 @@
 ; Fills 48 MiB of its RAM with a pattern (so a snapshot has real data to
 ; carry), then counts: for n = 1, 2, ... it prints "count: n", checks that
 ; its TSC never goes backwards, and after every 5th count calls the
-; SNAPSHOT hypercall. RAX tells what happened:
+; SNAPSHOT hypercall (at 10 a full one, SNAPSHOT_FULL: the save a
+; power-cut test interrupts; at 5 the first, full anyway, and at 15 an
+; increment on 10 where the disk keeps it). RAX tells what happened:
 ;   0    "counter: saved at n"    (the running guest, after a save)
 ;   1    "counter: resumed at n"  (a guest restored from that snapshot)
 ;   <0   "counter: snapshot error" (no disk, disk too small...), goes on
@@ -66,7 +68,10 @@ _start:
         test rdx, rdx
         jnz .delay
         xor ebx, ebx                    ; flags 0: save and go on
-        mov eax, HC_SNAPSHOT
+        cmp r12, 10
+        jne .save
+        mov ebx, SNAPSHOT_FULL          ; at 10: a full snapshot
+.save:  mov eax, HC_SNAPSHOT
         vmmcall
         test rax, rax
         js .snaperr

@@ -221,3 +221,134 @@ func TestIncrementalSaves(t *testing.T) {
 		}
 	}
 }
+
+// idleDev: a MemDevice with asynchronous writes (applied at Sync) whose
+// Sync waits for the device like blk.Device: it calls the idle hook
+// between polls. inSync is true while it waits.
+type idleDev struct {
+	*snapshot.MemDevice
+	pending []struct {
+		p   []byte
+		off int64
+	}
+	idle     func()
+	inSync   bool
+	stopIdle bool
+}
+
+func (d *idleDev) WriteAsync(p []byte, off int64) error {
+	d.pending = append(d.pending, struct {
+		p   []byte
+		off int64
+	}{p, off})
+	return nil
+}
+
+func (d *idleDev) Sync() error {
+	if len(d.pending) > 0 && d.idle != nil {
+		d.inSync = true
+		for i := 0; i < 20000 && !d.stopIdle; i++ {
+			d.idle()
+		}
+		d.inSync = false
+	}
+	for _, w := range d.pending {
+		copy(d.Data[w.off:], w.p)
+	}
+	d.pending = nil
+	return nil
+}
+
+func (d *idleDev) SetIdle(f func()) { d.idle = f }
+
+// TestLiveSaveViewRace (a code review's finding): the guest writes, while the writer waits for the
+// disk in the middle of a run of pages it viewed in place, a page of that
+// run that is still to be copied into the stream.
+func TestLiveSaveViewRace(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	dev := &idleDev{MemDevice: snapshot.NewMemDevice(32<<20, 512)}
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
+		vm.Mem.WriteGPA(gpa+0x800, []byte{1}) // every page data
+	}
+	const target = 0x1ff000 + 0xfff // the last byte of the second run of 256 pages
+	vm.Mem.WriteGPA(target, []byte{0xaa})
+	done := false
+	var gated step
+	gated = func(v *svm.VMCB, r *svm.Regs) {
+		e.tsc += 1_000_000
+		v.Control.ExitCode = uint64(svm.ExitINTR)
+		if done {
+			return
+		}
+		// The guest writes the last page of the writer's second run while
+		// the writer waits for the disk in that run, if it ever gets the
+		// CPU there (without pinning it did); else once the save is over.
+		if vm.live != nil && (!dev.inSync || vm.track.copiedBelow != 0x100000) {
+			e.runner.steps = append([]step{gated}, e.runner.steps...)
+			return
+		}
+		page := uint64(target) &^ 0xfff
+		if _, p, ok := vm.NPT.Translate(page); ok && p&svm.PermWrite == 0 {
+			v.Control.ExitCode = uint64(svm.ExitNPF)
+			v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
+			v.Control.ExitInfo2 = page
+			e.runner.steps = append([]step{gated}, e.runner.steps...)
+			return
+		}
+		vm.Mem.ram[target] = 0xbb
+		done = true
+		dev.stopIdle = true
+	}
+	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive), gated}
+	for range 20 {
+		steps = append(steps, e.guestRuns(1))
+	}
+	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
+	if stop := e.play(steps...); !e.runner.exhausted {
+		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+	if !done {
+		t.Fatalf("the guest's write never ran (copiedBelow %#x)\n%s", vm.track.copiedBelow, e.console.String())
+	}
+	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
+		t.Fatalf("SNAPSHOT_WAIT returned %#x", rax)
+	}
+	e2 := newEnv(t, e.plat.Features)
+	rvm, _, err := Restore(e2.plat, e2.withStore(dev.MemDevice), nil)
+	if err != nil {
+		t.Fatalf("restore of the live snapshot: %v", err)
+	}
+	defer rvm.Destroy()
+	if got := rvm.Mem.ram[target]; got != 0xaa {
+		t.Fatalf("the snapshot holds %#x at %#x, want %#x (the content at the request)", got, target, 0xaa)
+	}
+}
+
+// TestSnapshotFullDuringLiveSave: SNAPSHOT with SnapshotFull while the
+// guest's earlier live save runs must write a full snapshot.
+func TestSnapshotFullDuringLiveSave(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	steps := []step{
+		snapshotStep(e, 0), // generation 1, full: the base
+		e.guestStore(0x200000, []byte("x")),
+		hypercallStep(e, HCSnapshot, SnapshotLive), // generation 2, increment, still running
+		hypercallStep(e, HCSnapshot, SnapshotFull), // generation 3: asked full
+	}
+	if stop := e.play(steps...); !e.runner.exhausted {
+		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+	con := e.console.String()
+	if !strings.Contains(con, "generation 2, slot 0, increment on generation 1") ||
+		!strings.Contains(con, "generation 3, slot 1, full") || vm.Saves[2].Incremental {
+		t.Fatalf("want generation 2 an increment, 3 full (SnapshotFull):\n%s", con)
+	}
+}

@@ -913,6 +913,7 @@ func (vm *VM) snapshotHypercall() {
 		return
 	}
 	if flags&SnapshotFull != 0 {
+		vm.live.finish()    // a save in progress would set the base on its end
 		vm.track.base = nil // no base: the save is full
 	}
 	s.RAX = resumedRAX // what the guest sees if resumed from this save

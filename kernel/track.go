@@ -34,6 +34,11 @@ type ramTracker struct {
 	held        int     // copies in use
 	cowMax      int     // copies that may be held at once
 	copies      uint64  // pages copied before a write during this save
+	// pinned: the writer holds guest RAM in place (liveSource.View) and
+	// has not passed it yet: the guest must not run (checkpoint does not
+	// yield) until the writer's next read or its Copied, since it hashes
+	// and copies the bytes in steps, with waits for the disk in between.
+	pinned bool
 }
 
 // cowMaxBytes bounds the memory a live save holds for pages the guest
@@ -106,6 +111,7 @@ func (vm *VM) writeFault(gpa uint64) bool {
 // copied is the live save's progress (snapshot.RAMOptions.Copied): the
 // pages below gpa are in its stream, so their copies are released.
 func (t *ramTracker) copied(gpa uint64) {
+	t.pinned = false
 	for i := t.copiedBelow / svm.PageSize; i < gpa/svm.PageSize && i < uint64(len(t.cowIdx)); i++ {
 		if k := t.cowIdx[i]; k != 0 {
 			t.free = append(t.free, k-1)
@@ -146,6 +152,7 @@ func (t *ramTracker) copyOf(gpa uint64) []byte {
 type liveSource struct{ vm *VM }
 
 func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
+	s.vm.track.pinned = false // the writer is done with what it viewed
 	s.vm.live.checkpoint()
 	if err := s.vm.Mem.ReadGPA(uint64(gpa), b); err != nil {
 		return 0, err
@@ -159,10 +166,12 @@ func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
 	return len(b), nil
 }
 
-// View gives the bytes in place when no page of the range was copied.
+// View gives the bytes in place when no page of the range was copied,
+// pinned until the writer's next read or Copied.
 func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
-	s.vm.live.checkpoint()
 	t := &s.vm.track
+	t.pinned = false // the writer is done with what it viewed before
+	s.vm.live.checkpoint()
 	if t.held > 0 {
 		for off := uint64(0); off < n; off += svm.PageSize {
 			if t.copyOf(gpa+off) != nil {
@@ -171,5 +180,6 @@ func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
 		}
 	}
 	b, err := s.vm.Mem.Slice(gpa, n)
+	t.pinned = err == nil
 	return b, err == nil
 }

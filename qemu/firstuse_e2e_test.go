@@ -276,22 +276,22 @@ func TestFirstUseWalkthrough(t *testing.T) {
 // disk holds.
 func TestFirstUseRestoreGeneration(t *testing.T) {
 	disk := newDisk(t, 256<<20)
-	// The counter guest saves itself at 5, 10 and 15: generation 1, then
-	// increments 2 and 3 chained on it in the same slot; the slot's two
-	// commit records name 3 and 2.
+	// The counter guest saves itself at 5, 10 and 15: generation 1 in
+	// slot 0, 2 (full) in slot 1, then 3, an increment chained on 2 in
+	// slot 1, whose two commit records name 3 and 2.
 	r := boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, Timeout: 3 * time.Minute})
-	expect(t, r, 0, "snapshot saved: generation 3", "increment on generation 2", "counter: done, memory intact")
+	expect(t, r, 0, "snapshot saved: generation 3, slot 1, increment on generation 2", "counter: done, memory intact")
 
 	m := runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE_GEN=7")
 	expectMake(t, m, false, "restore refused: generation 7 is not on the snapshot disk",
 		"generation 2", "generation 3", "make qemu: tamavisor status 102")
 
-	// Generation 2, the older record of the slot: the guest resumes at
-	// 10. Its own save at 15 cannot be an increment on 2 (3 follows it in
-	// the chain): it is a full save into the other slot, which keeps both
-	// 2 and 3.
+	// Generation 2, the older record of slot 1: the guest resumes at 10.
+	// Its own save at 15 cannot be an increment on 2 (3 follows it in the
+	// chain): it is a full save into slot 0, over generation 1, which
+	// keeps both 2 and 3.
 	m = runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE_GEN=2")
-	expectMake(t, m, true, "restored from generation 2", "counter: resumed at 10", "snapshot saved: generation 4, slot 1, full",
+	expectMake(t, m, true, "restored from generation 2", "counter: resumed at 10", "snapshot saved: generation 4, slot 0, full",
 		"counter: done, memory intact", "make qemu: tamavisor status 0")
 
 	m = runMake(t, 5*time.Minute, nil, "qemu", "DISK="+disk, "RESTORE=1")

@@ -165,9 +165,10 @@ func TestRestoreRefusesCorruption(t *testing.T) {
 	}
 }
 
-// TestKillDuringSave cuts power in the middle of the second save: the first
-// snapshot restores. Disk writes are throttled (16 MiB/s: the counter's 48
-// MiB take 3 s) so that the power cut lands in the save, not after it.
+// TestKillDuringSave cuts power in the middle of the second save (the
+// counter's full save at 10): the first snapshot restores. Disk writes are
+// throttled (16 MiB/s: the counter's 48 MiB take 3 s) so that the power
+// cut lands in the save, not after it.
 func TestKillDuringSave(t *testing.T) {
 	disk := newDisk(t, 256<<20)
 	saved := false
@@ -253,7 +254,8 @@ func TestControlChannel(t *testing.T) {
 		t.Fatalf("tamavisor snapshot answered: %q", got)
 	}
 	gen := "generation " + m[1]
-	r2 := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk})
+	r2 := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk,
+		Extra: []string{"-fw_cfg", "name=opt/tamavisor/restore-generation,string=" + m[1]}})
 	expect(t, r2, 0, "restored from "+gen, "counter: done, memory intact")
 	// The host's save is live: it holds the guest as it was when the
 	// save started, and the guest ran on while it was written.

@@ -106,7 +106,10 @@ type Stats struct {
 	BytesRead, BytesWritten, BytesBounced       uint64
 }
 
-// Device is a virtio-blk device. Its methods are safe for concurrent use.
+// Device is a virtio-blk device. Its methods are safe for concurrent use,
+// except while an idle hook is set (SetIdle): the hook runs with the lock
+// released in the middle of a request, and the device must then be used
+// from one goroutine only.
 type Device struct {
 	mu       sync.Mutex
 	t        virtio.Transport
@@ -210,12 +213,7 @@ func (d *Device) start() error {
 		}
 	} else {
 		d.q.Reset()
-		d.inflight = 0
-		d.freeSlot = d.freeSlot[:0]
-		clear(d.slotBusy)
-		for i := d.slots - 1; i >= 0; i-- {
-			d.freeSlot = append(d.freeSlot, i)
-		}
+		d.forget()
 	}
 	d.t.SetQueueSize(0, d.q.Size())
 	desc, driver, device := d.q.Addrs()
@@ -223,6 +221,16 @@ func (d *Device) start() error {
 	d.t.SetQueueReady(0, true)
 	virtio.DriverOK(d.t)
 	return nil
+}
+
+// forget drops every request in flight: all slots free.
+func (d *Device) forget() {
+	d.inflight = 0
+	d.freeSlot = d.freeSlot[:0]
+	clear(d.slotBusy)
+	for i := d.slots - 1; i >= 0; i-- {
+		d.freeSlot = append(d.freeSlot, i)
+	}
 }
 
 func (d *Device) allocSlots(n int) error {
@@ -424,7 +432,7 @@ func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
 func (d *Device) settle() error {
 	for d.inflight > 0 {
 		if err := d.reap(); err != nil {
-			d.keepAsync(err)
+			d.keepAsync(err) // the device was reset: nothing is in flight
 		}
 	}
 	d.keepAsync(d.ioErr)
@@ -539,8 +547,11 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.asyncErr != nil {
-		return d.asyncErr
+	// Each error is reported once: an earlier write's here (not again by
+	// Sync), this one's own here.
+	if err := d.asyncErr; err != nil {
+		d.asyncErr = nil
+		return err
 	}
 	if d.broken != nil {
 		if err := d.restart(); err != nil {
@@ -548,7 +559,6 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 		}
 	}
 	if err := d.transfer(TypeOut, uint64(off)>>SectorShift, pa, len(p)); err != nil {
-		d.keepAsync(err)
 		return err
 	}
 	d.count(TypeOut, len(p))
@@ -640,6 +650,11 @@ func (d *Device) abort(err error) error {
 
 func (d *Device) restart() error {
 	d.stats.Resets++
+	// Whatever start gets to, no request of before the reset is in flight
+	// any more: a failed reinitialisation must not leave them counted
+	// (settle would wait for them forever). Nothing is submitted while
+	// the device is broken.
+	d.forget()
 	if err := d.start(); err != nil {
 		d.broken = fmt.Errorf("virtio-blk: reinitialisation failed: %w", err)
 		return d.broken

@@ -455,3 +455,54 @@ func TestWriteAsyncTimeout(t *testing.T) {
 		t.Fatalf("device unusable after timeout: %v", err)
 	}
 }
+
+// TestSyncDeadDevice: an asynchronous write the device never completes,
+// and a device that then refuses reinitialisation (FEATURES_OK cleared):
+// Sync returns an error instead of waiting for the lost request forever.
+func TestSyncDeadDevice(t *testing.T) {
+	var now time.Duration
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Timeout = 50 * time.Millisecond
+		o.Now = func() time.Duration { now += time.Millisecond; return now }
+	})
+	r.f.set(func() { r.f.mode = modeHang })
+	b := r.a.buf(64 << 10)
+	if err := r.d.WriteAsync(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.f.set(func() { r.f.reject = true })
+	done := make(chan error, 1)
+	go func() { done <- r.d.Sync() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Sync of a lost write on a dead device succeeded")
+		}
+	case <-time.After(time.Minute): // a backstop: Sync loops forever if broken
+		t.Fatalf("Sync still running: %d timeouts, %d resets, %d in flight", r.d.stats.Timeouts, r.d.stats.Resets, r.d.inflight)
+	}
+}
+
+// TestWriteAsyncErrorOnce: a WriteAsync that fails itself (a timeout while
+// the queue is full) returns its error, and the next Sync, of writes that
+// all succeeded, does not return it again.
+func TestWriteAsyncErrorOnce(t *testing.T) {
+	var now time.Duration
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Timeout = 50 * time.Millisecond
+		o.Now = func() time.Duration { now += time.Millisecond; return now }
+		o.MaxRequest = 4096
+	})
+	r.f.set(func() { r.f.mode = modeHang })
+	b := r.a.buf(256 << 10)
+	if err := r.d.WriteAsync(b, 0); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("WriteAsync filling the queue of a hung device: %v, want a timeout", err)
+	}
+	r.f.set(func() { r.f.mode = modeSync })
+	if err := r.d.WriteAsync(b[:4096], 0); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatalf("Sync of the next writes: %v (the earlier WriteAsync's error, already returned)", err)
+	}
+}
