@@ -19,6 +19,9 @@ import (
 // smallest stride (NVMe over PCIe Transport 1.0, section 3.1.2).
 const nvmeRegsMin = nvme.SQ0TDBL + 4*4
 
+// diskName names the snapshot disk's device, as the boot log does.
+var diskName string
+
 // openDisk finds the snapshot disk and opens the store on it, or returns
 // nil. The board decides where to look: after a firmware boot (multiboot2,
 // an ACPI RSDP) an NVMe controller on PCI Express, found through the MCFG
@@ -57,6 +60,7 @@ func openDisk() *snapshot.Store {
 		logf("snapshot disk unusable: %v", err)
 		return nil
 	}
+	diskName = what
 	logf("snapshot disk: %s, %d MiB, %d MiB per snapshot slot", what, dev.Size()>>20, st.SlotSize()>>20)
 	return st
 }
