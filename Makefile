@@ -39,7 +39,7 @@ SCRATCH := out
 
 # Variables of make qemu, qemu-linux and qemu-gdb:
 #   GUEST=file     guest image (opt/tamavisor/guest); one under guests/build/ is built first
-#   DISK=file      snapshot disk (virtio-blk); one under out/ that does not exist is
+#   DISK=file      snapshot disk (virtio-blk; NVMe with make qemu-uefi); one under out/ that does not exist is
 #                  created, sparse, of DISK_SIZE bytes
 #   CTL=path       control-channel socket (COM2) for `go run ./cmd/tamavisor snapshot --socket path`
 #   RESTORE=1      resume the newest snapshot on DISK (RESTORE=newest says the same)
@@ -53,7 +53,7 @@ DISK_SIZE ?= 2G
 ifneq ($(filter-out 1 newest,$(RESTORE)),)
 $(error RESTORE=$(RESTORE): say RESTORE=1 (or newest) to resume the newest snapshot, RESTORE_GEN=<generation> for another one)
 endif
-ifneq ($(filter qemu qemu-linux qemu-gdb,$(MAKECMDGOALS)),)
+ifneq ($(filter qemu qemu-linux qemu-gdb qemu-uefi,$(MAKECMDGOALS)),)
 ifneq ($(filter-out clock bench,$(MODE)),)
 $(error MODE=$(MODE): make qemu knows MODE=clock and MODE=bench)
 endif

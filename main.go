@@ -8,7 +8,6 @@ package main
 
 import (
 	_ "embed"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 
 	"tamavisor/boot"
 	"tamavisor/boot/fwcfg"
-	"tamavisor/boot/virtio/blk"
 	"tamavisor/internal/x86"
 	"tamavisor/kernel"
 	"tamavisor/snapshot"
@@ -270,24 +268,6 @@ func healthCheck(plat *kernel.Platform, status int) int {
 // serviceHz is how often per second the run loop polls the console and
 // the control channel between exits.
 const serviceHz = 100
-
-// openDisk finds the snapshot disk (virtio-blk), or returns nil.
-func openDisk() *snapshot.Store {
-	dev, err := blk.ProbeMicroVM(nil)
-	if err != nil {
-		if !errors.Is(err, blk.ErrNotFound) {
-			logf("snapshot disk: %v", err)
-		}
-		return nil
-	}
-	st, err := snapshot.Open(dev, snapshot.StoreOptions{})
-	if err != nil {
-		logf("snapshot disk unusable: %v", err)
-		return nil
-	}
-	logf("snapshot disk: virtio-blk, %d MiB, %d MiB per snapshot slot", dev.Size()>>20, st.SlotSize()>>20)
-	return st
-}
 
 // readRestoreGen reads the generation to restore (fw_cfg cfgGen, decimal),
 // 0 when not given. It implies mode restore, and is refused with another

@@ -183,12 +183,26 @@ func calibrateTSC() {
 // isa-debug-exit (QEMU exits with status*2+1); without that device the
 // write is ignored and a triple fault resets the machine (QEMU with
 // -no-reboot then exits with status 0).
+//
+// Functions given to BeforePowerOff run first, newest first.
 func PowerOff(status int) {
+	for i := len(beforePowerOff) - 1; i >= 0; i-- {
+		f := beforePowerOff[i]
+		beforePowerOff = beforePowerOff[:i] // each runs once, even if it powers off itself
+		f()
+	}
 	x86.Out32(DebugExitPort, uint32(status))
 	for {
 		amd64.Fault()
 	}
 }
+
+// beforePowerOff are the functions PowerOff runs first.
+var beforePowerOff []func()
+
+// BeforePowerOff registers f to run when the machine powers off, such as
+// a disk's shutdown notification.
+func BeforePowerOff(f func()) { beforePowerOff = append(beforePowerOff, f) }
 
 // ConsoleRead returns a byte typed on the console, if any.
 func ConsoleRead() (byte, bool) {

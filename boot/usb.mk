@@ -7,8 +7,10 @@
 #                   boots through multiboot2. Write it to a USB stick (README,
 #                   "Real boards"). Built without root: sgdisk, mkfs.fat, mtools.
 #   make qemu-uefi  boot that image under QEMU q35 + OVMF from an emulated USB
-#                   stick, console on the serial port (GUEST=, MODE=, CTL=, CPU=,
-#                   EXTRA= as for make qemu; no DISK=: q35 has no virtio-mmio)
+#                   stick, console on the serial port (GUEST=, MODE=, DISK=,
+#                   RESTORE=1, RESTORE_GEN=, KEY=, KEYFILE=, CTL=, CPU=, EXTRA= as
+#                   for make qemu; the snapshot disk is an NVMe drive, as on a
+#                   real board)
 #
 # Tools, from Debian: grub-efi-amd64-bin (grub-mkstandalone), dosfstools
 # (mkfs.fat), mtools (mmd, mcopy), gdisk (sgdisk), ovmf.
@@ -73,19 +75,23 @@ UEFI_FLAGS = -machine q35 -accel $(ACCEL) -cpu $(CPU) -m 2G -nographic -monitor 
 	-drive if=none$(c)id=stick$(c)format=raw$(c)readonly=on$(c)file=$(USB_IMAGE) \
 	-device qemu-xhci$(c)id=xhci -device usb-storage$(c)bus=xhci.0$(c)drive=stick \
 	$(if $(GUEST),-fw_cfg name=opt/tamavisor/guest$(c)file=$(call fwcfgval,$(GUEST))) \
-	$(if $(MODE),-fw_cfg name=opt/tamavisor/mode$(c)string=$(MODE)) \
+	$(if $(DISK),-drive if=none$(c)id=snapdisk$(c)format=raw$(c)file=$(call fwcfgval,$(DISK)) \
+	  -device nvme$(c)serial=$(NVME_SERIAL)$(c)drive=snapdisk) \
+	$(if $(QEMU_MODE),-fw_cfg name=opt/tamavisor/mode$(c)string=$(QEMU_MODE)) \
+	$(if $(RESTORE_GEN),-fw_cfg name=opt/tamavisor/restore-generation$(c)string=$(RESTORE_GEN)) \
+	$(if $(KEY),-fw_cfg 'name=opt/tamavisor/snapshot-key$(c)string=$(call fwcfgval,$(KEY))') \
+	$(if $(KEYFILE),-fw_cfg name=opt/tamavisor/snapshot-key$(c)file=$(call fwcfgval,$(KEYFILE))) \
 	$(if $(CTL),-chardev socket$(c)id=ctl$(c)server=on$(c)wait=off$(c)path=$(call fwcfgval,$(CTL)) \
 	  -device isa-serial$(c)chardev=ctl$(c)iobase=0x2f8$(c)irq=3)
 
-ifneq ($(filter qemu-uefi,$(MAKECMDGOALS)),)
-ifneq ($(DISK)$(RESTORE)$(RESTORE_GEN),)
-$(error make qemu-uefi has no snapshot disk: q35 has no virtio-mmio, and tamavisor has no NVMe or virtio-pci driver yet (use make qemu))
-endif
-endif
+# The snapshot disk (DISK=) is QEMU's NVMe controller with this serial
+# number, which tamavisor prints when it finds the drive.
+NVME_SERIAL ?= tamavisor-snap
 
 # make qemu-uefi prints how the run ended as make qemu does (run-qemu).
 qemu-uefi: QEMU_FLAGS = $(UEFI_FLAGS)
-qemu-uefi: $(USB_IMAGE) $(filter guests/build/%,$(call repopath,$(GUEST)))
+qemu-uefi: $(USB_IMAGE) $(filter guests/build/%,$(call repopath,$(GUEST))) \
+	$(filter $(SCRATCH)/%,$(call repopath,$(DISK)))
 	@test -r $(OVMF_CODE) -a -r $(OVMF_VARS) || { echo "make qemu-uefi: no OVMF at $(OVMF_CODE): apt-get install ovmf (or set OVMF_CODE= and OVMF_VARS=)"; exit 1; }
 	cp $(OVMF_VARS) $(USB_DIR)/OVMF_VARS.fd
 	$(call run-qemu,$(EXTRA))

@@ -763,7 +763,7 @@ const (
 )
 
 // ErrNoDisk is returned by a snapshot request without a snapshot disk.
-var ErrNoDisk = errors.New("no snapshot disk (make qemu DISK=out/disk.img: a virtio-blk drive)")
+var ErrNoDisk = errors.New("no snapshot disk (make qemu DISK=out/disk.img: a virtio-blk drive; a board: an NVMe drive)")
 
 // snapshot saves the VM now, reporting progress on the console and the
 // result on out. On error the previous snapshot stays valid and the guest

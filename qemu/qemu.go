@@ -28,7 +28,7 @@ type Config struct {
 	Timeout time.Duration // QEMU is killed after this
 	Extra   []string      // more QEMU arguments
 	Input   string        // typed on the console (serial) after start
-	Disk    string        // raw disk image for the virtio-blk snapshot disk
+	Disk    string        // raw disk image for the snapshot disk (virtio-blk; NVMe with UEFI)
 	// DiskWriteBPS, if set, throttles writes to the disk (bytes per
 	// second, QEMU's throttling.bps-write): a save then lasts long enough
 	// for a test to cut the power in its middle.
@@ -45,8 +45,8 @@ type Config struct {
 	// type on the console in answer ("" for nothing). Not with Input.
 	Respond func(Line) string
 	// UEFI, if set, boots like a real board instead of QEMU -kernel:
-	// q35, OVMF, GRUB from the USB image (ELF is then unused). No Disk:
-	// q35 has no virtio-mmio.
+	// q35, OVMF, GRUB from the USB image (ELF is then unused). Disk is
+	// then an NVMe drive with serial number NVMeSerial.
 	UEFI *UEFI
 }
 
@@ -58,6 +58,10 @@ type UEFI struct {
 	Code  string // OVMF code (read-only)
 	Vars  string // OVMF's variable store: a copy the firmware may write
 }
+
+// NVMeSerial is the serial number of the NVMe snapshot disk of UEFI boots
+// (as make qemu-uefi's NVME_SERIAL).
+const NVMeSerial = "tamavisor-snap"
 
 // Line is one line of console output and when the host received it.
 type Line struct {
@@ -155,7 +159,10 @@ func Args(cfg Config) []string {
 			args = append(args, "-fw_cfg", "name=opt/tamavisor/"+f.name+","+f.kind+"="+optPath(f.val))
 		}
 	}
-	if cfg.Disk != "" {
+	if cfg.Disk != "" && cfg.UEFI != nil {
+		args = append(args, "-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk)+throttle(cfg.DiskWriteBPS),
+			"-device", "nvme,serial="+NVMeSerial+",drive=snapdisk")
+	} else if cfg.Disk != "" {
 		args = append(args, "-global", "virtio-mmio.force-legacy=false",
 			"-drive", "if=none,id=snapdisk,format=raw,file="+optPath(cfg.Disk)+throttle(cfg.DiskWriteBPS),
 			"-device", "virtio-blk-device,drive=snapdisk")
@@ -177,9 +184,6 @@ func Run(cfg Config) (*Result, error) {
 		cfg.Timeout = 2 * time.Minute
 	}
 	if cfg.UEFI != nil {
-		if cfg.Disk != "" {
-			return nil, errors.New("qemu: no snapshot disk on q35 yet (it has no virtio-mmio; a PCI disk driver is needed)")
-		}
 		if _, err := os.Stat(cfg.UEFI.Image); err != nil {
 			return nil, fmt.Errorf("qemu: USB image: %w (run make usb-image)", err)
 		}

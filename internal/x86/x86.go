@@ -56,6 +56,9 @@ func ReadCR0() uint64
 // ReadCR3 returns CR3.
 func ReadCR3() uint64
 
+// WriteCR3 sets CR3, which also flushes the non-global TLB entries.
+func WriteCR3(val uint64)
+
 // ReadCR4 returns CR4.
 func ReadCR4() uint64
 

@@ -103,6 +103,12 @@ TEXT ·ReadCR3(SB),NOSPLIT,$0-8
 	MOVQ	AX, ret+0(FP)
 	RET
 
+// func WriteCR3(val uint64)
+TEXT ·WriteCR3(SB),NOSPLIT,$0-8
+	MOVQ	val+0(FP), AX
+	MOVQ	AX, CR3
+	RET
+
 // func ReadCR4() uint64
 TEXT ·ReadCR4(SB),NOSPLIT,$0-8
 	MOVQ	CR4, AX
