@@ -111,21 +111,22 @@ const (
 // guest suite (docs/security.md). ClassCrash is a hypervisor bug: a panic
 // while handling an exit, recovered so that the hypervisor stays up.
 const (
-	ClassExited         = "exited"           // EXIT hypercall
-	ClassPowerOff       = "poweroff"         // ACPI S5
-	ClassReset          = "reset"            // RST_CNT, i8042, triple fault with reboot
-	ClassQuit           = "quit"             // monitor or control channel
-	ClassSuspended      = "suspended"        // SNAPSHOT hypercall with power-off
-	ClassBudget         = "budget"           // time or exit budget used up
-	ClassTripleFault    = "triple-fault"     // shutdown
-	ClassOutsideRAM     = "outside-ram"      // nested page fault outside RAM and devices
-	ClassNotEmulated    = "not-emulated"     // MMIO or port access form not emulated
-	ClassUndecodable    = "undecodable"      // instruction bytes unreadable or invalid
-	ClassDeadHalt       = "dead-halt"        // HLT with interrupts disabled
-	ClassMachineCheck   = "machine-check"    // #MC in the guest
-	ClassInvalidState   = "invalid-state"    // VMRUN refused the state
-	ClassUnexpectedExit = "unexpected-exit"  // an exit no handler exists for
-	ClassCrash          = "hypervisor-error" // recovered panic: a bug
+	ClassExited          = "exited"           // EXIT hypercall
+	ClassPowerOff        = "poweroff"         // ACPI S5
+	ClassReset           = "reset"            // RST_CNT, i8042, triple fault with reboot
+	ClassQuit            = "quit"             // monitor or control channel
+	ClassSuspended       = "suspended"        // SNAPSHOT hypercall with power-off
+	ClassBudget          = "budget"           // time or exit budget used up
+	ClassTripleFault     = "triple-fault"     // shutdown
+	ClassOutsideRAM      = "outside-ram"      // nested page fault outside RAM and devices
+	ClassNotEmulated     = "not-emulated"     // MMIO or port access form not emulated
+	ClassUndecodable     = "undecodable"      // instruction bytes unreadable or invalid
+	ClassDeadHalt        = "dead-halt"        // HLT with interrupts disabled
+	ClassMachineCheck    = "machine-check"    // #MC in the guest
+	ClassInvalidState    = "invalid-state"    // VMRUN refused the state
+	ClassUnexpectedExit  = "unexpected-exit"  // an exit no handler exists for
+	ClassCrash           = "hypervisor-error" // recovered panic: a bug
+	ClassSnapshotCorrupt = "snapshot-corrupt" // page data of a lazy restore failed its check (lazy.go)
 )
 
 // Stop is how a VM ended.
@@ -194,6 +195,8 @@ type VM struct {
 	// the guest, or nil (livesave.go).
 	track ramTracker
 	live  *liveSave
+	// lazyFill is the lazy restore the VM came from (lazy.go), or nil.
+	lazyFill *lazyRAM
 	// liveResult is the outcome of the guest's last live save, for
 	// SNAPSHOT_WAIT (nil: none finished since the last wait).
 	liveResult *error
