@@ -12,11 +12,13 @@ import (
 
 // Lazy restore (docs/snapshot-format.md, 3.3): the VM of a full snapshot
 // is rebuilt from everything but its page data, which stays on the disk.
-// Zero pages are mapped in the nested page table at once (fresh guest RAM
-// is zero); pages with data are left unmapped, so the guest's first
-// access to one exits with a nested page fault, and that page's 1 MiB
-// block of page data is read, checked and placed, its pages mapped, and
-// the guest resumes. Beside the guest a background job fills the other
+// Guest RAM is neither cleared nor mapped in the nested page table at
+// first (clearing all of it would take longer than the rest of the
+// restore), so the guest's first access to a page exits with a nested
+// page fault: for a page with data, its 1 MiB block of page data is
+// read, checked and placed, and its pages mapped; for a zero page, the
+// zero pages of its 2 MiB region are cleared and mapped; and the guest
+// resumes. Beside the guest a background job fills the other
 // blocks in turns, as a live save takes turns (livesave.go): a timer on
 // the VM's event queue, the host preemption timer taking the CPU back
 // from the guest. Every hypervisor access to guest RAM (instruction
@@ -36,6 +38,12 @@ type lazyRAM struct {
 	timer *event.Timer
 	next  int // the background job's next block
 	err   error
+	// zeroDone says, per 2 MiB region of RAM, that its zero pages are
+	// cleared and mapped; zeroLeft counts the regions not done,
+	// zeroNext is the background job's next.
+	zeroDone []bool
+	zeroLeft int
+	zeroNext int
 
 	// start is the TSC at the restore's start, done when all RAM was
 	// present (0 before).
@@ -98,7 +106,7 @@ func RestoreLazy(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot
 	if err != nil {
 		return nil, nil, err
 	}
-	sink := &restoreSink{p: p}
+	sink := &restoreSink{p: p, uncleared: true}
 	reg := registry(func(c vmConfig) { sink.cfg = &c })
 	l, snap, err := store.OpenLazy(newest, snapshot.DecodeOptions{Registry: reg, Key: key,
 		MaxRAM: MaxGuestRAM, MaxChunkSize: maxChunkBody, MaxRetained: maxRetained})
@@ -133,24 +141,13 @@ func RestoreLazy(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot
 	return vm, newest, nil
 }
 
-// startLazy maps the zero pages of l, leaves the others unmapped, routes
-// the hypervisor's accesses to guest RAM through a fill, and arms the
-// background fill.
+// startLazy routes the hypervisor's accesses to guest RAM (neither
+// cleared nor mapped yet) through a fill, and arms the background fill.
 func (vm *VM) startLazy(l *snapshot.Lazy, start uint64) error {
-	if err := vm.NPT.Unmap(0, vm.Mem.Size); err != nil {
-		return err
-	}
-	base := vm.Mem.HostBase
-	if err := l.ZeroRuns(func(gpa, n uint64) error { return vm.NPT.Map(gpa, base+gpa, n, svm.PermRWX) }); err != nil {
-		return fmt.Errorf("mapping zero pages: %w", err)
-	}
-	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushAll
-	lz := &lazyRAM{vm: vm, l: l, sink: rawSink{&vm.Mem}, start: start}
+	regions := int((vm.Mem.Size + svm.Size2M - 1) / svm.Size2M)
+	lz := &lazyRAM{vm: vm, l: l, sink: rawSink{&vm.Mem}, start: start,
+		zeroDone: make([]bool, regions), zeroLeft: regions}
 	vm.lazyFill = lz
-	if l.Remaining() == 0 {
-		lz.complete()
-		return nil
-	}
 	vm.Mem.fill = lz.access
 	lz.timer = vm.clock.NewTimer(func(int64) { lz.turn() })
 	lz.timer.Arm(vm.now() + int64(lazyGuestTurn))
@@ -192,10 +189,57 @@ func (lz *lazyRAM) fillBlock(i int) error {
 		vm.stopFault(ClassCrash, "lazy restore: mapping block %d: %v", i, err)
 		return err
 	}
-	if lz.l.Remaining() == 0 {
+	if lz.l.Remaining() == 0 && lz.zeroLeft == 0 {
 		lz.complete()
 	}
 	return nil
+}
+
+// clearZero clears and maps the zero pages of 2 MiB region r (a whole
+// region of zero pages as one 2 MiB page).
+func (lz *lazyRAM) clearZero(r int) error {
+	if lz.err != nil || lz.zeroDone[r] {
+		return lz.err
+	}
+	vm := lz.vm
+	perm := svm.PermRWX
+	if vm.track.on {
+		perm &^= svm.PermWrite
+	}
+	from := uint64(r) * svm.Size2M
+	to := min(from+svm.Size2M, vm.Mem.Size)
+	err := lz.l.ZeroRunsIn(from, to, func(gpa, n uint64) error {
+		b, err := vm.Mem.raw(gpa, n)
+		if err == nil {
+			clear(b)
+			err = vm.NPT.Map(gpa, vm.Mem.HostBase+gpa, n, perm)
+		}
+		return err
+	})
+	if err != nil {
+		lz.err = err
+		vm.stopFault(ClassCrash, "lazy restore: zero pages of %#x-%#x: %v", from, to, err)
+		return err
+	}
+	lz.zeroDone[r] = true
+	lz.zeroLeft--
+	if lz.l.Remaining() == 0 && lz.zeroLeft == 0 {
+		lz.complete()
+	}
+	return nil
+}
+
+// page makes the page at gpa present: its block filled or its region's
+// zero pages cleared; filled reports whether anything had to be done.
+func (lz *lazyRAM) page(gpa uint64) (filled bool, err error) {
+	i, stored, ok := lz.l.Locate(gpa)
+	switch {
+	case ok && stored && !lz.l.Filled(i):
+		return true, lz.fillBlock(i)
+	case (!ok || !stored) && !lz.zeroDone[gpa/svm.Size2M]:
+		return true, lz.clearZero(int(gpa / svm.Size2M))
+	}
+	return false, lz.err
 }
 
 // complete turns the VM into an ordinary one: all RAM is present.
@@ -222,13 +266,11 @@ func (lz *lazyRAM) fault(gpa uint64) bool {
 	if lz == nil || lz.vm.Mem.fill == nil || gpa >= lz.vm.Mem.Size {
 		return false
 	}
-	i, stored, ok := lz.l.Locate(gpa &^ (svm.PageSize - 1))
-	if !ok || !stored || lz.l.Filled(i) {
-		return false
+	filled, _ := lz.page(gpa &^ (svm.PageSize - 1))
+	if filled {
+		lz.faults++
 	}
-	lz.faults++
-	lz.fillBlock(i)
-	return true
+	return filled
 }
 
 // access fills every block holding a page of [gpa, gpa+n) before the
@@ -238,13 +280,12 @@ func (lz *lazyRAM) access(gpa, n uint64) error {
 		return nil
 	}
 	for p := gpa &^ (svm.PageSize - 1); p < gpa+n && p < lz.vm.Mem.Size; p += svm.PageSize {
-		i, stored, ok := lz.l.Locate(p)
-		if !ok || !stored || lz.l.Filled(i) {
-			continue
-		}
-		lz.accesses++
-		if err := lz.fillBlock(i); err != nil {
+		filled, err := lz.page(p)
+		if err != nil {
 			return err
+		}
+		if filled {
+			lz.accesses++
 		}
 		if lz.vm.Mem.fill == nil {
 			return nil // all present
@@ -258,12 +299,19 @@ func (lz *lazyRAM) access(gpa, n uint64) error {
 func (lz *lazyRAM) turn() {
 	p := lz.vm.plat
 	deadline := p.TSC() + uint64(float64(p.TSCHz)*lazyTurn.Seconds())
-	for lz.next < lz.l.Blocks() && lz.err == nil {
-		if err := lz.fillBlock(lz.next); err != nil {
+	for lz.err == nil {
+		var err error
+		switch {
+		case lz.zeroNext < len(lz.zeroDone):
+			err = lz.clearZero(lz.zeroNext)
+			lz.zeroNext++
+		case lz.next < lz.l.Blocks():
+			err = lz.fillBlock(lz.next)
+			lz.next++
+		default:
 			return
 		}
-		lz.next++
-		if p.TSC() >= deadline {
+		if err != nil || p.TSC() >= deadline {
 			break
 		}
 	}
@@ -281,6 +329,11 @@ func (vm *VM) fillAll() error {
 			return lz.err
 		}
 		return nil
+	}
+	for r := range lz.zeroDone {
+		if err := lz.clearZero(r); err != nil {
+			return fmt.Errorf("the lazy restore could not clear guest RAM: %w", err)
+		}
 	}
 	for i := 0; i < lz.l.Blocks(); i++ {
 		if err := lz.fillBlock(i); err != nil {

@@ -599,6 +599,8 @@ type restoreSink struct {
 	cfg *vmConfig
 	vm  *VM
 	err error
+	// uncleared: RAM is neither cleared nor mapped (a lazy restore).
+	uncleared bool
 }
 
 func (s *restoreSink) ensure() error {
@@ -610,7 +612,7 @@ func (s *restoreSink) ensure() error {
 		return s.err
 	}
 	// The CPUID model comes from the manifest once decoding is done.
-	s.vm, s.err = newVM(s.p, s.cfg.Name, s.cfg.MemSize, &CPUIDModel{})
+	s.vm, s.err = buildVM(s.p, s.cfg.Name, s.cfg.MemSize, &CPUIDModel{}, s.uncleared)
 	return s.err
 }
 

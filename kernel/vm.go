@@ -231,6 +231,13 @@ func NewVM(p *Platform, img *Image) (*VM, error) {
 // in their reset state, a vCPU with a zero state save area. On error it
 // gives back everything it took.
 func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM, err error) {
+	return buildVM(p, name, memSize, model, false)
+}
+
+// buildVM is newVM; uncleared: guest RAM is not cleared and not mapped in
+// the nested page table (a lazy restore clears and maps each page before
+// it is used, lazy.go).
+func buildVM(p *Platform, name string, memSize uint64, model *CPUIDModel, uncleared bool) (vm *VM, err error) {
 	vm = &VM{Name: name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}, CPUID: model}
 	vm.clock = event.NewQueue(vm.now)
 	if _, err := rand.Read(vm.ID[:]); err != nil {
@@ -249,16 +256,23 @@ func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM,
 	if vm.ASID, err = p.ASIDs.Alloc(); err != nil {
 		return vm, err
 	}
-	ram, err := vm.alloc(memSize, svm.Size2M)
+	alloc := p.Pool.Alloc
+	if uncleared {
+		alloc = p.Pool.AllocUncleared
+	}
+	ram, err := alloc(memSize, svm.Size2M)
 	if err != nil {
 		return vm, fmt.Errorf("guest RAM (%d KiB): %w", memSize>>10, err)
 	}
+	vm.ranges = append(vm.ranges, span{ram, ram + memSize})
 	vm.Mem = GuestMemory{HostBase: ram, Size: memSize, ram: p.Mem.Bytes(ram, memSize)}
 	if vm.NPT, err = svm.NewNPT(&vm.pages); err != nil {
 		return vm, err
 	}
-	if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
-		return vm, err
+	if !uncleared {
+		if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
+			return vm, err
+		}
 	}
 	// Guest output reaches the console through one filter (console.go).
 	out := p.Console

@@ -204,15 +204,25 @@ func (l *Lazy) Locate(gpa uint64) (block int, stored, ok bool) {
 // ZeroRuns calls fn for every run of pages of the RAM chunk that are
 // zero (not stored), in GPA order, and stops at its first error.
 func (l *Lazy) ZeroRuns(fn func(gpa, n uint64) error) error {
+	return l.ZeroRunsIn(0, ^uint64(0), fn)
+}
+
+// ZeroRunsIn is ZeroRuns for the pages in [from, to) (page aligned).
+func (l *Lazy) ZeroRunsIn(from, to uint64, fn func(gpa, n uint64) error) error {
 	for i := range l.ranges {
 		r := &l.ranges[i]
-		for p := uint64(0); p < r.pages; {
+		end := r.gpa + r.pages*PageSize
+		if end <= from || r.gpa >= to {
+			continue
+		}
+		first, last := (max(from, r.gpa)-r.gpa)/PageSize, (min(to, end)-r.gpa)/PageSize
+		for p := first; p < last; {
 			if bitSet(r.data, p) {
 				p++
 				continue
 			}
 			q := p + 1
-			for q < r.pages && !bitSet(r.data, q) {
+			for q < last && !bitSet(r.data, q) {
 				q++
 			}
 			if err := fn(r.gpa+p*PageSize, (q-p)*PageSize); err != nil {
