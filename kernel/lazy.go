@@ -48,8 +48,8 @@ type lazyRAM struct {
 	// start is the TSC at the restore's start, done when all RAM was
 	// present (0 before).
 	start, done uint64
-	faults      uint64 // blocks filled for a nested page fault
-	accesses    uint64 // blocks filled for a hypervisor access
+	faults      uint64 // blocks or zero regions filled for a nested page fault
+	accesses    uint64 // blocks or zero regions filled for a hypervisor access
 }
 
 // rawSink places verified pages in guest RAM, behind the fill hook.
@@ -75,8 +75,8 @@ type LazyStats struct {
 	// StartTSC is the host TSC at the restore's start; DoneTSC when all
 	// RAM was present (0 while blocks remain).
 	StartTSC, DoneTSC uint64
-	// Faults: blocks filled for the guest's first access, Accesses: for
-	// the hypervisor's.
+	// Faults: blocks (or 2 MiB regions of zero pages) filled for the
+	// guest's first access, Accesses: for the hypervisor's.
 	Faults, Accesses uint64
 }
 
@@ -254,7 +254,7 @@ func (lz *lazyRAM) complete() {
 		if hz == 0 {
 			hz = 1e9
 		}
-		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks, %d filled on the guest's access, %d on the hypervisor's) %.3f s after the restore started\n",
+		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks of page data; %d blocks or zero regions filled on the guest's first access, %d on the hypervisor's) %.3f s after the restore started\n",
 			lz.l.Blocks(), lz.faults, lz.accesses, float64(lz.done-lz.start)/hz)
 	}
 }
