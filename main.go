@@ -305,7 +305,10 @@ func restore(plat *kernel.Platform, gen uint64) int {
 		}
 	}
 	t0 := x86.RDTSC()
-	vm, c, err := kernel.Restore(plat, store, plat.SnapshotKey)
+	// Lazily: the guest runs once everything but its page data is read
+	// and checked; RAM arrives as it is touched and in the background
+	// (docs/snapshot-format.md, 3.3).
+	vm, c, err := kernel.RestoreLazy(plat, store, plat.SnapshotKey)
 	if err != nil {
 		msg := err.Error() // kernel.RefusedError says "restore refused" itself
 		if !strings.HasPrefix(msg, "restore refused") {
@@ -315,8 +318,12 @@ func restore(plat *kernel.Platform, gen uint64) int {
 		return healthCheck(plat, statusRestoreRefused)
 	}
 	secs := float64(x86.RDTSC()-t0) / float64(boot.TSCHz)
-	logf("vm %s: restored from generation %d (slot %d, %s) in %.3f s, resuming", vm.Name, c.Generation, c.Slot,
-		kernel.FormatSize(uint64(c.Length)), secs)
+	how := "all RAM read"
+	if lz, ok := vm.Lazy(); ok {
+		how = fmt.Sprintf("lazily, %d of %d blocks of RAM to fill beside the guest", lz.Remaining, lz.Blocks)
+	}
+	logf("vm %s: restored from generation %d (slot %d, %s) in %.3f s (%s), resuming: time to the guest's first instruction %.1f ms",
+		vm.Name, c.Generation, c.Slot, kernel.FormatSize(uint64(c.Length)), secs, how, secs*1e3)
 	return finish(plat, vm)
 }
 

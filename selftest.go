@@ -197,6 +197,14 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	}
 	restoreCycles := x86.RDTSC() - t0
 	rvm.Destroy()
+	// The lazy restore (docs/snapshot-format.md, 3.3) of the full
+	// snapshot (the newest is an increment, which restores eagerly): to
+	// the guest's first instruction, then every block filled.
+	firstCycles, allCycles, err := lazyBench(plat)
+	if err != nil {
+		logf("error: lazy restore: %v", err)
+		return boot.StatusInternal
+	}
 
 	// What the snapshot path costs in CPU on this machine, on 64 MiB.
 	const probe = 64 << 20
@@ -258,9 +266,51 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 			float64(c.s.Cycles)/float64(full.Cycles), float64(c.s.Bytes)/(1<<20))
 	}
 	rest := mibs(ram, restoreCycles)
-	row("restore, all RAM read and verified (aim 0.9)", rest, rest/readLimit, "min(raw read, XXH64)")
-	fmt.Printf("  %-52s %9.1f ms (aim 50): RAM is read before the first instruction\n", "  restore to the guest's first instruction", ms(restoreCycles))
+	row("restore of the chain, eager: all RAM read and verified (aim 0.9)", rest, rest/readLimit, "min(raw read, XXH64)")
+	fmt.Printf("  %-52s %9.1f ms: RAM is read before the first instruction\n", "  eager restore to the guest's first instruction", ms(restoreCycles))
+	fmt.Printf("  %-52s %9.1f ms (aim 50): lazy, of the full snapshot\n", "restore to the guest's first instruction", ms(firstCycles))
+	lazyRate := mibs(ram, allCycles)
+	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, every block filled\n",
+		"restore to all RAM present", ms(allCycles), lazyRate, lazyRate/readLimit)
 	fmt.Printf("  CPU cost of the snapshot path on this CPU (MiB/s): XXH64 %.1f, Poly1305 %.1f (block sums, unkeyed and keyed), zero-page scan %.1f, memcpy %.1f, SHA-256 %.1f, CRC32C %.1f\n",
 		xxhRate, polyRate, zeroRate, copyRate, shaRate, crcRate)
 	return 0
+}
+
+// lazyBench restores the store's newest full snapshot lazily and returns
+// the cycles to the guest's first instruction (the VM ready to run) and
+// to all RAM present (every block filled, the guest held).
+func lazyBench(plat *kernel.Platform) (first, all uint64, err error) {
+	recs, err := plat.Store.Records()
+	if err != nil {
+		return 0, 0, err
+	}
+	slot := -1
+	var gen uint64
+	for _, r := range recs {
+		if c := r.Commit; c != nil && !c.Incremental(plat.Store) && c.Generation > gen {
+			slot, gen = r.Slot, c.Generation
+		}
+	}
+	if slot < 0 {
+		return 0, 0, fmt.Errorf("no full snapshot on the disk")
+	}
+	view, err := plat.Store.SlotView(slot)
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := x86.RDTSC()
+	vm, _, err := kernel.RestoreLazy(plat, view, plat.SnapshotKey)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer vm.Destroy()
+	first = x86.RDTSC() - t0
+	if _, ok := vm.Lazy(); !ok {
+		return 0, 0, fmt.Errorf("generation %d was not restored lazily", gen)
+	}
+	if err := vm.FillAll(); err != nil {
+		return 0, 0, err
+	}
+	return first, x86.RDTSC() - t0, nil
 }

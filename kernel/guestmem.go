@@ -8,6 +8,9 @@ type GuestMemory struct {
 	HostBase uint64
 	Size     uint64
 	ram      []byte
+	// fill, while a lazy restore is filling RAM (lazy.go), makes the
+	// pages of [gpa, gpa+n) present before the hypervisor touches them.
+	fill func(gpa, n uint64) error
 }
 
 // GPAError is returned for an access outside guest RAM.
@@ -26,8 +29,29 @@ func (m *GuestMemory) check(gpa, n uint64) error {
 	return nil
 }
 
+// present checks the range and, during a lazy restore, fills it first:
+// every access of the hypervisor to guest RAM goes through it.
+func (m *GuestMemory) present(gpa, n uint64) error {
+	if err := m.check(gpa, n); err != nil {
+		return err
+	}
+	if m.fill != nil {
+		return m.fill(gpa, n)
+	}
+	return nil
+}
+
 // Slice returns the guest RAM bytes [gpa, gpa+n) without copying.
 func (m *GuestMemory) Slice(gpa, n uint64) ([]byte, error) {
+	if err := m.present(gpa, n); err != nil {
+		return nil, err
+	}
+	return m.ram[gpa : gpa+n : gpa+n], nil
+}
+
+// raw is Slice without the lazy restore's fill: for placing the pages it
+// fills.
+func (m *GuestMemory) raw(gpa, n uint64) ([]byte, error) {
 	if err := m.check(gpa, n); err != nil {
 		return nil, err
 	}
@@ -36,7 +60,7 @@ func (m *GuestMemory) Slice(gpa, n uint64) ([]byte, error) {
 
 // ReadGPA copies guest RAM at gpa into b (insn.GuestMemory).
 func (m *GuestMemory) ReadGPA(gpa uint64, b []byte) error {
-	if err := m.check(gpa, uint64(len(b))); err != nil {
+	if err := m.present(gpa, uint64(len(b))); err != nil {
 		return err
 	}
 	copy(b, m.ram[gpa:])
@@ -45,7 +69,7 @@ func (m *GuestMemory) ReadGPA(gpa uint64, b []byte) error {
 
 // WriteGPA copies b into guest RAM at gpa.
 func (m *GuestMemory) WriteGPA(gpa uint64, b []byte) error {
-	if err := m.check(gpa, uint64(len(b))); err != nil {
+	if err := m.present(gpa, uint64(len(b))); err != nil {
 		return err
 	}
 	copy(m.ram[gpa:], b)

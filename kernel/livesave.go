@@ -72,6 +72,10 @@ func (vm *VM) startLive(out io.Writer, byGuest bool, answer func(error)) error {
 	if vm.live != nil {
 		vm.live.finish() // one save at a time: the earlier one completes first
 	}
+	// A lazy restore still filling RAM completes first (lazy.go).
+	if err := vm.fillAll(); err != nil {
+		return err
+	}
 	start := p.TSC()
 	fz := vm.freeze()
 	// The pages written since the last snapshot, for an increment on it;

@@ -43,6 +43,18 @@ func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
 // Alloc returns size bytes (rounded up to pages) aligned to align (a power
 // of two, at least a page), zeroed.
 func (p *PhysPool) Alloc(size, align uint64) (uint64, error) {
+	pa, err := p.AllocUncleared(size, align)
+	if err == nil {
+		clear(p.mem.Bytes(pa, alignUp(size, svm.PageSize)))
+	}
+	return pa, err
+}
+
+// AllocUncleared is Alloc without the clearing: the memory holds what its
+// last user left. The caller clears every byte before a guest or anyone
+// else can read it (a lazy restore: clearing 256 MiB takes longer under
+// emulation than the rest of the restore).
+func (p *PhysPool) AllocUncleared(size, align uint64) (uint64, error) {
 	if align < svm.PageSize {
 		align = svm.PageSize
 	}
@@ -64,7 +76,6 @@ func (p *PhysPool) Alloc(size, align uint64) (uint64, error) {
 			repl = append(repl, span{a + size, s.end})
 		}
 		p.free = append(p.free[:i], append(repl, p.free[i+1:]...)...)
-		clear(p.mem.Bytes(a, size))
 		return a, nil
 	}
 	return 0, fmt.Errorf("%w: %d KiB requested, %d KiB free", ErrNoMemory, size>>10, p.FreeBytes()>>10)

@@ -431,6 +431,9 @@ func (vm *VM) manifest() *snapshot.Manifest {
 // progress, if set, is told the RAM bytes written and the total to write
 // (the pages that are not all zero), reaching total at the end.
 func (vm *VM) WriteSnapshot(w *snapshot.Writer, progress func(written, total uint64)) error {
+	if err := vm.fillAll(); err != nil {
+		return err
+	}
 	return vm.freeze().write(w, ramSource{&vm.Mem}, snapshot.RAMOptions{Progress: progress})
 }
 
@@ -488,6 +491,11 @@ func (vm *VM) Save(store *snapshot.Store, key []byte, created int64, progress fu
 // save is Save; byGuest: the guest asked (it may not overwrite the
 // operator's snapshot).
 func (vm *VM) save(store *snapshot.Store, key []byte, created int64, progress func(written, total uint64), byGuest bool) (*snapshot.Commit, error) {
+	// A lazy restore still filling RAM completes first: a snapshot is
+	// of all of it.
+	if err := vm.fillAll(); err != nil {
+		return nil, err
+	}
 	var dirty []byte
 	if vm.track.on {
 		dirty = vm.track.dirty
@@ -591,6 +599,8 @@ type restoreSink struct {
 	cfg *vmConfig
 	vm  *VM
 	err error
+	// uncleared: RAM is neither cleared nor mapped (a lazy restore).
+	uncleared bool
 }
 
 func (s *restoreSink) ensure() error {
@@ -602,7 +612,7 @@ func (s *restoreSink) ensure() error {
 		return s.err
 	}
 	// The CPUID model comes from the manifest once decoding is done.
-	s.vm, s.err = newVM(s.p, s.cfg.Name, s.cfg.MemSize, &CPUIDModel{})
+	s.vm, s.err = buildVM(s.p, s.cfg.Name, s.cfg.MemSize, &CPUIDModel{}, s.uncleared)
 	return s.err
 }
 
@@ -621,16 +631,11 @@ type RefusedError struct{ Reason string }
 
 func (e *RefusedError) Error() string { return "restore refused: " + e.Reason }
 
-// Restore rebuilds the VM of the newest committed snapshot in store. It
-// refuses (no partial resume) a snapshot that is corrupt, fails
-// authentication, needs a chunk, device model or version this build does
-// not have, or saw CPU features the host does not offer. The snapshot is
-// read once: its RAM streams into a fresh VM that is destroyed if anything
-// turns out wrong.
-func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Commit, error) {
+// newestCommit returns the store's newest valid commit record.
+func newestCommit(store *snapshot.Store) (*snapshot.Commit, error) {
 	recs, err := store.Records()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var newest *snapshot.Commit
 	var why []error
@@ -644,9 +649,23 @@ func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Com
 	}
 	if newest == nil {
 		if len(why) == 0 {
-			return nil, nil, fmt.Errorf("%w on the snapshot disk (it is empty)", snapshot.ErrNoSnapshot)
+			return nil, fmt.Errorf("%w on the snapshot disk (it is empty)", snapshot.ErrNoSnapshot)
 		}
-		return nil, nil, fmt.Errorf("%w on the snapshot disk: %w", snapshot.ErrNoSnapshot, errors.Join(why...))
+		return nil, fmt.Errorf("%w on the snapshot disk: %w", snapshot.ErrNoSnapshot, errors.Join(why...))
+	}
+	return newest, nil
+}
+
+// Restore rebuilds the VM of the newest committed snapshot in store. It
+// refuses (no partial resume) a snapshot that is corrupt, fails
+// authentication, needs a chunk, device model or version this build does
+// not have, or saw CPU features the host does not offer. The snapshot is
+// read once: its RAM streams into a fresh VM that is destroyed if anything
+// turns out wrong.
+func Restore(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Commit, error) {
+	newest, err := newestCommit(store)
+	if err != nil {
+		return nil, nil, err
 	}
 	sink := &restoreSink{p: p}
 	// The vm chunk, seen as it streams by, says where RAM goes.

@@ -145,6 +145,9 @@ func (v *VCPU) handleExit() {
 	case svm.ExitHLT:
 		v.hlt()
 	case svm.ExitNPF:
+		if v.vm.lazyFill.fault(c.ExitInfo2) {
+			break // a page of a lazy restore not filled yet: now it is (lazy.go)
+		}
 		if c.ExitInfo1&(svm.NPFPresent|svm.NPFWrite) == svm.NPFPresent|svm.NPFWrite && v.vm.writeFault(c.ExitInfo2) {
 			break // a write to a write-protected page, tracked (track.go)
 		}

@@ -111,21 +111,22 @@ const (
 // guest suite (docs/security.md). ClassCrash is a hypervisor bug: a panic
 // while handling an exit, recovered so that the hypervisor stays up.
 const (
-	ClassExited         = "exited"           // EXIT hypercall
-	ClassPowerOff       = "poweroff"         // ACPI S5
-	ClassReset          = "reset"            // RST_CNT, i8042, triple fault with reboot
-	ClassQuit           = "quit"             // monitor or control channel
-	ClassSuspended      = "suspended"        // SNAPSHOT hypercall with power-off
-	ClassBudget         = "budget"           // time or exit budget used up
-	ClassTripleFault    = "triple-fault"     // shutdown
-	ClassOutsideRAM     = "outside-ram"      // nested page fault outside RAM and devices
-	ClassNotEmulated    = "not-emulated"     // MMIO or port access form not emulated
-	ClassUndecodable    = "undecodable"      // instruction bytes unreadable or invalid
-	ClassDeadHalt       = "dead-halt"        // HLT with interrupts disabled
-	ClassMachineCheck   = "machine-check"    // #MC in the guest
-	ClassInvalidState   = "invalid-state"    // VMRUN refused the state
-	ClassUnexpectedExit = "unexpected-exit"  // an exit no handler exists for
-	ClassCrash          = "hypervisor-error" // recovered panic: a bug
+	ClassExited          = "exited"           // EXIT hypercall
+	ClassPowerOff        = "poweroff"         // ACPI S5
+	ClassReset           = "reset"            // RST_CNT, i8042, triple fault with reboot
+	ClassQuit            = "quit"             // monitor or control channel
+	ClassSuspended       = "suspended"        // SNAPSHOT hypercall with power-off
+	ClassBudget          = "budget"           // time or exit budget used up
+	ClassTripleFault     = "triple-fault"     // shutdown
+	ClassOutsideRAM      = "outside-ram"      // nested page fault outside RAM and devices
+	ClassNotEmulated     = "not-emulated"     // MMIO or port access form not emulated
+	ClassUndecodable     = "undecodable"      // instruction bytes unreadable or invalid
+	ClassDeadHalt        = "dead-halt"        // HLT with interrupts disabled
+	ClassMachineCheck    = "machine-check"    // #MC in the guest
+	ClassInvalidState    = "invalid-state"    // VMRUN refused the state
+	ClassUnexpectedExit  = "unexpected-exit"  // an exit no handler exists for
+	ClassCrash           = "hypervisor-error" // recovered panic: a bug
+	ClassSnapshotCorrupt = "snapshot-corrupt" // page data of a lazy restore failed its check (lazy.go)
 )
 
 // Stop is how a VM ended.
@@ -194,6 +195,8 @@ type VM struct {
 	// the guest, or nil (livesave.go).
 	track ramTracker
 	live  *liveSave
+	// lazyFill is the lazy restore the VM came from (lazy.go), or nil.
+	lazyFill *lazyRAM
 	// liveResult is the outcome of the guest's last live save, for
 	// SNAPSHOT_WAIT (nil: none finished since the last wait).
 	liveResult *error
@@ -228,6 +231,13 @@ func NewVM(p *Platform, img *Image) (*VM, error) {
 // in their reset state, a vCPU with a zero state save area. On error it
 // gives back everything it took.
 func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM, err error) {
+	return buildVM(p, name, memSize, model, false)
+}
+
+// buildVM is newVM; uncleared: guest RAM is not cleared and not mapped in
+// the nested page table (a lazy restore clears and maps each page before
+// it is used, lazy.go).
+func buildVM(p *Platform, name string, memSize uint64, model *CPUIDModel, uncleared bool) (vm *VM, err error) {
 	vm = &VM{Name: name, plat: p, pages: pageTracker{pool: p.Pool}, BenchReports: map[uint64]uint64{}, CPUID: model}
 	vm.clock = event.NewQueue(vm.now)
 	if _, err := rand.Read(vm.ID[:]); err != nil {
@@ -246,16 +256,23 @@ func newVM(p *Platform, name string, memSize uint64, model *CPUIDModel) (vm *VM,
 	if vm.ASID, err = p.ASIDs.Alloc(); err != nil {
 		return vm, err
 	}
-	ram, err := vm.alloc(memSize, svm.Size2M)
+	alloc := p.Pool.Alloc
+	if uncleared {
+		alloc = p.Pool.AllocUncleared
+	}
+	ram, err := alloc(memSize, svm.Size2M)
 	if err != nil {
 		return vm, fmt.Errorf("guest RAM (%d KiB): %w", memSize>>10, err)
 	}
+	vm.ranges = append(vm.ranges, span{ram, ram + memSize})
 	vm.Mem = GuestMemory{HostBase: ram, Size: memSize, ram: p.Mem.Bytes(ram, memSize)}
 	if vm.NPT, err = svm.NewNPT(&vm.pages); err != nil {
 		return vm, err
 	}
-	if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
-		return vm, err
+	if !uncleared {
+		if err = vm.NPT.Map(0, ram, memSize, svm.PermRWX); err != nil {
+			return vm, err
+		}
 	}
 	// Guest output reaches the console through one filter (console.go).
 	out := p.Console

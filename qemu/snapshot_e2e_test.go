@@ -141,23 +141,16 @@ func TestSaveRestoreCycles(t *testing.T) {
 	}
 }
 
-// TestRestoreRefusesCorruption flips one byte of the saved snapshot on the
-// disk image: restore refuses, naming the chunk, and the hypervisor stays
-// up (it runs its health-check guest).
+// TestRestoreRefusesCorruption flips one byte of the saved snapshot's
+// RAM block table on the disk image: the (lazy) restore refuses, naming
+// the chunk, before the guest runs, and the hypervisor stays up (it runs
+// its health-check guest). Damage to page data is found when its block
+// is filled: TestLazyRestoreCorruptBlock.
 func TestRestoreRefusesCorruption(t *testing.T) {
 	disk := newDisk(t, 256<<20)
 	boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, OnLine: killOn("counter: saved at 5")})
-	f, err := os.OpenFile(disk, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Slot 0 starts at 8 KiB; 24 MiB into it is inside the RAM chunk.
-	const at = 8<<10 + 24<<20
-	b := make([]byte, 1)
-	f.ReadAt(b, at)
-	b[0] ^= 0x10
-	f.WriteAt(b, at)
-	f.Close()
+	_, bodyEnd := ramLayout(t, disk)
+	flipByte(t, disk, bodyEnd-5) // a block sum: covered by the chunk's CRC, digest and HMAC
 	r := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk})
 	expect(t, r, 102, "restore refused", `chunk "ram"`, "checksum", "alive: ok")
 	if _, resumed := r.Find("counter: resumed"); resumed {

@@ -224,6 +224,42 @@ func (b *blockReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
+// skip passes over n bytes of the extent: buffered bytes are dropped,
+// whole sectors beyond them are not read at all (a seek), and the rest of
+// a sector is read into the buffer as usual.
+func (b *blockReader) skip(n int64) error {
+	k := min(n, int64(b.w-b.r))
+	b.r += int(k)
+	n -= k
+	if n == 0 {
+		return nil
+	}
+	if n > b.left {
+		return io.ErrUnexpectedEOF
+	}
+	// The buffer is empty: b.off is sector aligned and is the position
+	// of the next byte.
+	s := int64(b.dev.SectorSize())
+	whole := n / s * s
+	b.off += whole
+	b.left -= whole
+	n -= whole
+	for n > 0 {
+		if b.r == b.w {
+			if _, err := b.Read(b.buf[:0:0]); err != nil && b.r == b.w {
+				return err
+			}
+			if b.r == b.w {
+				return io.ErrUnexpectedEOF
+			}
+		}
+		k := min(n, int64(b.w-b.r))
+		b.r += int(k)
+		n -= k
+	}
+	return nil
+}
+
 // Reads of directMin bytes and more bypass the reader's buffer; refills
 // read readAhead bytes (or what the read asks, up to the buffer).
 const (

@@ -33,6 +33,10 @@ var (
 	// the device cannot hold a second commit record per slot. The
 	// committed snapshots are untouched; save a full snapshot instead.
 	ErrChainFull = errors.New("the chain cannot grow")
+	// ErrLazyUnsupported reports a snapshot that cannot be opened lazily
+	// (Store.OpenLazy): an increment (a chain) or a version 1 RAM chunk,
+	// whose page data has no block sums. Restore it eagerly instead.
+	ErrLazyUnsupported = errors.New("no lazy restore for this snapshot")
 )
 
 // ChunkError is an error about one chunk; its message names the chunk type

@@ -75,18 +75,23 @@ func (b *blockSums) start() {
 	if !b.tags() {
 		return
 	}
+	b.mac = blockMAC(b.key, b.nonce, b.gen, b.blocks)
+}
+
+// blockMAC returns the Poly1305 MAC of block i of a keyed RAM chunk.
+func blockMAC(key []byte, nonce [ramNonceSize]byte, gen, i uint64) *poly1305.MAC {
 	// Key_i = HMAC-SHA256(key, label || nonce || u64 generation || u64 i):
 	// unique per block of every snapshot (the nonce is random; the
 	// generation keeps keys apart within a store even if it were not), as
 	// Poly1305 requires.
-	m := hmac.New(sha256.New, b.key)
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(blockKeyLabel))
-	m.Write(b.nonce[:])
-	m.Write(binary.LittleEndian.AppendUint64(nil, b.gen))
-	m.Write(binary.LittleEndian.AppendUint64(nil, b.blocks))
+	m.Write(nonce[:])
+	m.Write(binary.LittleEndian.AppendUint64(nil, gen))
+	m.Write(binary.LittleEndian.AppendUint64(nil, i))
 	var k [32]byte
 	copy(k[:], m.Sum(nil))
-	b.mac = poly1305.New(&k)
+	return poly1305.New(&k)
 }
 
 func (b *blockSums) write(p []byte) {

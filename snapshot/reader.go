@@ -127,6 +127,34 @@ type streamReader struct {
 	blocks *blockSums
 }
 
+// skipper is a reader that can pass over bytes without reading them
+// (blockReader: a seek on the device).
+type skipper interface {
+	skip(n int64) error
+}
+
+// skip passes over n bytes of the stream without reading, hashing or
+// checksumming them: the page data of a version 2 RAM chunk in a lazy
+// open (lazy.go), which the digest, HMAC and chunk CRC do not cover.
+func (s *streamReader) skip(n int64) error {
+	if n > s.left {
+		return fmt.Errorf("%w: truncated at offset %d (need %d bytes, %d left)", ErrCorrupt, s.off, n, s.left)
+	}
+	sk, ok := s.r.(skipper)
+	if !ok {
+		return errors.New("snapshot: the stream cannot be skipped")
+	}
+	if err := sk.skip(n); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: truncated at offset %d", ErrCorrupt, s.off)
+		}
+		return fmt.Errorf("snapshot: read at offset %d: %w", s.off, err)
+	}
+	s.off += n
+	s.left -= n
+	return nil
+}
+
 func (s *streamReader) read(p []byte) error {
 	if int64(len(p)) > s.left {
 		return fmt.Errorf("%w: truncated at offset %d (need %d bytes, %d left)", ErrCorrupt, s.off, len(p), s.left)
@@ -189,7 +217,10 @@ func Decode(r io.Reader, size int64, opts DecodeOptions) (*Snapshot, error) {
 }
 
 type decoder struct {
-	opts     *DecodeOptions
+	opts *DecodeOptions
+	// lazy, when set, is a lazy open (lazy.go): the RAM chunk's page data
+	// is skipped, its ranges and block table are recorded in lazy.
+	lazy     *Lazy
 	sr       *streamReader
 	snap     *Snapshot
 	seen     map[string]bool
@@ -509,6 +540,10 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	}
 	var blocks *blockSums // version 2: the page data's block sums
 	keyed := d.snap.Header.Flags&HeaderKeyed != 0
+	if d.lazy != nil && (version < RAMVersion || info.Incremental) {
+		return nil, fmt.Errorf("%w: RAM chunk version %d (incremental %v): only a full version %d chunk has block sums to check page data by",
+			ErrLazyUnsupported, version, info.Incremental, RAMVersion)
+	}
 	if version >= RAMVersion {
 		nb, err := take(ramNonceSize)
 		if err != nil {
@@ -582,6 +617,16 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 			return nil, fmt.Errorf("%w: RAM range %d: %d data pages exceed the %d bytes left", ErrCorrupt, i, nData, left)
 		}
 		left -= nData * PageSize
+		if d.lazy != nil {
+			d.lazy.addRange(gpa, pages, data, dataBytes/PageSize, d.sr.off)
+			dataBytes += nData * PageSize
+			if err := d.sr.skip(int64(nData * PageSize)); err != nil {
+				return nil, fmt.Errorf("RAM range %d: %w", i, err)
+			}
+			info.Ranges = append(info.Ranges, RAMRange{GPA: gpa, Pages: pages, Carried: nCarried, Data: nData})
+			info.maps = append(info.maps, rangeMaps{carried: carried, data: data})
+			continue
+		}
 		dataBytes += nData * PageSize
 		d.sr.blocks = blocks
 		err = d.ramPages(gpa, pages, carried, data)
@@ -626,6 +671,11 @@ func (d *decoder) ramBlockTable(blocks *blockSums, keyed bool, dataBytes uint64,
 	tb, err := take(sz * count)
 	if err != nil {
 		return err
+	}
+	if d.lazy != nil {
+		// Each block is checked when it is filled (Lazy.Fill).
+		d.lazy.setTable(blocks, tb, dataBytes)
+		return nil
 	}
 	sums := blocks.finish()
 	// Damage first (XXH64, checked with or without the key), then

@@ -40,6 +40,7 @@ var fuzzBudgets = map[string]int{
 	"FuzzManifest":    300000,
 	"FuzzChain":       300000,
 	"FuzzChainStore":  12000,
+	"FuzzLazyOpen":    30000,
 	"FuzzIO":          150,   // each run drives a fake device through timeouts
 	"FuzzCompletions": 25000, // each run brings up a fake NVMe controller
 	"FuzzParseImage":  300000,

@@ -1,0 +1,255 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"tamavisor/snapshot"
+	"tamavisor/svm"
+)
+
+// Lazy restore test guest: pages of data from lazyDataStart to
+// lazyDataEnd (about 2.5 MiB: three blocks), each page stamped with its
+// address so it can be found on the disk; the rest of RAM is zero.
+const (
+	lazyDataStart = 0x100000
+	lazyDataEnd   = 0x380000
+)
+
+// lazyPage is the content of the data page at gpa.
+func lazyPage(gpa uint64) []byte {
+	b := make([]byte, svm.PageSize)
+	for o := 0; o < len(b); o += 16 {
+		binary.LittleEndian.PutUint64(b[o:], gpa)
+		binary.LittleEndian.PutUint64(b[o+8:], uint64(o)^0x5a5a)
+	}
+	return b
+}
+
+// savedLazyGuest saves a guest with the lazy test pattern on a fresh disk
+// and returns the disk and the guest's RAM as saved.
+func savedLazyGuest(t *testing.T) (*snapshot.MemDevice, []byte) {
+	t.Helper()
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	st := e.withStore(dev)
+	vm := e.boot(Mode64)
+	defer vm.Destroy()
+	for gpa := uint64(lazyDataStart); gpa < lazyDataEnd; gpa += svm.PageSize {
+		vm.Mem.WriteGPA(gpa, lazyPage(gpa))
+	}
+	if _, err := vm.Save(st, nil, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	return dev, bytes.Clone(vm.Mem.ram)
+}
+
+// garbage is what an earlier user of the memory left in it.
+const garbage = 0xa5
+
+// restoreLazy restores the disk's snapshot lazily into a fresh machine.
+func restoreLazy(t *testing.T, dev *snapshot.MemDevice) (*env, *VM) {
+	t.Helper()
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	// The pool's memory holds an earlier user's bytes: a lazy restore
+	// must not show them to the guest.
+	free := e.pool.FreeBytes()
+	pa, err := e.pool.Alloc(free, svm.PageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := 0, e.mem.Bytes(pa, free); i < len(b); i++ {
+		b[i] = garbage
+	}
+	e.pool.Free(pa, free)
+	vm, _, err := RestoreLazy(e.plat, e.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.vm = vm
+	t.Cleanup(vm.Destroy)
+	return e, vm
+}
+
+// guestLoad is a guest read of the page at gpa as the CPU does it under
+// nested paging: a page not mapped exits with a nested page fault (not
+// present) and the load runs again after it; once mapped, the page's
+// first bytes are recorded in *got and the guest exits on a host
+// interrupt.
+func (e *env) guestLoad(gpa uint64, got *[]byte) step {
+	var st step
+	st = func(v *svm.VMCB, r *svm.Regs) {
+		e.tsc += 10_000
+		if _, _, ok := e.vm.NPT.Translate(gpa); !ok {
+			v.Control.ExitCode = uint64(svm.ExitNPF)
+			v.Control.ExitInfo1 = svm.NPFFinalAddr
+			v.Control.ExitInfo2 = gpa
+			e.runner.steps = append([]step{st}, e.runner.steps...)
+			return
+		}
+		*got = bytes.Clone(e.vm.Mem.ram[gpa : gpa+32])
+		v.Control.ExitCode = uint64(svm.ExitINTR)
+	}
+	return st
+}
+
+// TestLazyRestoreFault: after a lazy restore no page of guest RAM is
+// mapped; the guest's first access to a page with data fills its block
+// with the saved content, maps it read-only (write tracking), and leaves
+// the other blocks on the disk; its first access to a zero page clears
+// and maps the zero pages around it, and it reads zeros (not what the
+// memory held before).
+func TestLazyRestoreFault(t *testing.T) {
+	dev, saved := savedLazyGuest(t)
+	e, vm := restoreLazy(t, dev)
+	lz, ok := vm.Lazy()
+	if !ok || lz.Blocks < 3 || lz.Remaining != lz.Blocks {
+		t.Fatalf("lazy stats %+v, %v", lz, ok)
+	}
+	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
+		if _, _, ok := vm.NPT.Translate(gpa); ok {
+			t.Fatalf("page %#x mapped before it was filled", gpa)
+		}
+	}
+	const probe, zero = 0x280000, 0x3ff000 // in the middle block; a zero page
+	var got, gotZero []byte
+	e.runAll(e.guestLoad(probe, &got), e.guestLoad(zero, &gotZero))
+	if !bytes.Equal(got, saved[probe:probe+32]) {
+		t.Fatalf("the guest read %x, saved %x", got, saved[probe:probe+32])
+	}
+	if !bytes.Equal(gotZero, make([]byte, 32)) || !bytes.Equal(vm.Mem.ram[lazyDataEnd:testMem], make([]byte, testMem-lazyDataEnd)) {
+		t.Fatalf("a zero page reads %x, or the region's zero pages were not cleared", gotZero)
+	}
+	lz, _ = vm.Lazy()
+	if lz.Faults != 2 || lz.Remaining != lz.Blocks-1 {
+		t.Fatalf("lazy stats after one fault %+v", lz)
+	}
+	if _, p, ok := vm.NPT.Translate(probe); !ok || p&svm.PermWrite != 0 {
+		t.Fatalf("filled page mapped %v with %v: want read-only (tracked)", ok, p)
+	}
+	if _, _, ok := vm.NPT.Translate(lazyDataStart); ok {
+		t.Fatal("the first block was filled too")
+	}
+}
+
+// TestLazyRestoreBackground: the background job fills every block in
+// turns beside the guest; then all RAM is as saved, and the VM is an
+// ordinary one (no fill hook).
+func TestLazyRestoreBackground(t *testing.T) {
+	dev, saved := savedLazyGuest(t)
+	e, vm := restoreLazy(t, dev)
+	var steps []step
+	for range 60 {
+		steps = append(steps, e.guestRuns(1))
+	}
+	e.resume(steps...)
+	lz, _ := vm.Lazy()
+	if lz.Remaining != 0 || lz.DoneTSC == 0 || vm.Mem.fill != nil {
+		t.Fatalf("lazy stats after 60 ms %+v", lz)
+	}
+	if !bytes.Equal(vm.Mem.ram, saved) {
+		t.Fatal("RAM differs from the saved RAM")
+	}
+	if !strings.Contains(e.console.String(), "lazy restore: all RAM present") {
+		t.Fatalf("console: %s", e.console.String())
+	}
+	// Turns: the guest ran between the fills (more than one timer turn).
+	if n := len(e.runner.entries); n != len(steps)+1 {
+		t.Fatalf("%d entries", n)
+	}
+}
+
+// TestLazyRestoreCorrupt: a block whose page data changed on the disk
+// stops the VM, naming the block, when the guest first touches it: the
+// guest is not entered again and the page stays unmapped.
+func TestLazyRestoreCorrupt(t *testing.T) {
+	dev, _ := savedLazyGuest(t)
+	const bad = 0x280000
+	at := bytes.Index(dev.Data, lazyPage(bad))
+	if at < 0 {
+		t.Fatal("page not found on the disk")
+	}
+	dev.Data[at+100] ^= 0x01
+	e, vm := restoreLazy(t, dev)
+	var got []byte
+	stop := e.stopped(e.guestLoad(0x100000, &got), e.guestLoad(bad, &got), e.guestRuns(1))
+	if stop.Class != ClassSnapshotCorrupt || !strings.Contains(stop.Reason, "RAM block 1 (guest-physical") ||
+		!strings.Contains(stop.Reason, "checksum mismatch") {
+		t.Fatalf("stop %v (%s)", stop, stop.Class)
+	}
+	if len(e.runner.entries) != 3 {
+		t.Fatalf("the guest was entered %d times: want 3 (the load before, two tries at the bad page)", len(e.runner.entries))
+	}
+	if _, _, ok := vm.NPT.Translate(bad); ok {
+		t.Fatal("a page of the bad block is mapped")
+	}
+	if !bytes.Equal(vm.Mem.ram[bad:bad+svm.PageSize], make([]byte, svm.PageSize)) {
+		t.Fatal("the bad block's bytes stayed in guest RAM")
+	}
+}
+
+// TestLazyRestoreSave: a save while blocks are missing fills them first;
+// the snapshot holds all RAM.
+func TestLazyRestoreSave(t *testing.T) {
+	dev, saved := savedLazyGuest(t)
+	e, vm := restoreLazy(t, dev)
+	e.resume(snapshotStep(e, 0))
+	if lz, _ := vm.Lazy(); lz.Remaining != 0 {
+		t.Fatalf("%d blocks missing after the save", lz.Remaining)
+	}
+	if vm.LastSave.Generation != 2 {
+		t.Fatalf("last save %+v: %s", vm.LastSave, e.console.String())
+	}
+	e2 := newEnv(t, featNRIP)
+	rvm, c, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rvm.Destroy()
+	if c.Generation != 2 {
+		t.Fatalf("restored generation %d", c.Generation)
+	}
+	want := bytes.Clone(saved)
+	// The harness writes the hypercall's code at the guest's RIP.
+	copy(want[testLoad:testLoad+svm.PageSize], rvm.Mem.ram[testLoad:])
+	if !bytes.Equal(rvm.Mem.ram, want) {
+		t.Fatal("the save during the lazy restore lost RAM")
+	}
+}
+
+// TestLazyRestoreHypercallBuffer: a hypercall whose buffer lies in a
+// block not filled yet reads the saved bytes (the hypervisor's access
+// fills first).
+func TestLazyRestoreHypercallBuffer(t *testing.T) {
+	dev, saved := savedLazyGuest(t)
+	e, vm := restoreLazy(t, dev)
+	const buf = 0x300000
+	e.resume(hypercallStepArgs(e, HCConsoleWrite, buf, 16))
+	if !strings.Contains(e.console.String(), sanitize(saved[buf:buf+16])) {
+		t.Fatalf("console %q lacks the buffer's bytes", e.console.String())
+	}
+	if lz, _ := vm.Lazy(); lz.Accesses == 0 {
+		t.Fatalf("no block filled for the hypervisor's access: %+v", lz)
+	}
+}
+
+func hypercallStepArgs(e *env, fn, rbx, rcx uint64) step {
+	return e.insnExit(svm.ExitVMMCALL, encVMMCALL, func(v *svm.VMCB, r *svm.Regs) {
+		v.State.RAX = fn
+		r.RBX, r.RCX = rbx, rcx
+	})
+}
+
+// runAll runs the VM through steps (which may repeat themselves after a
+// fault), expecting it to keep running.
+func (e *env) runAll(steps ...step) {
+	e.t.Helper()
+	if stop := e.play(steps...); !e.runner.exhausted {
+		e.t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+}
