@@ -164,39 +164,13 @@ func console(s *acpi.SPCR) {
 	logf("console: on the SPCR UART at I/O %#x (the lines before this one went to COM1)", port)
 }
 
-// CPUID leaf 1 EAX: the processor signature (AMD APM vol. 3, appendix
-// E.3.2, and E.4.1 for the vendor string of leaf 0).
-const (
-	cpuidSignature = 1
-	sigStepping    = 0xf
-	sigBaseModel   = 0xf << 4
-	sigBaseFamily  = 0xf << 8
-	sigExtModel    = 0xf << 16
-	sigExtFamily   = 0xff << 20
-	extendedFamily = 0xf // base family whose extended fields count
-)
-
-// cpuSignature decodes CPUID 1 EAX into the display family, model and
-// stepping: the extended family is added and the extended model prefixed
-// when the base family is 0xF.
-func cpuSignature(eax uint32) (family, model, stepping uint32) {
-	family = eax & sigBaseFamily >> 8
-	model = eax & sigBaseModel >> 4
-	stepping = eax & sigStepping
-	if family == extendedFamily {
-		family += eax & sigExtFamily >> 20
-		model |= (eax & sigExtModel >> 16) << 4
-	}
-	return family, model, stepping
-}
-
 // reportCPU logs the CPU's vendor, family, model and stepping and the
 // state of SVM before it is enabled: whether CPUID has it, and VM_CR
 // (read only when CPUID has SVM: the MSR exists only then).
 func reportCPU() {
 	_, b, c, d := x86.CPUID(0, 0)
-	eax, _, _, _ := x86.CPUID(cpuidSignature, 0)
-	fam, model, step := cpuSignature(eax)
+	eax, _, _, _ := x86.CPUID(boot.CPUIDSignature, 0)
+	fam, model, step := boot.CPUSignature(eax)
 	svmState := "CPUID 8000_0001 ECX.SVM clear"
 	if maxExt, _, _, _ := x86.CPUID(0x80000000, 0); maxExt >= svm.CPUIDExtFeatures {
 		if _, _, ecx, _ := x86.CPUID(svm.CPUIDExtFeatures, 0); ecx&svm.ExtFeaturesSVM != 0 {

@@ -147,6 +147,33 @@ func ChooseTSC(pitHz, refHz uint64) (hz uint64, pit bool) {
 	return pitHz, true
 }
 
+// CPUID leaf 1 EAX: the processor signature (AMD APM vol. 3, appendix
+// E.3.2, and E.4.1 for the vendor string of leaf 0).
+const (
+	CPUIDSignature = 1
+	sigStepping    = 0xf
+	sigBaseModel   = 0xf << 4
+	sigBaseFamily  = 0xf << 8
+	sigExtModel    = 0xf << 16
+	sigExtFamily   = 0xff << 20
+	extendedFamily = 0xf // base family whose extended fields count
+)
+
+// CPUSignature decodes CPUID 1 EAX into the display family, model and
+// stepping: the extended family is added and the extended model prefixed
+// when the base family is 0xF (AMD's rule; Intel also prefixes the
+// extended model for family 6).
+func CPUSignature(eax uint32) (family, model, stepping uint32) {
+	family = eax & sigBaseFamily >> 8
+	model = eax & sigBaseModel >> 4
+	stepping = eax & sigStepping
+	if family == extendedFamily {
+		family += eax & sigExtFamily >> 20
+		model |= (eax & sigExtModel >> 16) << 4
+	}
+	return family, model, stepping
+}
+
 // Status codes with which tamavisor powers off (docs/guest-abi.md).
 const (
 	StatusGuestMax  = 99  // guest EXIT statuses are clamped to this

@@ -91,6 +91,20 @@ func TestChooseTSC(t *testing.T) {
 	}
 }
 
+func TestCPUSignature(t *testing.T) {
+	for _, tc := range []struct{ eax, fam, model, step uint32 }{
+		{0x00800f12, 0x17, 0x01, 2}, // QEMU's EPYC model (Zen)
+		{0x00a20f10, 0x19, 0x21, 0}, // Zen 3 (Ryzen 5000)
+		{0x00b40f40, 0x1a, 0x44, 0}, // Zen 5
+		{0x00100f42, 0x10, 0x04, 2}, // family 10h: extended family 1
+		{0x000306a9, 0x06, 0x0a, 9}, // base family 6: the extended fields do not count
+	} {
+		if f, m, s := CPUSignature(tc.eax); f != tc.fam || m != tc.model || s != tc.step {
+			t.Errorf("CPUSignature(%#x) = %#x %#x %d, want %#x %#x %d", tc.eax, f, m, s, tc.fam, tc.model, tc.step)
+		}
+	}
+}
+
 func TestRTCTime(t *testing.T) {
 	for _, tc := range []struct {
 		regs [7]uint8 // sec min hour day month year century, BCD
