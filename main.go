@@ -69,17 +69,18 @@ func logf(f string, a ...any) { fmt.Printf("tamavisor: "+f+"\n", a...) }
 
 func main() {
 	logf("starting on %s, TSC %d MHz", cpuName(), boot.TSCHz/1e6)
+	poolStart, poolEnd := poolRange()
+	discoverBoard()
 	boot.InitHostInterrupts()
 	if boot.APICTimerHz == 0 {
 		logf("warning: local APIC timer not calibrated: guests that never exit cannot be preempted")
 	}
-
-	poolStart, poolEnd := poolRange()
 	pool := kernel.NewPhysPool(physMem{}, poolStart, poolEnd)
 
+	reportCPU()
 	host, err := svm.Enable(kernel.PoolPages{Pool: pool})
 	if err != nil {
-		logf("error: %v", err)
+		logf("error: %v%s", err, svmHint(err))
 		boot.PowerOff(boot.StatusNoSVM)
 	}
 	logf("SVM enabled: %v", host.Features)

@@ -41,6 +41,10 @@ var (
 
 	// TSCHz is the calibrated TSC frequency (0 if calibration failed).
 	TSCHz uint64
+	// PITTSCHz is the TSC frequency measured against the PIT at boot (0
+	// if the PIT did not count); TSCHz differs when SetTSCHz took an ACPI
+	// timer's measurement instead.
+	PITTSCHz uint64
 )
 
 //go:linkname ramSize runtime/goos.RamSize
@@ -100,14 +104,15 @@ func WallNow() int64 {
 	return bootUnix + nanotime() - bootNano
 }
 
-// ControlPort returns the control channel, or nil when COM2 is absent.
+// ControlPort returns the control channel, or nil when COM2 is absent or
+// is the console (SPCR named it).
 //
 // Its receive FIFO is enabled: without it the UART holds one byte, and
 // the emulator hands over the next only after that one is read, so a
 // command line took one poll per byte to arrive. Enabling the FIFO
 // empties it; a client writes only after tamavisor announced the channel.
 func ControlPort() *ControlUART {
-	if x86.In8(COM2+uartLSR) == lsrAbsent {
+	if UART0.Base == COM2 || x86.In8(COM2+uartLSR) == lsrAbsent {
 		return nil
 	}
 	UART1.Init()
@@ -169,14 +174,12 @@ func calibrateTSC() {
 	x86.Out8(PITCommand, PITSelect0|PITAccessLoHi|PITMode2|PITBinary)
 	x86.Out8(PITChannel0, 0)
 	x86.Out8(PITChannel0, 0)
-	TSCHz = Calibrate(pitCounter, x86.RDTSC, PITFreq/20)
-	if TSCHz == 0 {
-		print("boot: PIT does not count, TSC not calibrated: time is wrong\n")
+	PITTSCHz = Calibrate(pitCounter, x86.RDTSC, PITFreq/calibrationsPerSecond)
+	if PITTSCHz == 0 {
+		print("boot: PIT does not count, TSC not calibrated yet\n")
 		return
 	}
-	now := CPU.GetTime()
-	CPU.TimerMultiplier = 1e9 / float64(TSCHz)
-	CPU.SetTime(now)
+	SetTSCHz(PITTSCHz)
 }
 
 // PowerOff ends the machine with a status: under QEMU through

@@ -8,6 +8,8 @@
 // TamaGo program run on the machine.
 package boot
 
+import "math/bits"
+
 // Physical memory layout. TamaGo's runtime (code, heap, stack) owns
 // [RuntimeStart, RuntimeEnd); the DMA region serves device drivers; guest
 // RAM, VMCBs and nested page tables come from the pool above it, which
@@ -50,11 +52,28 @@ const (
 // two reads; paired naively, one such pause at an end skews the result by
 // the pause over the window (4 ms in 50 ms: 8%).
 func Calibrate(counter func() uint16, tsc func() uint64, window uint32) uint64 {
+	read := func() uint64 { return uint64(-counter()) & pitCounterMask } // as an up-counter
+	return calibrate(read, pitCounterMask, PITFreq, tsc, uint64(window))
+}
+
+// CalibrateCounter measures the TSC frequency against an up-counting
+// reference of freq Hz, such as the ACPI PM timer (24 or 32 bits at
+// acpi.PMTimerHz) or the HPET's main counter: counter returns its value,
+// of which the bits in mask count and wrap. As Calibrate, it needs two
+// reads less than one wrap apart, and returns 0 if the counter does not
+// move.
+func CalibrateCounter(counter func() uint32, mask uint32, freq uint64, tsc func() uint64, window uint64) uint64 {
+	return calibrate(func() uint64 { return uint64(counter()) }, uint64(mask), freq, tsc, window)
+}
+
+// calibrate measures tsc against an up-counter of freq Hz wrapping at
+// mask, over at least window of its ticks.
+func calibrate(counter func() uint64, mask, freq uint64, tsc func() uint64, window uint64) uint64 {
 	prev, t0 := pairedRead(counter, tsc)
 	var ticks uint64
-	for stuck := 0; ticks < uint64(window); {
+	for stuck := 0; ticks < window; {
 		cur := counter()
-		d := uint64((prev - cur) & pitCounterMask)
+		d := (cur - prev) & mask
 		if d == 0 {
 			if stuck++; stuck > 10_000_000 {
 				return 0
@@ -66,19 +85,24 @@ func Calibrate(counter func() uint16, tsc func() uint64, window uint32) uint64 {
 		prev = cur
 	}
 	cur, t1 := pairedRead(counter, tsc)
-	ticks += uint64((prev - cur) & pitCounterMask)
-	if t1 <= t0 {
+	ticks += (cur - prev) & mask
+	if t1 <= t0 || ticks == 0 {
 		return 0
 	}
-	return (t1 - t0) * PITFreq / ticks
+	hi, lo := bits.Mul64(t1-t0, freq)
+	if hi >= ticks {
+		return 0
+	}
+	hz, _ := bits.Div64(hi, lo, ticks)
+	return hz
 }
 
 // pairedTries is how many bracketed reads pairedRead tries.
 const pairedTries = 16
 
-// pairedRead returns a PIT count and the TSC at the moment it was read:
-// the midpoint of the narrowest TSC bracket of pairedTries reads.
-func pairedRead(counter func() uint16, tsc func() uint64) (count uint16, at uint64) {
+// pairedRead returns a counter value and the TSC at the moment it was
+// read: the midpoint of the narrowest TSC bracket of pairedTries reads.
+func pairedRead(counter func() uint64, tsc func() uint64) (count, at uint64) {
 	best := ^uint64(0)
 	for i := 0; i < pairedTries; i++ {
 		a := tsc()
@@ -89,6 +113,65 @@ func pairedRead(counter func() uint16, tsc func() uint64) (count uint16, at uint
 		}
 	}
 	return count, at
+}
+
+// Plausible TSC frequencies, and how far the PIT's measurement may be from
+// an ACPI timer's before the PIT is taken to be wrong.
+const (
+	minTSCHz     = 100_000_000
+	maxTSCHz     = 10_000_000_000
+	tscTolerance = 0.02
+)
+
+// ChooseTSC decides between the TSC frequency measured against the PIT
+// (pitHz, 0 if it did not count) and against an ACPI timer (refHz, 0 if
+// there is none or it did not count): the PIT is kept when its value is
+// plausible and, if there is an ACPI measurement, agrees with it within
+// tscTolerance; otherwise a plausible ACPI measurement is taken. It
+// returns the frequency (0 when neither is usable) and whether it is the
+// PIT's.
+func ChooseTSC(pitHz, refHz uint64) (hz uint64, pit bool) {
+	plausible := func(hz uint64) bool { return hz >= minTSCHz && hz <= maxTSCHz }
+	switch {
+	case !plausible(refHz):
+		if plausible(pitHz) {
+			return pitHz, true
+		}
+		return 0, false
+	case !plausible(pitHz):
+		return refHz, false
+	}
+	if d := float64(pitHz)/float64(refHz) - 1; d > tscTolerance || d < -tscTolerance {
+		return refHz, false
+	}
+	return pitHz, true
+}
+
+// CPUID leaf 1 EAX: the processor signature (AMD APM vol. 3, appendix
+// E.3.2, and E.4.1 for the vendor string of leaf 0).
+const (
+	CPUIDSignature = 1
+	sigStepping    = 0xf
+	sigBaseModel   = 0xf << 4
+	sigBaseFamily  = 0xf << 8
+	sigExtModel    = 0xf << 16
+	sigExtFamily   = 0xff << 20
+	extendedFamily = 0xf // base family whose extended fields count
+)
+
+// CPUSignature decodes CPUID 1 EAX into the display family, model and
+// stepping: the extended family is added and the extended model prefixed
+// when the base family is 0xF (AMD's rule; Intel also prefixes the
+// extended model for family 6).
+func CPUSignature(eax uint32) (family, model, stepping uint32) {
+	family = eax & sigBaseFamily >> 8
+	model = eax & sigBaseModel >> 4
+	stepping = eax & sigStepping
+	if family == extendedFamily {
+		family += eax & sigExtFamily >> 20
+		model |= (eax & sigExtModel >> 16) << 4
+	}
+	return family, model, stepping
 }
 
 // Status codes with which tamavisor powers off (docs/guest-abi.md).

@@ -6,15 +6,12 @@
 
 #include "textflag.h"
 
-// Local APIC EOI register (APM vol. 2, 16.6.1), at the default base.
-#define LAPIC_EOI_ADDR	$0xfee000b0
-
 // func irqTimer(): the host preemption timer. EOI, count, return.
 TEXT ·irqTimer(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	AX
 	LOCK
 	INCQ	·timerIRQs(SB)
-	MOVL	LAPIC_EOI_ADDR, AX
+	MOVQ	·lapicEOIAddr(SB), AX // local APIC EOI register (APM vol. 2, 16.6.1)
 	MOVL	$0, (AX)
 	POPQ	AX
 	IRETQ
@@ -25,7 +22,7 @@ TEXT ·irqOther(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	AX
 	LOCK
 	INCQ	·strayIRQs(SB)
-	MOVL	LAPIC_EOI_ADDR, AX
+	MOVQ	·lapicEOIAddr(SB), AX // local APIC EOI register (APM vol. 2, 16.6.1)
 	MOVL	$0, (AX)
 	POPQ	AX
 	IRETQ

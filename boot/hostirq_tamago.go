@@ -27,21 +27,21 @@ const (
 	numVectors     = 256
 )
 
-// Local APIC registers (APM vol. 2, 16.3.2 table 16-2), at the default base.
+// Local APIC registers (APM vol. 2, 16.3.2 table 16-2), at lapicBase.
 const (
-	lapicBase      = 0xfee00000
-	lapicSVR       = 0x0f0
-	lapicEOI       = 0x0b0
-	lapicLVTTimer  = 0x320
-	lapicTimerICR  = 0x380 // initial count
-	lapicTimerCCR  = 0x390 // current count
-	lapicTimerDCR  = 0x3e0 // divide configuration
-	svrEnable      = 1 << 8
-	lvtMasked      = 1 << 16
-	dcrDivide1     = 0b1011
-	maxTimerCount  = 0xffffffff
-	noDeadline     = ^uint64(0) // armedAt when the timer was never armed
-	calibrateTicks = 50_000_000 // TSC cycles to measure the APIC timer over (~20 ms at 2.5 GHz)
+	DefaultLAPICBase = 0xfee00000 // the local APIC's address after reset
+	lapicSVR         = 0x0f0
+	lapicEOI         = 0x0b0
+	lapicLVTTimer    = 0x320
+	lapicTimerICR    = 0x380 // initial count
+	lapicTimerCCR    = 0x390 // current count
+	lapicTimerDCR    = 0x3e0 // divide configuration
+	svrEnable        = 1 << 8
+	lvtMasked        = 1 << 16
+	dcrDivide1       = 0b1011
+	maxTimerCount    = 0xffffffff
+	noDeadline       = ^uint64(0) // armedAt when the timer was never armed
+	calibrateTicks   = 50_000_000 // TSC cycles to measure the APIC timer over (~20 ms at 2.5 GHz)
 )
 
 // 8259A PIC data ports (OCW1: interrupt mask) and the PIT mode 0 command
@@ -59,6 +59,11 @@ const (
 var (
 	timerIRQs, strayIRQs, spuriousIRQs uint64
 
+	// lapicBase is the host local APIC's physical address (SetLAPICBase).
+	lapicBase uint64 = DefaultLAPICBase
+	// lapicEOIAddr is the address of its EOI register, for the handlers.
+	lapicEOIAddr uint64 = DefaultLAPICBase + lapicEOI
+
 	// APICTimerHz is the host local APIC timer's frequency with divide 1,
 	// measured against the TSC (0 before InitHostInterrupts).
 	APICTimerHz uint64
@@ -73,7 +78,7 @@ func haltUntilInterrupt()
 func cli()
 
 func lapicReg(off uint32) *uint32 {
-	return (*uint32)(unsafe.Pointer(uintptr(lapicBase + off)))
+	return (*uint32)(unsafe.Pointer(uintptr(lapicBase + uint64(off))))
 }
 
 // InitHostInterrupts masks the legacy PICs, stops the PIT, installs the

@@ -36,6 +36,7 @@ const (
 	MSREFER      = 0xc0000080
 	MSRVMCR      = 0xc0010114 // VM_CR
 	MSRVMHsavePA = 0xc0010117 // VM_HSAVE_PA: host state save area
+	VMCRLock     = 1 << 3     // VM_CR.LOCK: SVMDIS cannot be changed (set by firmware)
 	VMCRSVMDis   = 1 << 4     // VM_CR.SVMDIS: SVM disabled by firmware
 )
 

@@ -61,5 +61,51 @@ func FuzzACPITables(f *testing.F) {
 			t.Fatalf("Find returned a table no root entry points at")
 		}
 		pci.ParseMCFG(got)
+		if s, err := Discover(m, rs); err == nil {
+			_ = s.TableList()
+		}
+	})
+}
+
+// FuzzACPIParsers: any bytes, under each parser's signature (the first
+// byte picks it; Length and checksum are set right so that the fuzzer
+// reaches the structure checks), must be parsed or refused without a
+// panic, and what a parser returns must lie within the table: every
+// MADT structure counted took at least its minimum length, a PM timer
+// found has a nonzero address, an I/O port from SPCR fits in 16 bits.
+func FuzzACPIParsers(f *testing.F) {
+	for i, t := range [][]byte{q35MADT(), fadt(244, 3, 0x608, gas(SpaceSystemIO, 32, 0x608), FADTTmrValExt, 3),
+		hpet(SpaceSystemMemory, 0xfed00000), spcr(SPCR16550, gas(SpaceSystemIO, 8, 0x3f8), 7)} {
+		f.Add(uint8(i), t[HeaderLen:])
+	}
+	sigs := []string{SignatureMADT, SignatureFADT, SignatureHPET, SignatureSPCR}
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		if len(body) > MaxTableLen-HeaderLen {
+			return
+		}
+		tb := table(sigs[int(which)%len(sigs)], body)
+		if which&0x80 != 0 && len(tb) > HeaderLen { // sometimes a wrong checksum
+			tb[len(tb)-1]++
+		}
+		if m, err := ParseMADT(tb); err == nil {
+			if n := len(m.IOAPICs)*madtIOAPICLen + len(m.Overrides)*madtISOLen + m.Processors*madtLocalAPICLen; n > len(tb)-madtEntries {
+				t.Fatalf("MADT of %d bytes gave %d bytes of structures", len(tb), n)
+			}
+		}
+		if fa, err := ParseFADT(tb); err == nil {
+			if fa.PMTimer.SpaceID == SpaceSystemIO && fa.PMTimer.Address == 0 && fa.PMTimer.BitWidth != 0 {
+				t.Fatalf("FADT gave a PM timer at port 0: %+v", fa)
+			}
+			_ = fa.String()
+		}
+		if h, err := ParseHPET(tb); err == nil && (h.BaseAddress.Address == 0 || h.BaseAddress.SpaceID != SpaceSystemMemory) {
+			t.Fatalf("HPET accepted at %s", h.BaseAddress)
+		}
+		if s, err := ParseSPCR(tb); err == nil {
+			if port, ok := s.IOPort(); ok && (port == 0 || !s.Is16550()) {
+				t.Fatalf("SPCR console port %#x from %+v", port, s)
+			}
+			_ = s.String()
+		}
 	})
 }
