@@ -137,7 +137,7 @@ func FuzzCompletions(f *testing.F) {
 				if err := d.WriteAsync(p, int64(off)); err != nil {
 					b.failed = true
 				}
-				b.pending = append(b.pending, pendingWrite{off, bytes.Clone(p)})
+				b.pending = append(b.pending, pendingWrite{off: off, data: bytes.Clone(p)})
 				if op&4 == 0 {
 					mark = a.next // the controller may still read p
 				}
@@ -145,7 +145,7 @@ func FuzzCompletions(f *testing.F) {
 				b.end(a)
 				mark = a.next
 			}
-			a.next = mark
+			b.release(a, mark)
 			if c := fk.outstanding(); c != 0 && op%fuzzOps != opWriteAsync {
 				t.Fatalf("op %d: controller holds %d commands after the call returned", op%fuzzOps, c)
 			}
@@ -183,10 +183,12 @@ const (
 	fuzzOps
 )
 
-// pendingWrite is a WriteAsync of a batch: its range and data.
+// pendingWrite is a WriteAsync of a batch: its range and data, and which
+// of its bytes a later synchronous write overwrote.
 type pendingWrite struct {
-	off  int
-	data []byte
+	off     int
+	data    []byte
+	settled []bool
 }
 
 // batch models the asynchronous writes since the last Sync: their
@@ -200,8 +202,7 @@ type batch struct {
 	model   []byte
 	base    int // arena mark before any test buffer
 	pending []pendingWrite
-	settled []bool // bytes of pending ranges a later WriteAt overwrote
-	failed  bool   // a WriteAsync of the batch returned an error
+	failed  bool // a WriteAsync of the batch returned an error
 }
 
 func (b *batch) overlaps(off, n int) bool {
@@ -214,16 +215,20 @@ func (b *batch) overlaps(off, n int) bool {
 }
 
 // written notes a synchronous write of [off, off+n): it completed the
-// batch's writes first, so its bytes are the model's, not the batch's.
+// batch's writes first, so its bytes are the model's, not theirs.
 func (b *batch) written(off, n int) {
-	if !b.overlaps(off, n) {
-		return
-	}
-	if b.settled == nil {
-		b.settled = make([]bool, len(b.model))
-	}
-	for i := off; i < off+n; i++ {
-		b.settled[i] = true
+	for k := range b.pending {
+		w := &b.pending[k]
+		lo, hi := max(off, w.off), min(off+n, w.off+len(w.data))
+		if lo >= hi {
+			continue
+		}
+		if w.settled == nil {
+			w.settled = make([]bool, len(w.data))
+		}
+		for i := lo; i < hi; i++ {
+			w.settled[i-w.off] = true
+		}
 	}
 }
 
@@ -239,7 +244,7 @@ func (b *batch) end(a *arena) {
 	for _, w := range b.pending {
 		for i, v := range w.data {
 			at := w.off + i
-			if b.settled != nil && b.settled[at] {
+			if w.settled != nil && w.settled[i] {
 				continue
 			}
 			if ok && b.fk.disk[at] != v {
@@ -251,6 +256,15 @@ func (b *batch) end(a *arena) {
 	if !bytes.Equal(b.fk.disk, b.model) {
 		b.t.Fatalf("after a batch of %d writes (Sync %v): disk differs from model outside their ranges", len(b.pending), err)
 	}
-	b.pending, b.settled, b.failed = b.pending[:0], nil, false
-	a.next = b.base
+	b.pending, b.failed = b.pending[:0], false
+	b.release(a, b.base)
+}
+
+// release frees the arena above mark for the next test buffers, but not
+// the driver's bounce buffer if an operation allocated it there.
+func (b *batch) release(a *arena, mark int) {
+	a.next = mark
+	if len(b.d.bounce) > 0 {
+		a.next = max(mark, int(b.d.bouncePA-a.base)+len(b.d.bounce))
+	}
 }

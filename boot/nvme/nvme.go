@@ -631,6 +631,11 @@ func (d *Device) rw(op uint8, p []byte, off int64) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Writes WriteAsync started complete before the bounce buffer is
+	// filled (run would complete them too, but only after the copy).
+	if err := d.settle(); err != nil {
+		return 0, err
+	}
 	lba := uint64(off) >> d.lbaShift
 	if pa, ok := d.phys(p); ok {
 		if err := d.run(op, lba, pa, len(p)); err != nil {
