@@ -134,9 +134,9 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	}
 	// The raw write goes the way the store writes: two buffers, one in
 	// flight while the other is ready (snapshot.AsyncWriter), when the
-	// device can (virtio-blk; the NVMe driver writes synchronously, each
-	// 1 MiB as several commands in flight). Best of two passes: the first write of a disk image can
-	// pay for the host's first allocation of its blocks.
+	// device can (virtio-blk and NVMe both can). Best of two passes: the
+	// first write of a disk image can pay for the host's first allocation
+	// of its blocks.
 	spare := make([]byte, block)
 	copy(spare, buf)
 	async, _ := dev.(snapshot.AsyncWriter)
