@@ -134,7 +134,8 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	}
 	// The raw write goes the way the store writes: two buffers, one in
 	// flight while the other is ready (snapshot.AsyncWriter), when the
-	// device can; then a flush, timed apart (a save ends with one too).
+	// device can (virtio-blk and NVMe both can); then a flush, timed
+	// apart (a save ends with one too).
 	spare := make([]byte, block)
 	copy(spare, buf)
 	async, _ := dev.(snapshot.AsyncWriter)

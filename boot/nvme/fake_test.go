@@ -88,9 +88,10 @@ const (
 type fmode int
 
 const (
-	modeSync  fmode = iota // commands run during the SQ tail doorbell write
-	modeLazy               // they run, in reverse order, when the driver reads its clock
-	modeAsync              // a goroutine runs them
+	modeSync   fmode = iota // commands run during the SQ tail doorbell write
+	modeLazy                // they run, in reverse order, when the driver reads its clock
+	modeAsync               // a goroutine runs them
+	modeManual              // they run when the test calls step
 )
 
 // Fake controller constants.
@@ -239,6 +240,15 @@ func (f *fakeNVMe) clock(step time.Duration) func() time.Duration {
 		f.mu.Unlock()
 		now += step
 		return now
+	}
+}
+
+// step runs the commands submitted so far (modeManual).
+func (f *fakeNVMe) step() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rdy {
+		f.process(false)
 	}
 }
 

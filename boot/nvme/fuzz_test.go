@@ -13,7 +13,8 @@ const (
 	fuzzTimeout  = 10 * fuzzStep
 	fuzzMaxOps   = 24
 	fuzzMaxSecs  = 8
-	fuzzNormalLo = 160 // fault bytes below this leave the command alone
+	fuzzNormalLo = 160      // fault bytes below this leave the command alone
+	fuzzHeadroom = 64 << 10 // arena left for a WriteAsync buffer and the bounce buffer
 )
 
 // stream hands out fuzz bytes, then zeros.
@@ -31,17 +32,22 @@ func (s *stream) next() byte {
 // FuzzCompletions drives the driver against a controller whose behaviour
 // comes from the fuzz bytes: geometry, MDTS, queue size and doorbell
 // stride, then per command a fault (dropped, hung, duplicated, corrupted
-// or failed completions, fatal status) interleaved with reads, writes and
-// flushes. The driver must return or fail, never hang or panic; it must
-// leave no command in the controller when a call returns; successful
-// reads must match a model of the disk, and failed writes may change only
-// their own range. The fake clock advances on every read, so timeouts
-// fire after a few polls.
+// or failed completions, fatal status) interleaved with reads, writes,
+// flushes and batches of asynchronous writes (WriteAsync, ended by Sync),
+// with an idle hook that checks the device's lock is released. The driver
+// must return or fail, never hang or panic; it must leave no command in
+// the controller when a call other than WriteAsync returns; successful
+// reads must match the disk; failed writes may change only their own
+// range; a batch whose WriteAsync calls and Sync all succeeded must be on
+// the disk. The fake clock advances on every read, so timeouts fire after
+// a few polls.
 func FuzzCompletions(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 3})
 	f.Add([]byte{0x4b, 2, 5, 0, 7, 200, 1, 9, 1, 2, 0, 0, 0, 0, 250})
 	f.Add([]byte{0x92, 1, 0, 0, 5, 161, 0, 2, 3, 7, 163, 167, 1, 4, 4, 4, 0, 168})
 	f.Add([]byte{0x2c, 1, 16, 0, 7, 0, 0, 0, 0, 0, 164, 1, 16, 0, 7, 165, 166, 169})
+	f.Add([]byte{0x81, 3, 0, 0, 7, 3, 8, 0, 7, 0, 4, 0, 3, 3, 16, 0, 7, 4, 0, 0, 0})
+	f.Add([]byte{0x08, 3, 0, 0, 7, 162, 3, 8, 0, 7, 1, 4, 0, 1, 4, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := &stream{data}
 		cfg := in.next()
@@ -75,7 +81,13 @@ func FuzzCompletions(f *testing.F) {
 		if err != nil {
 			return
 		}
-		model := bytes.Clone(fk.disk)
+		d.SetIdle(func() {
+			if !d.mu.TryLock() {
+				t.Fatal("idle hook called with the device's lock held")
+			}
+			d.mu.Unlock()
+		})
+		b := &batch{t: t, d: d, fk: fk, model: bytes.Clone(fk.disk), base: a.next}
 		sector := d.SectorSize()
 		for range fuzzMaxOps {
 			if len(in.b) < 4 {
@@ -84,6 +96,9 @@ func FuzzCompletions(f *testing.F) {
 			op, lo, hi, ln := in.next(), in.next(), in.next(), in.next()
 			off := (int(lo) | int(hi)<<8) % (fuzzDisk / sector) * sector
 			n := min((int(ln)%fuzzMaxSecs+1)*sector, fuzzDisk-off)
+			if op%fuzzOps == opWriteAsync && (len(a.mem)-a.next < fuzzHeadroom || b.overlaps(off, n)) {
+				b.end(a) // its buffers stay until Sync; its writes do not overlap
+			}
 			mark := a.next
 			var p []byte
 			if op&4 != 0 {
@@ -91,32 +106,51 @@ func FuzzCompletions(f *testing.F) {
 			} else {
 				p = a.buf(n, int(ln)/fuzzMaxSecs%2*sector%pageSize)
 			}
-			switch op % 3 {
-			case 0:
-				if _, err := d.ReadAt(p, int64(off)); err == nil && !bytes.Equal(p, model[off:off+n]) {
+			switch op % fuzzOps {
+			case opRead:
+				if _, err := d.ReadAt(p, int64(off)); err == nil && !bytes.Equal(p, fk.disk[off:off+n]) {
 					t.Fatalf("read %d@%d succeeded with wrong data", n, off)
 				}
-			case 1:
+				if len(b.pending) == 0 && !bytes.Equal(fk.disk, b.model) {
+					t.Fatalf("read %d@%d: disk differs from model", n, off)
+				}
+			case opWrite:
 				for i := range p {
 					p[i] = byte(i) ^ op ^ lo
 				}
 				_, err := d.WriteAt(p, int64(off))
+				b.written(off, n)
 				if err == nil {
-					copy(model[off:], p)
+					copy(b.model[off:], p)
 				} else {
-					copy(model[off:off+n], fk.disk[off:])
+					copy(b.model[off:off+n], fk.disk[off:])
 				}
-				if !bytes.Equal(fk.disk, model) {
+				if len(b.pending) == 0 && !bytes.Equal(fk.disk, b.model) || !bytes.Equal(fk.disk[off:off+n], b.model[off:off+n]) {
 					t.Fatalf("write %d@%d (%v): disk differs from model", n, off, err)
 				}
-			case 2:
+			case opFlush:
 				d.Flush()
+			case opWriteAsync:
+				for i := range p {
+					p[i] = byte(i) ^ op ^ hi
+				}
+				if err := d.WriteAsync(p, int64(off)); err != nil {
+					b.failed = true
+				}
+				b.pending = append(b.pending, pendingWrite{off: off, data: bytes.Clone(p)})
+				if op&4 == 0 {
+					mark = a.next // the controller may still read p
+				}
+			case opSync:
+				b.end(a)
+				mark = a.next
 			}
-			a.next = mark
-			if c := fk.outstanding(); c != 0 {
-				t.Fatalf("op %d: controller holds %d commands after the call returned", op%3, c)
+			b.release(a, mark)
+			if c := fk.outstanding(); c != 0 && op%fuzzOps != opWriteAsync {
+				t.Fatalf("op %d: controller holds %d commands after the call returned", op%fuzzOps, c)
 			}
 		}
+		b.end(a)
 		// Without faults the device works again, at the latest after the
 		// next request found leftovers (a duplicate completion) and reset.
 		fk.fault = nil
@@ -124,9 +158,12 @@ func FuzzCompletions(f *testing.F) {
 		for i := range p {
 			p[i] = byte(i)
 		}
-		if _, err := d.WriteAt(p, 0); err != nil {
-			if _, err := d.WriteAt(p, 0); err != nil {
-				t.Fatalf("write after the faults: %v", err)
+		if err := d.WriteAsync(p, 0); err != nil || d.Sync() != nil {
+			if err := d.WriteAsync(p, 0); err != nil {
+				t.Fatalf("WriteAsync after the faults: %v", err)
+			}
+			if err := d.Sync(); err != nil {
+				t.Fatalf("Sync after the faults: %v", err)
 			}
 		}
 		q := a.buf(sector, 0)
@@ -134,4 +171,100 @@ func FuzzCompletions(f *testing.F) {
 			t.Fatalf("read after the faults: %v", err)
 		}
 	})
+}
+
+// Fuzz operations: the operation byte modulo fuzzOps.
+const (
+	opRead = iota
+	opWrite
+	opFlush
+	opWriteAsync
+	opSync
+	fuzzOps
+)
+
+// pendingWrite is a WriteAsync of a batch: its range and data, and which
+// of its bytes a later synchronous write overwrote.
+type pendingWrite struct {
+	off     int
+	data    []byte
+	settled []bool
+}
+
+// batch models the asynchronous writes since the last Sync: their
+// outcome is known only at Sync (or at a WriteAsync that returns an
+// earlier one's error), so until then their ranges are left out of the
+// comparison of the disk with the model.
+type batch struct {
+	t       *testing.T
+	d       *Device
+	fk      *fakeNVMe
+	model   []byte
+	base    int // arena mark before any test buffer
+	pending []pendingWrite
+	failed  bool // a WriteAsync of the batch returned an error
+}
+
+func (b *batch) overlaps(off, n int) bool {
+	for _, w := range b.pending {
+		if off < w.off+len(w.data) && w.off < off+n {
+			return true
+		}
+	}
+	return false
+}
+
+// written notes a synchronous write of [off, off+n): it completed the
+// batch's writes first, so its bytes are the model's, not theirs.
+func (b *batch) written(off, n int) {
+	for k := range b.pending {
+		w := &b.pending[k]
+		lo, hi := max(off, w.off), min(off+n, w.off+len(w.data))
+		if lo >= hi {
+			continue
+		}
+		if w.settled == nil {
+			w.settled = make([]bool, len(w.data))
+		}
+		for i := lo; i < hi; i++ {
+			w.settled[i-w.off] = true
+		}
+	}
+}
+
+// end syncs the batch: if every WriteAsync and Sync succeeded, each write
+// is on the disk; else their ranges may hold anything. Then the disk must
+// equal the model and the test buffers are released.
+func (b *batch) end(a *arena) {
+	err := b.d.Sync()
+	if c := b.fk.outstanding(); c != 0 {
+		b.t.Fatalf("Sync (%v) left %d commands in the controller", err, c)
+	}
+	ok := err == nil && !b.failed
+	for _, w := range b.pending {
+		for i, v := range w.data {
+			at := w.off + i
+			if w.settled != nil && w.settled[i] {
+				continue
+			}
+			if ok && b.fk.disk[at] != v {
+				b.t.Fatalf("batch of %d writes synced, but byte %d of the one at %d is not on the disk", len(b.pending), i, w.off)
+			}
+			b.model[at] = b.fk.disk[at]
+		}
+	}
+	if !bytes.Equal(b.fk.disk, b.model) {
+		b.t.Fatalf("after a batch of %d writes (Sync %v): disk differs from model outside their ranges", len(b.pending), err)
+	}
+	b.pending, b.failed = b.pending[:0], false
+	b.release(a, b.base)
+}
+
+// release frees the arena above mark for the next test buffers, but not
+// the driver's bounce buffer if an operation allocated it there.
+func (b *batch) release(a *arena, mark int) {
+	a.next = mark
+	if len(b.d.bounce) > 0 {
+		a.next = max(mark, int(b.d.bouncePA-a.base)+len(b.d.bounce))
+	}
 }

@@ -19,6 +19,10 @@
 // the controller no longer accesses the caller's buffer; a failed
 // reinitialisation is remembered and retried on the next request.
 //
+// Also like boot/virtio/blk, writes can be pipelined (snapshot.AsyncWriter:
+// WriteAsync returns while the controller works, Sync waits) and a wait for
+// the controller can run other work (snapshot.Idler: SetIdle).
+//
 // The package is pure Go and host-testable: registers go through Regs,
 // DMA memory through DMA. Structures are little-endian and the code
 // assumes a little-endian host (amd64).
@@ -216,7 +220,9 @@ type slot struct {
 }
 
 // Device is one namespace of an NVMe controller. Its methods are safe for
-// concurrent use.
+// concurrent use, except while an idle hook is set (SetIdle): the hook
+// runs with the lock released in the middle of a request, and the device
+// must then be used from one goroutine only.
 type Device struct {
 	mu       sync.Mutex
 	r        Regs
@@ -239,11 +245,19 @@ type Device struct {
 	idBuf    []byte
 	bounce   []byte
 	bouncePA uint64
-	broken   error // reinitialisation failed; retried on the next request
+	broken   error  // reinitialisation failed; retried on the next request
+	inflight int    // I/O commands submitted and not completed
+	ioErr    error  // the first error status of the commands of the current operation
+	asyncErr error  // the first failure of writes started by WriteAsync, for Sync
+	idle     func() // called while waiting for a completion (SetIdle)
 	stats    Stats
 }
 
-var _ snapshot.BlockDevice = (*Device)(nil)
+var (
+	_ snapshot.BlockDevice = (*Device)(nil)
+	_ snapshot.AsyncWriter = (*Device)(nil)
+	_ snapshot.Idler       = (*Device)(nil)
+)
 
 // New brings up the controller behind r and returns namespace
 // opt.Namespace (default 1) as a block device.
@@ -377,11 +391,7 @@ func (d *Device) start(first bool) error {
 	}
 	d.admin.reset()
 	d.io.reset()
-	d.free = d.free[:0]
-	for i := len(d.slots) - 1; i >= 0; i-- {
-		d.slots[i].busy = false
-		d.free = append(d.free, i)
-	}
+	d.forget()
 	d.r.Write32(AQA, uint32(d.admin.size-1)<<AQA_ACQS|uint32(d.admin.size-1)<<AQA_ASQS)
 	d.r.Write64(ASQ, d.admin.sqPA)
 	d.r.Write64(ACQ, d.admin.cqPA)
@@ -573,23 +583,27 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) { return d.rw(ioWrite
 
 // Flush issues a Flush command if the controller has a volatile write
 // cache (Identify Controller VWC). Without one, a completed write is
-// already on non-volatile media and Flush has nothing to do.
+// already on non-volatile media and Flush only waits for the writes
+// WriteAsync started (their errors are kept for Sync).
 func (d *Device) Flush() error {
-	if !d.id.VolatileWriteCache {
-		return nil
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.id.VolatileWriteCache {
+		d.drain()
+		return nil
+	}
 	d.stats.Flushes++
 	return d.run(ioFlush, 0, 0, 0)
 }
 
 // Shutdown tells the controller that power goes away (CC.SHN normal,
-// section 3.6) and waits for CSTS.SHST to report completion. A later
+// section 3.6) and waits for CSTS.SHST to report completion, after the
+// writes WriteAsync started (their errors are kept for Sync). A later
 // request reinitialises the controller.
 func (d *Device) Shutdown() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.drain()
 	cc := d.r.Read32(CC)
 	d.r.Write32(CC, cc&^((1<<ccSHNBits-1)<<CC_SHN)|CC_SHN_NORMAL<<CC_SHN)
 	d.broken = errShutdown
@@ -617,6 +631,11 @@ func (d *Device) rw(op uint8, p []byte, off int64) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Writes WriteAsync started complete before the bounce buffer is
+	// filled (run would complete them too, but only after the copy).
+	if err := d.settle(); err != nil {
+		return 0, err
+	}
 	lba := uint64(off) >> d.lbaShift
 	if pa, ok := d.phys(p); ok {
 		if err := d.run(op, lba, pa, len(p)); err != nil {
@@ -672,52 +691,114 @@ func (d *Device) count(op uint8, n int) {
 
 // run transfers n bytes at physical address pa from or to the blocks
 // starting at lba, as commands of at most reqLen bytes with up to
-// len(d.slots) in flight. n = 0 issues one command without data (Flush).
-// On an error status it stops submitting, waits for the commands in
-// flight and returns the first error. On a timeout or a protocol
-// violation it resets and reinitialises the controller, so that no
-// buffer is accessed after return.
+// len(d.slots) in flight, and waits for them. n = 0 issues one command
+// without data (Flush). On an error status it stops submitting, waits for
+// the commands in flight and returns the first error. On a timeout or a
+// protocol violation it resets and reinitialises the controller, so that
+// no buffer is accessed after return. Writes started by WriteAsync are
+// completed first (their errors are kept for Sync).
 func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return err
+	if err := d.settle(); err != nil {
+		return err
+	}
+	err := d.transfer(op, lba, pa, n)
+	for err == nil && d.inflight > 0 {
+		err = d.reap()
+	}
+	if err == nil {
+		d.io.ack(d.r)
+		err = d.ioErr
+	}
+	d.ioErr = nil // this operation's: returned, or superseded by err
+	return err
+}
+
+// drain waits for the writes WriteAsync started and moves their first
+// error to asyncErr. A timeout or protocol violation while waiting resets
+// the controller, which drops every command in flight, so drain ends even
+// if the reinitialisation fails.
+func (d *Device) drain() {
+	for d.inflight > 0 {
+		if err := d.reap(); err != nil {
+			d.keepAsync(err)
 		}
 	}
+	if d.broken == nil { // else the CQ is the one of before a failed reset
+		d.io.ack(d.r)
+	}
+	d.keepAsync(d.ioErr)
+	d.ioErr = nil
+}
+
+// settle drains (see drain) and reinitialises a controller a failure or
+// Shutdown left broken.
+func (d *Device) settle() error {
+	d.drain()
+	if d.broken != nil {
+		return d.restart()
+	}
+	return nil
+}
+
+func (d *Device) keepAsync(err error) {
+	if d.asyncErr == nil {
+		d.asyncErr = err
+	}
+}
+
+// transfer submits the commands of a transfer (see run) and rings the SQ
+// tail doorbell, reaping completions while no slot or SQ entry is free.
+// It returns when the last command is submitted, or an error status
+// stopped it (ioErr), or with the error of a timeout or protocol violation
+// (the controller was reset: nothing is in flight). It does not wait for
+// the commands it submitted.
+func (d *Device) transfer(op uint8, lba uint64, pa uint64, n int) error {
 	q := d.io
 	cmds := max(1, (n+d.reqLen-1)/d.reqLen)
-	var first error
-	next, inflight, empty := 0, 0, 0
-	last := d.opt.Now()
-	for next < cmds || inflight > 0 {
+	for next := 0; next < cmds && d.ioErr == nil; {
 		// Completions consumed so far are returned to the controller
 		// before their slots are reused: a CQ holds at most size-1
 		// entries, in flight or unacknowledged.
 		q.ack(d.r)
 		submitted := false
-		for first == nil && next < cmds && len(d.free) > 0 && !q.full() {
+		for next < cmds && len(d.free) > 0 && !q.full() {
 			pos := next * d.reqLen
 			d.submit(op, lba+uint64(pos>>d.lbaShift), pa+uint64(pos), min(n-pos, d.reqLen))
 			next++
-			inflight++
 			submitted = true
 		}
 		if submitted {
 			q.ring(d.r)
-			last = d.opt.Now()
 		}
-		if inflight == 0 {
-			if first == nil && next < cmds {
-				return d.abort(fmt.Errorf("%w: every command completed but the SQ head (%d) lags the tail (%d)", ErrProtocol, q.head, q.tail))
-			}
+		if next == cmds {
 			break
 		}
+		if d.inflight == 0 {
+			return d.abort(fmt.Errorf("%w: every command completed but the SQ head (%d) lags the tail (%d)", ErrProtocol, q.head, q.tail))
+		}
+		if err := d.reap(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reap waits for one I/O completion, frees its slot and records an error
+// status in ioErr. While the CQ is empty it calls the idle hook, with the
+// lock released. A timeout (Options.Timeout without a completion), a
+// fatal or vanished controller, or a protocol violation resets the
+// controller (every command in flight is dropped) and is returned.
+func (d *Device) reap() error {
+	q := d.io
+	last := d.opt.Now()
+	for empty := 1; ; empty++ {
 		c, ok, err := q.pop()
 		if err != nil {
 			return d.abort(err)
 		}
 		if !ok {
 			q.ack(d.r)
-			if empty++; empty%cfsPollPeriod == 0 {
+			if empty%cfsPollPeriod == 0 {
 				if err := d.withCSTS(errPolling); err != errPolling {
 					return d.abort(fmt.Errorf("nvme: %s: %w", d.describe(d.busySlot()), err))
 				}
@@ -726,23 +807,89 @@ func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
 				d.stats.Timeouts++
 				return d.abort(d.withCSTS(fmt.Errorf("%w after %v (%s)", ErrTimeout, d.opt.Timeout, d.describe(d.busySlot()))))
 			}
+			if idle := d.idle; idle != nil {
+				d.mu.Unlock()
+				idle()
+				d.mu.Lock()
+			}
 			continue
 		}
 		s := int(c.cid & cidSlotMask)
 		if s >= len(d.slots) || !d.slots[s].busy || d.slots[s].gen != c.cid>>cidSlotBits {
 			return d.abort(fmt.Errorf("%w: completion for command ID %#x, which is not in flight", ErrProtocol, c.cid))
 		}
-		last = d.opt.Now()
-		inflight--
+		d.inflight--
 		d.slots[s].busy = false
 		d.free = append(d.free, s)
-		if c.status != 0 && first == nil {
+		if c.status != 0 && d.ioErr == nil {
 			d.stats.Errors++
-			first = &StatusError{Cmd: d.describe(s), Field: c.status}
+			d.ioErr = &StatusError{Cmd: d.describe(s), Field: c.status}
+		}
+		return nil
+	}
+}
+
+// SetIdle makes waits for the controller call f between polls, with the
+// device's lock released (snapshot.Idler): a live save runs the guest
+// there. f must not use the device. nil stops it.
+func (d *Device) SetIdle(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.idle = f
+}
+
+// WriteAsync starts writing p at off and returns while the controller
+// works: the caller hashes or fills another buffer meanwhile (the snapshot
+// store's pipelined writes, snapshot.AsyncWriter). p must not change until
+// Sync returns. It waits only while every slot or SQ entry is taken. A
+// buffer the controller cannot reach directly is written synchronously
+// through the bounce buffer instead.
+//
+// Each error is reported once: one of an earlier write that is already
+// known is returned here, without starting p; this write's own failures
+// to start (a timeout or protocol violation) are returned here; the rest
+// are returned by Sync.
+func (d *Device) WriteAsync(p []byte, off int64) error {
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, len(p), off); err != nil {
+		return fmt.Errorf("nvme: %w", err)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	pa, ok := d.phys(p)
+	if !ok {
+		_, err := d.WriteAt(p, off)
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.keepAsync(d.ioErr)
+	d.ioErr = nil
+	if err := d.asyncErr; err != nil {
+		d.asyncErr = nil
+		return err
+	}
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
 		}
 	}
-	q.ack(d.r)
-	return first
+	if err := d.transfer(ioWrite, uint64(off)>>d.lbaShift, pa, len(p)); err != nil {
+		return err
+	}
+	d.count(ioWrite, len(p))
+	return nil
+}
+
+// Sync waits for every write WriteAsync started and returns the first
+// error among them (once).
+func (d *Device) Sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.drain()
+	err := d.asyncErr
+	d.asyncErr = nil
+	return err
 }
 
 // submit fills one I/O command into the SQ; the caller rings the doorbell.
@@ -753,6 +900,7 @@ func (d *Device) submit(op uint8, lba uint64, pa uint64, n int) {
 	sl.busy, sl.op, sl.lba, sl.n = true, op, lba, n
 	sl.gen = (sl.gen + 1) & (1<<(16-cidSlotBits) - 1)
 	cid := sl.gen<<cidSlotBits | uint16(s)
+	d.inflight++
 	e := d.io.next()
 	le := binary.LittleEndian
 	le.PutUint32(e[sqeCDW0:], uint32(op)|uint32(cid)<<sqeCIDShift)
@@ -827,8 +975,24 @@ func (d *Device) abort(err error) error {
 	return err
 }
 
+// forget drops every command in flight: all slots free.
+func (d *Device) forget() {
+	d.inflight = 0
+	d.free = d.free[:0]
+	for i := len(d.slots) - 1; i >= 0; i-- {
+		d.slots[i].busy = false
+		d.free = append(d.free, i)
+	}
+}
+
 func (d *Device) restart() error {
 	d.stats.Resets++
+	// Whatever start gets to, no command of before the reset is in flight
+	// any more: a failed reinitialisation (a controller that does not
+	// stop, or does not come back) must not leave them counted, or a wait
+	// for them would never end. Nothing is submitted while the controller
+	// is broken.
+	d.forget()
 	if err := d.start(false); err != nil {
 		d.quiesce(err)
 		d.broken = fmt.Errorf("nvme: reinitialisation failed: %w", err)
