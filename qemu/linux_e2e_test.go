@@ -213,7 +213,7 @@ func linuxSnapshot(t *testing.T, cpu string) {
 	}
 	before := times(r1)
 	s2 := newScript(
-		scriptStep{"*resuming", ""},
+		scriptStep{"tamavisor: vm linux: restored from*", ""},
 		scriptStep{"T=*", "echo V=$X\n"},
 		scriptStep{"V=kept42", ""},
 		scriptStep{"T=*", ""},
