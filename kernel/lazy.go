@@ -261,8 +261,12 @@ func (lz *lazyRAM) complete() {
 		if hz == 0 {
 			hz = 1e9
 		}
-		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks of page data from %d streams; %d blocks or zero regions filled on the guest's first access, %d on the hypervisor's) %.3f s after the restore started\n",
-			lz.l.Fills(), lz.l.Streams(), lz.faults, lz.accesses, float64(lz.done-lz.start)/hz)
+		streams := "1 stream"
+		if n := lz.l.Streams(); n > 1 {
+			streams = fmt.Sprintf("%d streams", n)
+		}
+		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks of page data from %s; %d blocks or zero regions filled on the guest's first access, %d on the hypervisor's) %.3f s after the restore started\n",
+			lz.l.Fills(), streams, lz.faults, lz.accesses, float64(lz.done-lz.start)/hz)
 	}
 }
 
