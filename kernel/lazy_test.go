@@ -374,3 +374,33 @@ func TestLazyRestoreChainCorrupt(t *testing.T) {
 		t.Fatal("a page of the bad block is mapped")
 	}
 }
+
+// TestLazyRestoreChainSave: a save while blocks of a chain are missing
+// fills them first and appends an increment to the chain; the eager
+// restore of the longer chain gives RAM as saved.
+func TestLazyRestoreChainSave(t *testing.T) {
+	dev, saved := savedLazyChain(t)
+	e, vm := restoreLazy(t, dev)
+	e.resume(snapshotStep(e, 0))
+	if lz, _ := vm.Lazy(); lz.Remaining != 0 {
+		t.Fatalf("%d blocks missing after the save", lz.Remaining)
+	}
+	if vm.LastSave.Generation != 4 || !vm.LastSave.Incremental {
+		t.Fatalf("last save %+v: %s", vm.LastSave, e.console.String())
+	}
+	e2 := newEnv(t, featNRIP)
+	rvm, c, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rvm.Destroy()
+	if c.Generation != 4 {
+		t.Fatalf("restored generation %d", c.Generation)
+	}
+	want := bytes.Clone(saved)
+	// The harness writes the hypercall's code at the guest's RIP.
+	copy(want[testLoad:testLoad+svm.PageSize], rvm.Mem.ram[testLoad:])
+	if !bytes.Equal(rvm.Mem.ram, want) {
+		t.Fatal("the save during the lazy restore of the chain lost RAM")
+	}
+}
