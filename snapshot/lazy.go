@@ -36,9 +36,10 @@ const pagesPerBlock = RAMBlockSize / PageSize
 type Lazy struct {
 	streams []*lazyStream // oldest (the full snapshot) first
 	first   []int         // the number of each stream's first block
-	// owner holds, per RAM range and page, the index in streams of the
-	// stream that defines the page; nil for a single stream.
-	owner [][]uint8
+	// owned holds, per stream and RAM range, a bitmap of the pages the
+	// stream defines: those it carries that no newer stream carries.
+	// nil for a single stream (it owns every page).
+	owned [][][]byte
 	// data is, per RAM range, the data bitmap of the result: the pages
 	// whose owner stores them.
 	data   [][]byte
@@ -244,54 +245,50 @@ func newLazy(streams []*lazyStream) *Lazy {
 		l.fills, l.left = n, n
 		return l
 	}
+	l.owned = make([][][]byte, len(streams))
 	for ri, r := range newest.ranges {
-		owner := make([]uint8, r.pages)
 		covered := make([]byte, len(r.data))
+		data := make([]byte, len(r.data))
 		// Newest first: a page is the first stream's to carry it; the
-		// full snapshot (index 0) has every page not carried since.
-		for s := len(streams) - 1; s > 0; s-- {
-			carried := streams[s].ram.maps[ri].carried
-			for j := range covered {
+		// full snapshot (index 0) carries every page.
+		for s := len(streams) - 1; s >= 0; s-- {
+			var carried []byte // nil: every page
+			if s > 0 {
+				carried = streams[s].ram.maps[ri].carried
+			}
+			sd := streams[s].ranges[ri].data
+			own := make([]byte, len(r.data))
+			for j := range own {
 				c := byte(allPages)
 				if carried != nil {
 					c = carried[j]
 				}
-				fresh := c &^ covered[j]
-				covered[j] |= fresh
-				for ; fresh != 0; fresh &= fresh - 1 {
-					if p := uint64(j)*8 + uint64(bits.TrailingZeros8(fresh)); p < r.pages {
-						owner[p] = uint8(s)
-					}
-				}
+				own[j] = c &^ covered[j]
+				covered[j] |= own[j]
+				data[j] |= own[j] & sd[j]
 			}
-		}
-		data := make([]byte, len(r.data))
-		for p := uint64(0); p < r.pages; p++ {
-			if bitSet(streams[owner[p]].ranges[ri].data, p) {
-				data[p/8] |= 1 << (p % 8)
+			if r.pages%8 != 0 {
+				own[len(own)-1] &= 1<<(r.pages%8) - 1
 			}
+			l.owned[s] = append(l.owned[s], own)
 		}
-		l.owner = append(l.owner, owner)
 		l.data = append(l.data, data)
 	}
 	// A block none of whose pages its stream owns has nothing to place.
+	// A bitmap byte spans at most two blocks.
 	needed := make([]bool, n)
 	for s, st := range streams {
 		for ri := range st.ranges {
 			r := &st.ranges[ri]
 			ord := r.first
-			for p := uint64(0); p < r.pages; p++ {
-				if r.data[p/8] == 0 && p%8 == 0 {
-					p += 7
-					continue
+			for j, d := range r.data {
+				if od := d & l.owned[s][ri][j]; od != 0 {
+					lo := ord + uint64(bits.OnesCount8(d&(od&-od-1)))
+					hi := ord + uint64(bits.OnesCount8(d&(1<<(7-bits.LeadingZeros8(od))-1)))
+					needed[l.first[s]+int(lo/pagesPerBlock)] = true
+					needed[l.first[s]+int(hi/pagesPerBlock)] = true
 				}
-				if !bitSet(r.data, p) {
-					continue
-				}
-				if int(l.owner[ri][p]) == s {
-					needed[l.first[s]+int(ord/pagesPerBlock)] = true
-				}
-				ord++
+				ord += uint64(bits.OnesCount8(d))
 			}
 		}
 	}
@@ -340,10 +337,12 @@ func (l *Lazy) blockOf(i int) (s, b int) {
 
 // ownerOf returns the stream that defines page p of range ri.
 func (l *Lazy) ownerOf(ri int, p uint64) int {
-	if l.owner == nil {
-		return 0
+	for s := len(l.owned) - 1; s > 0; s-- {
+		if bitSet(l.owned[s][ri], p) {
+			return s
+		}
 	}
-	return int(l.owner[ri][p])
+	return 0
 }
 
 // ranges are the RAM ranges of the result (every stream's, checked).
@@ -417,26 +416,26 @@ func (l *Lazy) BlockRuns(i int, fn func(gpa, n uint64)) {
 	}
 	s, b := l.blockOf(i)
 	for _, r := range l.streams[s].blockRuns(b) {
-		l.owned(s, r, fn)
+		l.ownedRuns(s, r, fn)
 	}
 }
 
-// owned calls fn for each run of the pages of r that stream s owns.
-func (l *Lazy) owned(s int, r lazyRun, fn func(gpa, n uint64)) {
-	if l.owner == nil {
+// ownedRuns calls fn for each run of the pages of r that stream s owns.
+func (l *Lazy) ownedRuns(s int, r lazyRun, fn func(gpa, n uint64)) {
+	if l.owned == nil {
 		fn(r.gpa, r.n)
 		return
 	}
-	owner := l.owner[r.ri]
+	own := l.owned[s][r.ri]
 	p0 := (r.gpa - l.ranges()[r.ri].gpa) / PageSize
 	n := r.n / PageSize
 	for k := uint64(0); k < n; {
-		if int(owner[p0+k]) != s {
+		if !bitSet(own, p0+k) {
 			k++
 			continue
 		}
 		e := k + 1
-		for e < n && int(owner[p0+e]) == s {
+		for e < n && bitSet(own, p0+e) {
 			e++
 		}
 		fn(r.gpa+k*PageSize, (e-k)*PageSize)
@@ -449,7 +448,7 @@ func (l *Lazy) ownsAll(s int, runs []lazyRun) bool {
 	var owned, all uint64
 	for _, r := range runs {
 		all += r.n
-		l.owned(s, r, func(_, n uint64) { owned += n })
+		l.ownedRuns(s, r, func(_, n uint64) { owned += n })
 	}
 	return owned == all
 }
@@ -617,7 +616,7 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 			if inPlace[k] {
 				continue
 			}
-			l.owned(s, r, func(gpa, n uint64) {
+			l.ownedRuns(s, r, func(gpa, n uint64) {
 				if err == nil {
 					o := gpa - r.gpa
 					if _, werr := sink.WriteAt(dst[k][o:o+n], int64(gpa)); werr != nil {
