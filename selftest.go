@@ -199,11 +199,16 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	restoreCycles := x86.RDTSC() - t0
 	rvm.Destroy()
 	// The lazy restore (docs/snapshot-format.md, 3.3) of the full
-	// snapshot (the newest is an increment, which restores eagerly): to
-	// the guest's first instruction, then every block filled.
+	// snapshot and of the chain (the newest is an increment): to the
+	// guest's first instruction, then every block filled.
 	firstCycles, allCycles, err := lazyBench(plat)
 	if err != nil {
 		logf("error: lazy restore: %v", err)
+		return boot.StatusInternal
+	}
+	chainFirst, chainAll, err := lazyRestoreTimes(plat, plat.Store)
+	if err != nil {
+		logf("error: lazy restore of the chain: %v", err)
 		return boot.StatusInternal
 	}
 
@@ -273,6 +278,10 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	lazyRate := mibs(ram, allCycles)
 	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, every block filled\n",
 		"restore to all RAM present", ms(allCycles), lazyRate, lazyRate/readLimit)
+	fmt.Printf("  %-52s %9.1f ms (aim 50): lazy, of the chain\n", "restore to the guest's first instruction", ms(chainFirst))
+	chainRate := mibs(ram, chainAll)
+	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, of the chain\n",
+		"restore to all RAM present", ms(chainAll), chainRate, chainRate/readLimit)
 	fmt.Printf("  CPU cost of the snapshot path on this CPU (MiB/s): XXH64 %.1f, Poly1305 %.1f (block sums, unkeyed and keyed), zero-page scan %.1f, memcpy %.1f, SHA-256 %.1f, CRC32C %.1f\n",
 		xxhRate, polyRate, zeroRate, copyRate, shaRate, crcRate)
 	return 0
@@ -300,15 +309,22 @@ func lazyBench(plat *kernel.Platform) (first, all uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	return lazyRestoreTimes(plat, view)
+}
+
+// lazyRestoreTimes restores the newest snapshot of store lazily and
+// returns the cycles to the guest's first instruction (the VM ready to
+// run) and to all RAM present (every block filled, the guest held).
+func lazyRestoreTimes(plat *kernel.Platform, store *snapshot.Store) (first, all uint64, err error) {
 	t0 := x86.RDTSC()
-	vm, _, err := kernel.RestoreLazy(plat, view, plat.SnapshotKey)
+	vm, c, err := kernel.RestoreLazy(plat, store, plat.SnapshotKey)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer vm.Destroy()
 	first = x86.RDTSC() - t0
 	if _, ok := vm.Lazy(); !ok {
-		return 0, 0, fmt.Errorf("generation %d was not restored lazily", gen)
+		return 0, 0, fmt.Errorf("generation %d was not restored lazily", c.Generation)
 	}
 	if err := vm.FillAll(); err != nil {
 		return 0, 0, err

@@ -10,13 +10,16 @@ import (
 	"tamavisor/svm"
 )
 
-// Lazy restore (docs/snapshot-format.md, 3.3): the VM of a full snapshot
-// is rebuilt from everything but its page data, which stays on the disk.
+// Lazy restore (docs/snapshot-format.md, 3.3): the VM of a snapshot (a
+// full one, or an increment with its chain) is rebuilt from everything
+// but its page data, which stays on the disk.
 // Guest RAM is neither cleared nor mapped in the nested page table at
 // first (clearing all of it would take longer than the rest of the
 // restore), so the guest's first access to a page exits with a nested
-// page fault: for a page with data, its 1 MiB block of page data is
-// read, checked and placed, and its pages mapped; for a zero page, the
+// page fault: for a page with data, the 1 MiB block of page data holding
+// it in the newest stream that carries it is read, checked and placed
+// (the pages of it no newer stream defines), and they are mapped; for a
+// zero page, the
 // zero pages of its 2 MiB region are cleared and mapped; and the guest
 // resumes. Beside the guest a background job fills the other
 // blocks in turns, as a live save takes turns (livesave.go): a timer on
@@ -71,7 +74,11 @@ func (s rawSink) View(gpa, n uint64) ([]byte, bool) {
 
 // LazyStats describes a lazy restore.
 type LazyStats struct {
-	Blocks, Remaining int
+	// Blocks is the number of blocks of page data to fill at the restore
+	// (of a chain: those of its streams with a page no newer stream
+	// defines), Remaining how many are not filled yet; Streams is the
+	// number of streams of the chain (1 for a full snapshot).
+	Blocks, Remaining, Streams int
 	// StartTSC is the host TSC at the restore's start; DoneTSC when all
 	// RAM was present (0 while blocks remain).
 	StartTSC, DoneTSC uint64
@@ -87,19 +94,19 @@ func (vm *VM) Lazy() (s LazyStats, ok bool) {
 	if lz == nil {
 		return s, false
 	}
-	return LazyStats{Blocks: lz.l.Blocks(), Remaining: lz.l.Remaining(), StartTSC: lz.start, DoneTSC: lz.done,
+	return LazyStats{Blocks: lz.l.Fills(), Remaining: lz.l.Remaining(), Streams: lz.l.Streams(), StartTSC: lz.start, DoneTSC: lz.done,
 		Faults: lz.faults, Accesses: lz.accesses}, true
 }
 
 // RestoreLazy rebuilds the VM of the newest committed snapshot in store as
 // Restore does, but without reading its page data first: everything else
-// is read and checked (the stream's CRCs, digest and HMAC, its block
-// table), the VM gets its registers and devices, zero pages are mapped
-// and the guest can run at once; pages with data arrive on the guest's
-// first access or from the background fill, each 1 MiB block checked
-// before the guest sees it. A snapshot that cannot be restored lazily
-// (an increment, or a RAM chunk of version 1) is restored by Restore,
-// saying so on the console.
+// is read and checked (every stream's CRCs, digest and HMAC, its block
+// table, and of an increment the chain), the VM gets its registers and
+// devices, and the guest can run at once; zero pages are cleared and
+// pages with data arrive on the guest's first access or from the
+// background fill, each 1 MiB block checked before the guest sees it. A
+// snapshot that cannot be restored lazily (a RAM chunk of version 1) is
+// restored by Restore, saying so on the console.
 func RestoreLazy(p *Platform, store *snapshot.Store, key []byte) (*VM, *snapshot.Commit, error) {
 	start := p.TSC()
 	newest, err := newestCommit(store)
@@ -254,8 +261,12 @@ func (lz *lazyRAM) complete() {
 		if hz == 0 {
 			hz = 1e9
 		}
-		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks of page data; %d blocks or zero regions filled on the guest's first access, %d on the hypervisor's) %.3f s after the restore started\n",
-			lz.l.Blocks(), lz.faults, lz.accesses, float64(lz.done-lz.start)/hz)
+		streams := "1 stream"
+		if n := lz.l.Streams(); n > 1 {
+			streams = fmt.Sprintf("%d streams", n)
+		}
+		fmt.Fprintf(c, "tamavisor: lazy restore: all RAM present (%d blocks of page data from %s; %d blocks or zero regions filled on the guest's first access, %d on the hypervisor's) %.3f s after the restore started\n",
+			lz.l.Fills(), streams, lz.faults, lz.accesses, float64(lz.done-lz.start)/hz)
 	}
 }
 

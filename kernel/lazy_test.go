@@ -253,3 +253,154 @@ func (e *env) runAll(steps ...step) {
 		e.t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
 	}
 }
+
+// Pages the chain test guest changes after its full snapshot: one with
+// data in the full snapshot's second block, one with data made zero and
+// then non-zero again, and one zero in the full snapshot given data.
+const (
+	chainChanged = 0x281000
+	chainZeroed  = 0x282000
+	chainNewData = 0x3ff000
+)
+
+// savedLazyChain saves the lazy test guest as a chain on a fresh disk: a
+// full snapshot, an increment that changes chainChanged, clears
+// chainZeroed and writes chainNewData, and one that changes chainChanged
+// again and makes chainZeroed non-zero; it returns the disk and the
+// guest's RAM as last saved.
+func savedLazyChain(t *testing.T) (*snapshot.MemDevice, []byte) {
+	t.Helper()
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	defer vm.Destroy()
+	for gpa := uint64(lazyDataStart); gpa < lazyDataEnd; gpa += svm.PageSize {
+		vm.Mem.WriteGPA(gpa, lazyPage(gpa))
+	}
+	if stop := e.play(snapshotStep(e, 0),
+		e.guestStore(chainChanged, []byte("first increment")),
+		e.guestStore(chainZeroed, make([]byte, svm.PageSize)),
+		e.guestStore(chainNewData, []byte("was zero")),
+		snapshotStep(e, 0),
+		e.guestStore(chainChanged, []byte("second increment")),
+		e.guestStore(chainZeroed, []byte("non-zero again")),
+		snapshotStep(e, 0)); !e.runner.exhausted {
+		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+	if !strings.Contains(e.console.String(), "generation 3, slot 0, increment on generation 2") {
+		t.Fatalf("no chain of three saved:\n%s", e.console.String())
+	}
+	return dev, bytes.Clone(vm.Mem.ram)
+}
+
+// TestLazyRestoreChain: a chain (a full snapshot and two increments)
+// restores lazily, not eagerly: no page is mapped at first; the guest's
+// first access to a page an increment changed reads the newest
+// increment's contents, to a page beside it in the full snapshot's block
+// the full snapshot's, to a page made zero and non-zero again its last
+// contents; the background fill then brings all RAM, exactly as saved
+// (the full snapshot's block filled after the increment's does not
+// bring back its older pages).
+func TestLazyRestoreChain(t *testing.T) {
+	dev, saved := savedLazyChain(t)
+	e, vm := restoreLazy(t, dev)
+	if strings.Contains(e.console.String(), "eagerly") {
+		t.Fatalf("restored eagerly:\n%s", e.console.String())
+	}
+	lz, ok := vm.Lazy()
+	if !ok || lz.Streams != 3 || lz.Blocks < 3 || lz.Remaining != lz.Blocks {
+		t.Fatalf("lazy stats %+v, %v", lz, ok)
+	}
+	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
+		if _, _, ok := vm.NPT.Translate(gpa); ok {
+			t.Fatalf("page %#x mapped before it was filled", gpa)
+		}
+	}
+	probes := []uint64{chainChanged, chainChanged + svm.PageSize, chainZeroed, chainNewData}
+	got := make([][]byte, len(probes))
+	var steps []step
+	for i, p := range probes {
+		steps = append(steps, e.guestLoad(p, &got[i]))
+	}
+	for range 60 {
+		steps = append(steps, e.guestRuns(1))
+	}
+	e.runAll(steps...)
+	for i, p := range probes {
+		if !bytes.Equal(got[i], saved[p:p+32]) {
+			t.Fatalf("the guest read %q at %#x, saved %q", got[i], p, saved[p:p+32])
+		}
+	}
+	if lz, _ := vm.Lazy(); lz.Remaining != 0 || lz.DoneTSC == 0 || vm.Mem.fill != nil {
+		t.Fatalf("lazy stats after 60 ms %+v", lz)
+	}
+	want := bytes.Clone(saved)
+	// The harness writes the hypercall's code at the guest's RIP.
+	copy(want[testLoad:testLoad+svm.PageSize], vm.Mem.ram[testLoad:])
+	if !bytes.Equal(vm.Mem.ram, want) {
+		for i := range want {
+			if vm.Mem.ram[i] != want[i] {
+				t.Fatalf("RAM differs from the saved RAM first at %#x: %#x, want %#x", i, vm.Mem.ram[i], want[i])
+			}
+		}
+	}
+	if !strings.Contains(e.console.String(), "from 3 streams") {
+		t.Fatalf("console: %s", e.console.String())
+	}
+}
+
+// TestLazyRestoreChainCorrupt: a block of the chain's full snapshot whose
+// page data changed on the disk stops the VM when the guest first
+// touches it, naming the full snapshot's generation and the block.
+func TestLazyRestoreChainCorrupt(t *testing.T) {
+	dev, _ := savedLazyChain(t)
+	const bad = 0x280000 // the full snapshot's second block
+	at := bytes.Index(dev.Data, lazyPage(bad))
+	if at < 0 {
+		t.Fatal("page not found on the disk")
+	}
+	dev.Data[at+100] ^= 0x01
+	e, vm := restoreLazy(t, dev)
+	var got []byte
+	stop := e.stopped(e.guestLoad(chainNewData, &got), e.guestLoad(bad, &got), e.guestRuns(1))
+	if stop.Class != ClassSnapshotCorrupt || !strings.Contains(stop.Reason, "generation 1: RAM block 1 (guest-physical") ||
+		!strings.Contains(stop.Reason, "checksum mismatch") {
+		t.Fatalf("stop %v (%s)", stop, stop.Class)
+	}
+	if _, _, ok := vm.NPT.Translate(bad); ok {
+		t.Fatal("a page of the bad block is mapped")
+	}
+}
+
+// TestLazyRestoreChainSave: a save while blocks of a chain are missing
+// fills them first and appends an increment to the chain; the eager
+// restore of the longer chain gives RAM as saved.
+func TestLazyRestoreChainSave(t *testing.T) {
+	dev, saved := savedLazyChain(t)
+	e, vm := restoreLazy(t, dev)
+	e.resume(snapshotStep(e, 0))
+	if lz, _ := vm.Lazy(); lz.Remaining != 0 {
+		t.Fatalf("%d blocks missing after the save", lz.Remaining)
+	}
+	if vm.LastSave.Generation != 4 || !vm.LastSave.Incremental {
+		t.Fatalf("last save %+v: %s", vm.LastSave, e.console.String())
+	}
+	e2 := newEnv(t, featNRIP)
+	rvm, c, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rvm.Destroy()
+	if c.Generation != 4 {
+		t.Fatalf("restored generation %d", c.Generation)
+	}
+	want := bytes.Clone(saved)
+	// The harness writes the hypercall's code at the guest's RIP.
+	copy(want[testLoad:testLoad+svm.PageSize], rvm.Mem.ram[testLoad:])
+	if !bytes.Equal(rvm.Mem.ram, want) {
+		t.Fatal("the save during the lazy restore of the chain lost RAM")
+	}
+}

@@ -137,3 +137,30 @@ func TestLazyRestoreCorruptBlock(t *testing.T) {
 		t.Error("the guest ran to its end on a corrupt snapshot")
 	}
 }
+
+// TestLazyRestoreChain: the counter guest's last save (at 15, an
+// increment on its full save at 10) is a chain of two streams; it
+// resumes lazily, not eagerly, and runs to its end with its 48 MiB
+// pattern intact.
+func TestLazyRestoreChain(t *testing.T) {
+	disk := newDisk(t, 256<<20)
+	boot(t, Config{CPU: "EPYC,+svm", Guest: guest(t, "counter"), Disk: disk, OnLine: killOn("counter: saved at 15")})
+	r := boot(t, Config{CPU: "EPYC,+svm", Mode: "restore", Disk: disk})
+	expect(t, r, 0, "restored from generation 3", "counter: resumed at 15", "lazy restore: all RAM present",
+		"from 2 streams", "counter: done, memory intact")
+	noFailures(t, r)
+	if l, eager := r.Find("restoring it eagerly"); eager {
+		t.Fatalf("the chain was restored eagerly: %s", l.Text)
+	}
+	m := firstInsnLine.FindStringSubmatch(r.Output())
+	if m == nil {
+		t.Fatalf("no lazy restore report in:\n%s", r.Output())
+	}
+	if m[1] != m[2] || m[1] == "0" {
+		t.Errorf("blocks filled before the guest ran: %s", m[0])
+	}
+	t.Logf("%s", m[0])
+	if l, ok := r.Find("all RAM present"); ok {
+		t.Logf("%s", l.Text)
+	}
+}

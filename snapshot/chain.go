@@ -187,13 +187,22 @@ func (s *Store) decodeStream(off, length int64, gen uint64, digest [32]byte, opt
 	if err != nil {
 		return nil, err
 	}
-	if snap.Header.Generation != gen {
-		return nil, fmt.Errorf("snapshot: %w: stream generation %d, commit record says %d", ErrCorrupt, snap.Header.Generation, gen)
-	}
-	if snap.Digest != digest {
-		return nil, fmt.Errorf("snapshot: %w: stream digest differs from the commit record", ErrDigest)
+	if err := checkStream(snap, gen, digest); err != nil {
+		return nil, err
 	}
 	return snap, nil
+}
+
+// checkStream checks that a stream read is the one the commit record or
+// chain chunk names: generation and digest.
+func checkStream(snap *Snapshot, gen uint64, digest [32]byte) error {
+	if snap.Header.Generation != gen {
+		return fmt.Errorf("snapshot: %w: stream generation %d, commit record says %d", ErrCorrupt, snap.Header.Generation, gen)
+	}
+	if snap.Digest != digest {
+		return fmt.Errorf("snapshot: %w: stream digest differs from the commit record", ErrDigest)
+	}
+	return nil
 }
 
 // streamInfo describes a decoded stream of a chain.
@@ -216,14 +225,23 @@ func (s *Store) decodeFull(c *Commit, opts DecodeOptions) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if snap.Find(TypeChain, 0) != nil {
-		return nil, fmt.Errorf("snapshot: %w: the stream at the start of slot %d has a chain chunk", ErrCorrupt, c.Slot)
-	}
-	if snap.RAM != nil && snap.RAM.Incremental {
-		return nil, fmt.Errorf("snapshot: %w: the stream at the start of slot %d has an incremental RAM chunk", ErrCorrupt, c.Slot)
+	if err := checkFull(snap, c); err != nil {
+		return nil, err
 	}
 	snap.Chain = []ChainStream{streamInfo(snap, c.Offset)}
 	return snap, nil
+}
+
+// checkFull checks the stream at the start of c's slot: neither a chain
+// chunk nor an incremental RAM chunk.
+func checkFull(snap *Snapshot, c *Commit) error {
+	if snap.Find(TypeChain, 0) != nil {
+		return fmt.Errorf("snapshot: %w: the stream at the start of slot %d has a chain chunk", ErrCorrupt, c.Slot)
+	}
+	if snap.RAM != nil && snap.RAM.Incremental {
+		return fmt.Errorf("snapshot: %w: the stream at the start of slot %d has an incremental RAM chunk", ErrCorrupt, c.Slot)
+	}
+	return nil
 }
 
 // chainProgress adds up the progress of the streams of a chain.
@@ -250,38 +268,53 @@ func (p *chainProgress) stream(length int64) func(read, total uint64) {
 // reads them from the device into their final place, no copy), and the
 // newest last. A page written by several streams is written several
 // times, only the increments' pages. Once the newest stream is decoded,
-// its authenticated chain chunk must list the streams read.
+// its authenticated chain chunk must list the streams read (readChain).
 func (s *Store) decodeChain(c *Commit, opts DecodeOptions) (*Snapshot, error) {
-	fail := func(err error) (*Snapshot, error) {
-		return nil, fmt.Errorf("snapshot: increment generation %d (slot %d, offset %d): %w", c.Generation, c.Slot, c.Offset, err)
-	}
 	links, err := s.readLinks(c)
 	if err != nil {
-		return fail(err)
+		return nil, chainFail(c, err)
 	}
 	prog := &chainProgress{fn: opts.Progress, total: uint64(c.Length)}
 	for _, l := range links {
 		prog.total += uint64(l.Length)
 	}
-	olds := make([]*Snapshot, len(links))
-	for i, l := range links {
+	return s.readChain(c, links, func(l ChainLink) (*Snapshot, error) {
 		o := opts
 		o.Progress = prog.stream(l.Length)
-		if olds[i], err = s.decodeStream(l.Offset, l.Length, l.Generation, l.Digest, o); err != nil {
+		return s.decodeStream(l.Offset, l.Length, l.Generation, l.Digest, o)
+	})
+}
+
+// chainFail names the increment committed as c in err.
+func chainFail(c *Commit, err error) error {
+	return fmt.Errorf("snapshot: increment generation %d (slot %d, offset %d): %w", c.Generation, c.Slot, c.Offset, err)
+}
+
+// readChain reads the increment committed as c with the chain links read
+// from its tail: read reads the stream a link names and checks it is
+// that stream (generation and digest); it is called for each of links,
+// oldest first, then for c's stream. Then every check of a chain is made
+// (5.2): the newest stream's chain chunk against the slot and equal to
+// links, its RAM chunk incremental on the last link, each older stream's
+// own chain chunk and RAM chunk (checkLink). It returns the newest
+// stream's snapshot with the merged RAM info and the chain.
+func (s *Store) readChain(c *Commit, links []ChainLink, read func(ChainLink) (*Snapshot, error)) (*Snapshot, error) {
+	olds := make([]*Snapshot, len(links))
+	var err error
+	for i, l := range links {
+		if olds[i], err = read(l); err != nil {
 			return nil, chainError(c, links, i, err)
 		}
 	}
-	o := opts
-	o.Progress = prog.stream(c.Length)
-	snap, err := s.decodeStream(c.Offset, c.Length, c.Generation, c.Digest, o)
+	snap, err := read(ChainLink{Generation: c.Generation, Offset: c.Offset, Length: c.Length, Digest: c.Digest})
 	if err == nil {
 		err = s.checkNewest(snap, c)
 	}
 	if err != nil {
-		return fail(err)
+		return nil, chainFail(c, err)
 	}
 	if got, _ := chainLinks(snap); !slices.Equal(got, links) {
-		return fail(corruptf("its chain chunk differs from the one read before the chain"))
+		return nil, chainFail(c, corruptf("its chain chunk differs from the one read before the chain"))
 	}
 	cov := newCover(snap.RAM)
 	chain := make([]ChainStream, len(links)+1)

@@ -34,7 +34,7 @@ var (
 	// committed snapshots are untouched; save a full snapshot instead.
 	ErrChainFull = errors.New("the chain cannot grow")
 	// ErrLazyUnsupported reports a snapshot that cannot be opened lazily
-	// (Store.OpenLazy): an increment (a chain) or a version 1 RAM chunk,
+	// (Store.OpenLazy): a version 1 RAM chunk (in any stream of a chain),
 	// whose page data has no block sums. Restore it eagerly instead.
 	ErrLazyUnsupported = errors.New("no lazy restore for this snapshot")
 )

@@ -12,22 +12,49 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// Lazy restore (docs/snapshot-format.md, 3.3): a committed full snapshot
-// is opened with every chunk decoded and checked except the RAM chunk's
-// page data, which is skipped on the device: in a version 2 RAM chunk
-// the page data is outside the digest, the HMAC and the chunk CRC, so
-// those and the end record are checked without it. Its bitmaps and block
-// table are kept; each 1 MiB block of page data is read when it is
-// filled (Lazy.Fill), checked against its table entry, and only then
-// given to the memory sink.
+// Lazy restore (docs/snapshot-format.md, 3.3): a committed snapshot is
+// opened with every chunk of every stream of its chain decoded and
+// checked except the RAM chunks' page data, which is skipped on the
+// device: in a version 2 RAM chunk the page data is outside the digest,
+// the HMAC and the chunk CRC, so those and the end record are checked
+// without it. The bitmaps and block tables are kept; each 1 MiB block of
+// page data is read when it is filled (Lazy.Fill), checked against its
+// table entry, and only then are the pages of it that its stream owns
+// given to the memory sink. A page's owner is the newest stream of the
+// chain whose RAM chunk carries it (the full snapshot carries every
+// page); the page is zero if its owner stores no data for it.
 
 // pagesPerBlock is the number of stored pages in one block of page data.
 const pagesPerBlock = RAMBlockSize / PageSize
 
-// Lazy is a snapshot opened without its page data (Store.OpenLazy). It
-// says where each guest page's contents are, and fills blocks of page
-// data on demand. A Lazy is not safe for concurrent use.
+// Lazy is a snapshot opened without its page data (Store.OpenLazy): a
+// full snapshot, or an increment with the streams of its chain. It says
+// where each guest page's contents are, and fills blocks of page data on
+// demand. Blocks are numbered across the chain: the full snapshot's
+// first, then each increment's, oldest first. A Lazy is not safe for
+// concurrent use.
 type Lazy struct {
+	streams []*lazyStream // oldest (the full snapshot) first
+	first   []int         // the number of each stream's first block
+	// owned holds, per stream and RAM range, a bitmap of the pages the
+	// stream defines: those it carries that no newer stream carries.
+	// nil for a single stream (it owns every page).
+	owned [][][]byte
+	// data is, per RAM range, the data bitmap of the result: the pages
+	// whose owner stores them.
+	data   [][]byte
+	filled []bool // blocks with no page to place are filled at the open
+	fills  int    // blocks to fill at the open
+	left   int
+
+	rd   blockReader
+	rbuf []byte // the block reader's buffer
+	buf  []byte // a block, for sinks that cannot be viewed
+}
+
+// lazyStream is one stream of a lazy open: its RAM chunk's ranges and
+// block table, its page data on the device.
+type lazyStream struct {
 	dev     BlockDevice
 	base    int64 // device offset of the stream
 	keyed   bool
@@ -38,15 +65,11 @@ type Lazy struct {
 	data    uint64 // bytes of page data
 	table   []byte // the block table's entries
 	sumSize int
-	filled  []bool
-	left    int
-
-	rd   blockReader
-	rbuf []byte // the block reader's buffer
-	buf  []byte // a block, for sinks that cannot be viewed
+	blocks  int
+	ram     *RAMInfo // the RAM chunk as decoded (carried bitmaps)
 }
 
-// lazyRange is one range of the RAM chunk.
+// lazyRange is one range of a RAM chunk.
 type lazyRange struct {
 	gpa, pages uint64
 	data       []byte   // the data bitmap
@@ -56,9 +79,10 @@ type lazyRange struct {
 	off        int64    // stream offset of the range's page data
 }
 
-// lazyRun is a run of stored pages contiguous in guest memory and in the
-// stream.
+// lazyRun is a run of stored pages of one range contiguous in guest
+// memory and in the stream.
 type lazyRun struct {
+	ri  int // the range
 	gpa uint64
 	off int64 // stream offset
 	n   uint64
@@ -67,7 +91,10 @@ type lazyRun struct {
 // BlockError is a block of page data that failed its check, or could not
 // be read; nothing of it was given to the sink.
 type BlockError struct {
-	Index int
+	// Generation is the stream's generation, Index the block's number
+	// in that stream's page data.
+	Generation uint64
+	Index      int
 	// GPA and End bound the guest-physical range the block's pages lie
 	// in: the first page's address and the end of the last.
 	GPA, End uint64
@@ -75,7 +102,7 @@ type BlockError struct {
 }
 
 func (e *BlockError) Error() string {
-	return fmt.Sprintf("snapshot: RAM block %d (guest-physical %#x-%#x): %v", e.Index, e.GPA, e.End, e.Err)
+	return fmt.Sprintf("snapshot: generation %d: RAM block %d (guest-physical %#x-%#x): %v", e.Generation, e.Index, e.GPA, e.End, e.Err)
 }
 
 func (e *BlockError) Unwrap() error { return e.Err }
@@ -85,7 +112,7 @@ const wordPages = 64
 
 // addRange records a range of the RAM chunk during the open: its data
 // bitmap, the stored pages before it, and where its page data starts.
-func (l *Lazy) addRange(gpa, pages uint64, data []byte, first uint64, off int64) {
+func (st *lazyStream) addRange(gpa, pages uint64, data []byte, first uint64, off int64) {
 	r := lazyRange{gpa: gpa, pages: pages, data: data, first: first, off: off}
 	n := first
 	for w := uint64(0); w*wordPages < pages; w++ {
@@ -96,51 +123,80 @@ func (l *Lazy) addRange(gpa, pages uint64, data []byte, first uint64, off int64)
 		}
 	}
 	r.n = n - first
-	l.ranges = append(l.ranges, r)
+	st.ranges = append(st.ranges, r)
 }
 
 // setTable records the block table read at the end of the RAM chunk.
-func (l *Lazy) setTable(blocks *blockSums, table []byte, dataBytes uint64) {
-	l.keyed, l.key, l.nonce, l.gen = blocks.keyed, blocks.key, blocks.nonce, blocks.gen
-	l.sumSize = blocks.sumSize()
-	l.table = table
-	l.data = dataBytes
-	l.filled = make([]bool, ramBlocks(dataBytes))
-	l.left = len(l.filled)
+func (st *lazyStream) setTable(blocks *blockSums, table []byte, dataBytes uint64) {
+	st.keyed, st.key, st.nonce, st.gen = blocks.keyed, blocks.key, blocks.nonce, blocks.gen
+	st.sumSize = blocks.sumSize()
+	st.table = table
+	st.data = dataBytes
+	st.blocks = int(ramBlocks(dataBytes))
 }
 
-// OpenLazy opens the full snapshot committed as c without reading its
-// page data: every check of Decode that does not need the page data is
-// made (CRCs, digest and HMAC, the end record, known chunks, generation
-// and digest equal to c's, the RAM chunk's bitmaps and block table
-// against the stream), and the snapshot is returned with a Lazy that
-// fills its blocks of page data on demand, each checked before the sink
-// sees it. opts.Memory and opts.Progress are not used. An increment (a
-// chain) or a snapshot whose RAM chunk is version 1 fails with
+// OpenLazy opens the snapshot committed as c without reading its page
+// data: every check of Decode that does not need the page data is made
+// (CRCs, digest and HMAC, the end record, known chunks, generation and
+// digest equal to c's, the RAM chunk's bitmaps and block table against
+// the stream), and the snapshot is returned with a Lazy that fills its
+// blocks of page data on demand, each checked before the sink sees it.
+// An increment is opened with its whole chain, every stream checked as
+// Decode checks a chain (docs/snapshot-format.md, 5.2), and the snapshot
+// returned is what Decode gives (the newest stream's chunks, the merged
+// RAM info, the chain). opts.Memory and opts.Progress are not used. A
+// snapshot with a version 1 RAM chunk in any stream fails with
 // ErrLazyUnsupported: decode it with Decode.
 func (s *Store) OpenLazy(c *Commit, opts DecodeOptions) (*Lazy, *Snapshot, error) {
 	if c.Incremental(s) {
-		return nil, nil, fmt.Errorf("snapshot: %w: generation %d is an increment on a chain", ErrLazyUnsupported, c.Generation)
+		return s.openLazyChain(c, opts)
 	}
-	l, snap, err := openLazy(s.dev, c.Offset, c.Length, opts, s.blockSize)
+	st, snap, err := s.openLazyStream(ChainLink{Generation: c.Generation, Offset: c.Offset, Length: c.Length, Digest: c.Digest}, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	switch {
-	case snap.Header.Generation != c.Generation:
-		return nil, nil, fmt.Errorf("snapshot: %w: stream generation %d, commit record says %d", ErrCorrupt, snap.Header.Generation, c.Generation)
-	case snap.Digest != c.Digest:
-		return nil, nil, fmt.Errorf("snapshot: %w: stream digest differs from the commit record", ErrDigest)
-	case snap.Find(TypeChain, 0) != nil:
-		return nil, nil, fmt.Errorf("snapshot: %w: the stream at the start of slot %d has a chain chunk", ErrCorrupt, c.Slot)
+	if err := checkFull(snap, c); err != nil {
+		return nil, nil, err
 	}
 	snap.Chain = []ChainStream{streamInfo(snap, c.Offset)}
-	return l, snap, nil
+	return newLazy([]*lazyStream{st}), snap, nil
+}
+
+// openLazyChain opens the increment committed as c with its chain, as
+// decodeChain reads it.
+func (s *Store) openLazyChain(c *Commit, opts DecodeOptions) (*Lazy, *Snapshot, error) {
+	links, err := s.readLinks(c)
+	if err != nil {
+		return nil, nil, chainFail(c, err)
+	}
+	var streams []*lazyStream
+	snap, err := s.readChain(c, links, func(l ChainLink) (*Snapshot, error) {
+		st, snap, err := s.openLazyStream(l, opts)
+		streams = append(streams, st)
+		return snap, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return newLazy(streams), snap, nil
+}
+
+// openLazyStream opens the stream l names lazily and checks that it is
+// that stream (generation and digest).
+func (s *Store) openLazyStream(l ChainLink, opts DecodeOptions) (*lazyStream, *Snapshot, error) {
+	st, snap, err := openLazy(s.dev, l.Offset, l.Length, opts, s.blockSize)
+	if err == nil {
+		err = checkStream(snap, l.Generation, l.Digest)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, snap, nil
 }
 
 // openLazy opens the stream of length bytes at device offset off (sector
 // aligned) lazily.
-func openLazy(dev BlockDevice, off, length int64, opts DecodeOptions, bufSize int) (*Lazy, *Snapshot, error) {
+func openLazy(dev BlockDevice, off, length int64, opts DecodeOptions, bufSize int) (*lazyStream, *Snapshot, error) {
 	if opts.Registry == nil {
 		opts.Registry = NewRegistry()
 	}
@@ -154,10 +210,10 @@ func openLazy(dev BlockDevice, off, length int64, opts DecodeOptions, bufSize in
 	if length < 0 {
 		return nil, nil, fmt.Errorf("snapshot: negative size")
 	}
-	l := &Lazy{dev: dev, base: off}
+	st := &lazyStream{dev: dev, base: off}
 	d := &decoder{
 		opts: &opts,
-		lazy: l,
+		lazy: st,
 		sr:   &streamReader{r: newBlockReader(dev, off, length, bufSize), left: length, digest: sha256.New(), hashing: true},
 		snap: &Snapshot{Size: length},
 		seen: make(map[string]bool),
@@ -165,64 +221,182 @@ func openLazy(dev BlockDevice, off, length int64, opts DecodeOptions, bufSize in
 	if err := d.run(); err != nil {
 		return nil, nil, err
 	}
-	return l, d.snap, nil
+	st.ram = d.snap.RAM
+	return st, d.snap, nil
 }
 
-// Blocks returns the number of blocks of page data.
+// newLazy makes the Lazy of a chain's streams, oldest first, opened and
+// checked (every RAM chunk covers the same ranges; every increment's RAM
+// chunk is incremental): it finds each page's owner and the blocks that
+// hold a page to place.
+func newLazy(streams []*lazyStream) *Lazy {
+	l := &Lazy{streams: streams}
+	n := 0
+	for _, st := range streams {
+		l.first = append(l.first, n)
+		n += st.blocks
+	}
+	l.filled = make([]bool, n)
+	newest := streams[len(streams)-1]
+	if len(streams) == 1 {
+		for _, r := range newest.ranges {
+			l.data = append(l.data, r.data)
+		}
+		l.fills, l.left = n, n
+		return l
+	}
+	l.owned = make([][][]byte, len(streams))
+	for ri, r := range newest.ranges {
+		covered := make([]byte, len(r.data))
+		data := make([]byte, len(r.data))
+		// Newest first: a page is the first stream's to carry it; the
+		// full snapshot (index 0) carries every page.
+		for s := len(streams) - 1; s >= 0; s-- {
+			var carried []byte // nil: every page
+			if s > 0 {
+				carried = streams[s].ram.maps[ri].carried
+			}
+			sd := streams[s].ranges[ri].data
+			own := make([]byte, len(r.data))
+			for j := range own {
+				c := byte(allPages)
+				if carried != nil {
+					c = carried[j]
+				}
+				own[j] = c &^ covered[j]
+				covered[j] |= own[j]
+				data[j] |= own[j] & sd[j]
+			}
+			if r.pages%8 != 0 {
+				own[len(own)-1] &= 1<<(r.pages%8) - 1
+			}
+			l.owned[s] = append(l.owned[s], own)
+		}
+		l.data = append(l.data, data)
+	}
+	// A block none of whose pages its stream owns has nothing to place.
+	// A bitmap byte spans at most two blocks.
+	needed := make([]bool, n)
+	for s, st := range streams {
+		for ri := range st.ranges {
+			r := &st.ranges[ri]
+			ord := r.first
+			for j, d := range r.data {
+				if od := d & l.owned[s][ri][j]; od != 0 {
+					lo := ord + uint64(bits.OnesCount8(d&(od&-od-1)))
+					hi := ord + uint64(bits.OnesCount8(d&(1<<(7-bits.LeadingZeros8(od))-1)))
+					needed[l.first[s]+int(lo/pagesPerBlock)] = true
+					needed[l.first[s]+int(hi/pagesPerBlock)] = true
+				}
+				ord += uint64(bits.OnesCount8(d))
+			}
+		}
+	}
+	for i, need := range needed {
+		l.filled[i] = !need
+		if need {
+			l.fills++
+		}
+	}
+	l.left = l.fills
+	return l
+}
+
+// Blocks returns the number of blocks of page data of all streams:
+// blocks are numbered 0 to Blocks()-1.
 func (l *Lazy) Blocks() int { return len(l.filled) }
+
+// Fills returns the number of blocks that had pages to place at the
+// open: Blocks less those whose pages newer streams all define (they
+// count as filled).
+func (l *Lazy) Fills() int { return l.fills }
 
 // Remaining returns the number of blocks not filled yet.
 func (l *Lazy) Remaining() int { return l.left }
 
-// Filled reports whether block i was filled.
+// Filled reports whether block i was filled, or has no page to place.
 func (l *Lazy) Filled(i int) bool { return i >= 0 && i < len(l.filled) && l.filled[i] }
 
+// Streams returns the number of streams of the chain (1 for a full
+// snapshot).
+func (l *Lazy) Streams() int { return len(l.streams) }
+
+// Block says which stream block i is in, by generation, and its number
+// in that stream's page data.
+func (l *Lazy) Block(i int) (gen uint64, index int) {
+	s, b := l.blockOf(i)
+	return l.streams[s].gen, b
+}
+
+// blockOf returns the stream (index in streams) block i is in and its
+// number there.
+func (l *Lazy) blockOf(i int) (s, b int) {
+	s = sort.Search(len(l.first), func(s int) bool { return l.first[s] > i }) - 1
+	return s, i - l.first[s]
+}
+
+// ownerOf returns the stream that defines page p of range ri.
+func (l *Lazy) ownerOf(ri int, p uint64) int {
+	for s := len(l.owned) - 1; s > 0; s-- {
+		if bitSet(l.owned[s][ri], p) {
+			return s
+		}
+	}
+	return 0
+}
+
+// ranges are the RAM ranges of the result (every stream's, checked).
+func (l *Lazy) ranges() []lazyRange { return l.streams[len(l.streams)-1].ranges }
+
 // Locate says where the page at gpa comes from: ok false if no range of
-// the RAM chunk holds it; else stored false for a zero page, or the
-// block holding its contents.
+// the RAM chunk holds it; else stored false for a zero page (its owner
+// stores no data for it), or the block holding its contents.
 func (l *Lazy) Locate(gpa uint64) (block int, stored, ok bool) {
-	i := sort.Search(len(l.ranges), func(i int) bool {
-		r := &l.ranges[i]
+	rs := l.ranges()
+	ri := sort.Search(len(rs), func(i int) bool {
+		r := &rs[i]
 		return r.gpa+r.pages*PageSize > gpa
 	})
-	if i == len(l.ranges) || gpa < l.ranges[i].gpa {
+	if ri == len(rs) || gpa < rs[ri].gpa {
 		return 0, false, false
 	}
-	r := &l.ranges[i]
-	p := (gpa - r.gpa) / PageSize
-	if !bitSet(r.data, p) {
+	p := (gpa - rs[ri].gpa) / PageSize
+	if !bitSet(l.data[ri], p) {
 		return 0, false, true
 	}
+	s := l.ownerOf(ri, p)
+	r := &l.streams[s].ranges[ri]
 	ord := r.rank[p/wordPages]
 	for b := p / wordPages * wordPages / 8; b < p/8; b++ {
 		ord += uint64(bits.OnesCount8(r.data[b]))
 	}
 	ord += uint64(bits.OnesCount8(r.data[p/8] & (1<<(p%8) - 1)))
-	return int(ord / pagesPerBlock), true, true
+	return l.first[s] + int(ord/pagesPerBlock), true, true
 }
 
-// ZeroRuns calls fn for every run of pages of the RAM chunk that are
-// zero (not stored), in GPA order, and stops at its first error.
+// ZeroRuns calls fn for every run of pages of the RAM ranges that are
+// zero (their owner stores no data for them), in GPA order, and stops at
+// its first error.
 func (l *Lazy) ZeroRuns(fn func(gpa, n uint64) error) error {
 	return l.ZeroRunsIn(0, ^uint64(0), fn)
 }
 
 // ZeroRunsIn is ZeroRuns for the pages in [from, to) (page aligned).
 func (l *Lazy) ZeroRunsIn(from, to uint64, fn func(gpa, n uint64) error) error {
-	for i := range l.ranges {
-		r := &l.ranges[i]
+	for i, r := range l.ranges() {
+		data := l.data[i]
 		end := r.gpa + r.pages*PageSize
 		if end <= from || r.gpa >= to {
 			continue
 		}
 		first, last := (max(from, r.gpa)-r.gpa)/PageSize, (min(to, end)-r.gpa)/PageSize
 		for p := first; p < last; {
-			if bitSet(r.data, p) {
+			if bitSet(data, p) {
 				p++
 				continue
 			}
 			q := p + 1
-			for q < last && !bitSet(r.data, q) {
+			for q < last && !bitSet(data, q) {
 				q++
 			}
 			if err := fn(r.gpa+p*PageSize, (q-p)*PageSize); err != nil {
@@ -234,22 +408,59 @@ func (l *Lazy) ZeroRunsIn(from, to uint64, fn func(gpa, n uint64) error) error {
 	return nil
 }
 
-// BlockRuns calls fn for each run of guest memory that block i fills, in
-// GPA order.
+// BlockRuns calls fn for each run of guest memory that block i fills (its
+// pages that its stream owns), in GPA order.
 func (l *Lazy) BlockRuns(i int, fn func(gpa, n uint64)) {
-	for _, r := range l.blockRuns(i) {
-		fn(r.gpa, r.n)
+	if i < 0 || i >= len(l.filled) {
+		return
+	}
+	s, b := l.blockOf(i)
+	for _, r := range l.streams[s].blockRuns(b) {
+		l.ownedRuns(s, r, fn)
 	}
 }
 
-// blockRuns returns the runs of stored pages block i holds.
-func (l *Lazy) blockRuns(i int) []lazyRun {
+// ownedRuns calls fn for each run of the pages of r that stream s owns.
+func (l *Lazy) ownedRuns(s int, r lazyRun, fn func(gpa, n uint64)) {
+	if l.owned == nil {
+		fn(r.gpa, r.n)
+		return
+	}
+	own := l.owned[s][r.ri]
+	p0 := (r.gpa - l.ranges()[r.ri].gpa) / PageSize
+	n := r.n / PageSize
+	for k := uint64(0); k < n; {
+		if !bitSet(own, p0+k) {
+			k++
+			continue
+		}
+		e := k + 1
+		for e < n && bitSet(own, p0+e) {
+			e++
+		}
+		fn(r.gpa+k*PageSize, (e-k)*PageSize)
+		k = e
+	}
+}
+
+// ownsAll reports whether stream s owns every page of runs.
+func (l *Lazy) ownsAll(s int, runs []lazyRun) bool {
+	var owned, all uint64
+	for _, r := range runs {
+		all += r.n
+		l.ownedRuns(s, r, func(_, n uint64) { owned += n })
+	}
+	return owned == all
+}
+
+// blockRuns returns the runs of stored pages block i of the stream holds.
+func (st *lazyStream) blockRuns(i int) []lazyRun {
 	var runs []lazyRun
 	start := uint64(i) * pagesPerBlock
-	end := min(start+pagesPerBlock, l.data/PageSize)
-	ri := sort.Search(len(l.ranges), func(j int) bool { return l.ranges[j].first+l.ranges[j].n > start })
-	for ord := start; ord < end && ri < len(l.ranges); ri++ {
-		r := &l.ranges[ri]
+	end := min(start+pagesPerBlock, st.data/PageSize)
+	ri := sort.Search(len(st.ranges), func(j int) bool { return st.ranges[j].first+st.ranges[j].n > start })
+	for ord := start; ord < end && ri < len(st.ranges); ri++ {
+		r := &st.ranges[ri]
 		if r.n == 0 {
 			continue
 		}
@@ -270,10 +481,10 @@ func (l *Lazy) blockRuns(i int) []lazyRun {
 				continue
 			}
 			gpa, off := r.gpa+p*PageSize, r.off+int64(ord-r.first)*PageSize
-			if n := len(runs); n > 0 && runs[n-1].gpa+runs[n-1].n == gpa && runs[n-1].off+int64(runs[n-1].n) == off {
+			if n := len(runs); n > 0 && runs[n-1].ri == ri && runs[n-1].gpa+runs[n-1].n == gpa && runs[n-1].off+int64(runs[n-1].n) == off {
 				runs[n-1].n += PageSize
 			} else {
-				runs = append(runs, lazyRun{gpa: gpa, off: off, n: PageSize})
+				runs = append(runs, lazyRun{ri: ri, gpa: gpa, off: off, n: PageSize})
 			}
 			ord++
 			seen++
@@ -282,10 +493,20 @@ func (l *Lazy) blockRuns(i int) []lazyRun {
 	return runs
 }
 
-// BlockGPA returns the guest-physical range block i's pages lie in: the
-// first page's address and the end of the last.
+// BlockGPA returns the guest-physical range block i's pages lie in (all
+// of its stream's pages, owned or not): the first page's address and the
+// end of the last.
 func (l *Lazy) BlockGPA(i int) (gpa, end uint64) {
-	runs := l.blockRuns(i)
+	if i < 0 || i >= len(l.filled) {
+		return 0, 0
+	}
+	s, b := l.blockOf(i)
+	return runsGPA(l.streams[s].blockRuns(b))
+}
+
+// runsGPA returns the first page's address and the end of the last of
+// runs.
+func runsGPA(runs []lazyRun) (gpa, end uint64) {
 	if len(runs) == 0 {
 		return 0, 0
 	}
@@ -295,11 +516,14 @@ func (l *Lazy) BlockGPA(i int) (gpa, end uint64) {
 
 // Fill reads block i of page data from the device, checks its XXH64 sum
 // and, in a keyed snapshot opened with the key, its Poly1305 tag, and
-// then gives its pages to sink (nil: only check). A sink that is a Viewer
-// has the pages read straight into its memory; if the block then fails,
-// that memory is cleared again and the error is a *BlockError naming the
-// block and its guest-physical range: the sink gets nothing of a block
-// that does not verify. A block already filled is not read again.
+// then gives the pages of it that its stream owns to sink (nil: only
+// check); pages a newer stream defines are not given. A sink that is a
+// Viewer has the pages read straight into its memory when the stream
+// owns every page of the block; if the block then fails, that memory is
+// cleared again. A block that fails is a *BlockError naming its stream,
+// the block and its guest-physical range: the sink gets nothing of a
+// block that does not verify. A block already filled, or with no page to
+// place, is not read.
 func (l *Lazy) Fill(i int, sink MemorySink) error {
 	if i < 0 || i >= len(l.filled) {
 		return fmt.Errorf("snapshot: RAM block %d of %d", i, len(l.filled))
@@ -307,32 +531,39 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	if l.filled[i] {
 		return nil
 	}
-	runs := l.blockRuns(i)
+	s, b := l.blockOf(i)
+	st := l.streams[s]
+	runs := st.blockRuns(b)
 	if len(runs) == 0 {
-		return fmt.Errorf("snapshot: RAM block %d holds no pages", i)
+		return fmt.Errorf("snapshot: generation %d: RAM block %d holds no pages", st.gen, b)
 	}
 	dst := make([][]byte, len(runs))
 	inPlace := make([]bool, len(runs))
 	fail := func(err error) error {
-		for k, b := range dst {
+		for k, d := range dst {
 			if inPlace[k] {
-				clear(b)
+				clear(d)
 			}
 		}
-		last := runs[len(runs)-1]
-		return &BlockError{Index: i, GPA: runs[0].gpa, End: last.gpa + last.n, Err: err}
+		gpa, end := runsGPA(runs)
+		return &BlockError{Generation: st.gen, Index: b, GPA: gpa, End: end, Err: err}
 	}
 	if l.buf == nil {
 		l.buf = make([]byte, RAMBlockSize)
 		l.rbuf = make([]byte, readAhead)
 	}
-	viewer, _ := sink.(Viewer)
+	// In place only if every page read is the stream's to place: a page
+	// a newer stream defines may be present already.
+	var viewer Viewer
+	if v, ok := sink.(Viewer); ok && l.ownsAll(s, runs) {
+		viewer = v
+	}
 	xxh := xxhash.New()
-	tags := l.keyed && len(l.key) > 0
+	tags := st.keyed && len(st.key) > 0
 	var macWrite func([]byte) (int, error)
 	var macSum func([]byte) []byte
 	if tags {
-		m := blockMAC(l.key, l.nonce, l.gen, uint64(i))
+		m := blockMAC(st.key, st.nonce, st.gen, uint64(b))
 		macWrite, macSum = m.Write, m.Sum
 	}
 	var pos uint64
@@ -346,31 +577,31 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 				}
 				seg += q.n
 			}
-			if err := l.segment(r.off, int64(seg)); err != nil {
+			if err := l.segment(st, r.off, int64(seg)); err != nil {
 				return fail(err)
 			}
 		}
-		var b []byte
+		var d []byte
 		if viewer != nil {
 			if v, ok := viewer.View(r.gpa, r.n); ok {
-				b, inPlace[k] = v, true
+				d, inPlace[k] = v, true
 			}
 		}
-		if b == nil {
-			b = l.buf[pos : pos+r.n]
+		if d == nil {
+			d = l.buf[pos : pos+r.n]
 			pos += r.n
 		}
-		dst[k] = b
-		if _, err := io.ReadFull(&l.rd, b); err != nil {
+		dst[k] = d
+		if _, err := io.ReadFull(&l.rd, d); err != nil {
 			return fail(fmt.Errorf("read page data at stream offset %d: %w", r.off, err))
 		}
-		xxh.Write(b)
+		xxh.Write(d)
 		if tags {
-			macWrite(b)
+			macWrite(d)
 		}
 		next = r.off + int64(r.n)
 	}
-	e := l.table[uint64(i)*uint64(l.sumSize) : uint64(i+1)*uint64(l.sumSize)]
+	e := st.table[uint64(b)*uint64(st.sumSize) : uint64(b+1)*uint64(st.sumSize)]
 	if got, want := xxh.Sum64(), binary.LittleEndian.Uint64(e); got != want {
 		return fail(fmt.Errorf("%w: XXH64 %016x, the table says %016x", ErrChecksum, got, want))
 	}
@@ -380,12 +611,21 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		}
 	}
 	if sink != nil {
+		var err error
 		for k, r := range runs {
 			if inPlace[k] {
 				continue
 			}
-			if _, err := sink.WriteAt(dst[k], int64(r.gpa)); err != nil {
-				return fail(fmt.Errorf("write guest memory at %#x: %w", r.gpa, err))
+			l.ownedRuns(s, r, func(gpa, n uint64) {
+				if err == nil {
+					o := gpa - r.gpa
+					if _, werr := sink.WriteAt(dst[k][o:o+n], int64(gpa)); werr != nil {
+						err = fmt.Errorf("write guest memory at %#x: %w", gpa, werr)
+					}
+				}
+			})
+			if err != nil {
+				return fail(err)
 			}
 		}
 	}
@@ -394,15 +634,15 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	return nil
 }
 
-// segment points the block reader at the n bytes of the stream at off.
+// segment points the block reader at the n bytes of stream st at off.
 // A device reads whole sectors: the sector holding off is read into the
 // buffer alone (not the usual read-ahead), so that the large runs after
 // it go from the device straight into their place.
-func (l *Lazy) segment(off, n int64) error {
-	at := l.base + off
-	s := int64(l.dev.SectorSize())
-	lo := at / s * s
-	l.rd = blockReader{dev: l.dev, base: lo, left: n + at - lo, off: lo, buf: l.rbuf[:min(int64(len(l.rbuf)), s)]}
+func (l *Lazy) segment(st *lazyStream, off, n int64) error {
+	at := st.base + off
+	sec := int64(st.dev.SectorSize())
+	lo := at / sec * sec
+	l.rd = blockReader{dev: st.dev, base: lo, left: n + at - lo, off: lo, buf: l.rbuf[:min(int64(len(l.rbuf)), sec)]}
 	err := l.rd.skip(at - lo)
 	// The buffer grows back to its size; r and w index the same memory.
 	l.rd.buf = l.rbuf

@@ -101,7 +101,9 @@ func TestLazyFill(t *testing.T) {
 					}
 					// Filled blocks are not read again: a wrecked device
 					// does not matter any more.
-					l.dev = NewMemDevice(int64(len(s.dev.(*MemDevice).Data)), sector)
+					for _, st := range l.streams {
+						st.dev = NewMemDevice(int64(len(s.dev.(*MemDevice).Data)), sector)
+					}
 					if err := l.Fill(0, sink); err != nil {
 						t.Fatalf("second fill: %v", err)
 					}
@@ -153,9 +155,9 @@ func TestLazyCorruptBlock(t *testing.T) {
 				t.Fatal(err)
 			}
 			bad := l.Blocks() / 2
-			runs := l.blockRuns(bad)
+			st, runs := blockAt(l, bad)
 			flip := runs[len(runs)-1]
-			dev.Data[l.base+flip.off+int64(flip.n)-7] ^= 0x10
+			dev.Data[st.base+flip.off+int64(flip.n)-7] ^= 0x10
 			if _, _, err := s.OpenLazy(c, DecodeOptions{Registry: testRegistry(t), Key: key}); err != nil {
 				t.Fatalf("the open reads page data: %v", err)
 			}
@@ -207,7 +209,7 @@ func TestLazyTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.key = []byte("another key") // as if the table had been forged
+	l.streams[0].key = []byte("another key") // as if the table had been forged
 	if err := l.Fill(1, nil); !errors.Is(err, ErrAuth) || errors.Is(err, ErrChecksum) {
 		t.Fatalf("fill under another key: %v", err)
 	}
@@ -218,8 +220,8 @@ func TestLazyTags(t *testing.T) {
 	if err != nil || snap.Authenticated {
 		t.Fatalf("SkipAuth: %v, authenticated %v", err, snap != nil && snap.Authenticated)
 	}
-	runs := l.blockRuns(0)
-	dev.Data[l.base+runs[0].off] ^= 1
+	st, runs := blockAt(l, 0)
+	dev.Data[st.base+runs[0].off] ^= 1
 	if err := l.Fill(0, nil); !errors.Is(err, ErrChecksum) {
 		t.Fatalf("damage without the key: %v", err)
 	}
@@ -227,8 +229,8 @@ func TestLazyTags(t *testing.T) {
 
 // TestLazyOpenRefuses: what the open can check without page data it
 // refuses: a truncated stream, a changed block table, a commit record
-// that names another stream; what it cannot restore lazily (a chain, a
-// version 1 RAM chunk) fails with ErrLazyUnsupported.
+// that names another stream; what it cannot restore lazily (a version 1
+// RAM chunk) fails with ErrLazyUnsupported, and an increment opens.
 func TestLazyOpenRefuses(t *testing.T) {
 	reg := testRegistry(t)
 	dev, s, c, vm := lazyStore(t, 9, nil, 512)
@@ -237,8 +239,9 @@ func TestLazyOpenRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The block table is the end of the RAM chunk body, before its CRC.
-	ram := l.ranges[len(l.ranges)-1]
-	tableAt := l.base + ram.off + int64(ram.n)*PageSize + ramTableHeader
+	st := l.streams[0]
+	ram := st.ranges[len(st.ranges)-1]
+	tableAt := st.base + ram.off + int64(ram.n)*PageSize + ramTableHeader
 	short := *c
 	short.Length -= endChunkSize
 	other := *c
@@ -254,7 +257,7 @@ func TestLazyOpenRefuses(t *testing.T) {
 		{"block table", c, tableAt + 3, []error{ErrChecksum}},
 		// A structural check may see the damage before the CRC.
 		{"table header", c, tableAt - 5, []error{ErrChecksum, ErrCorrupt}},
-		{"bitmap", c, l.base + l.ranges[0].off - 1, []error{ErrChecksum, ErrCorrupt}},
+		{"bitmap", c, st.base + st.ranges[0].off - 1, []error{ErrChecksum, ErrCorrupt}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,8 +283,13 @@ func TestLazyOpenRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.OpenLazy(inc, DecodeOptions{Registry: reg}); !errors.Is(err, ErrLazyUnsupported) {
+		l, snap, err := s.OpenLazy(inc, DecodeOptions{Registry: reg})
+		if err != nil || l.Streams() != 2 || len(snap.Chain) != 2 {
 			t.Fatalf("increment: %v", err)
+		}
+		// It carries no page: every block is the full snapshot's.
+		if l.Fills() != l.Blocks() || l.Blocks() != l.first[1] {
+			t.Fatalf("increment carrying nothing: %d blocks, %d to fill, the full snapshot has %d", l.Blocks(), l.Fills(), l.first[1])
 		}
 	})
 	t.Run("RAM version 1", func(t *testing.T) {
@@ -309,9 +317,13 @@ func FuzzLazyOpen(f *testing.F) {
 			copy(dev.Data, b)
 			opts := DecodeOptions{Key: key, Inspect: true, MaxRAM: 64 << 20}
 			lazyMem := &guestMem{b: make([]byte, 1<<20)}
-			l, _, lerr := openLazy(dev, 0, int64(len(b)), opts, 4096)
+			st, _, lerr := openLazy(dev, 0, int64(len(b)), opts, 4096)
 			if errors.Is(lerr, ErrLazyUnsupported) {
 				continue
+			}
+			var l *Lazy
+			if lerr == nil {
+				l = newLazy([]*lazyStream{st})
 			}
 			for i := 0; lerr == nil && i < l.Blocks(); i++ {
 				if err := l.Fill(i, boundedMem{lazyMem}); err != nil {
@@ -345,4 +357,11 @@ func (m boundedMem) WriteAt(p []byte, gpa int64) (int, error) {
 		return len(p), nil
 	}
 	return copy(m.b[gpa:], p), nil
+}
+
+// blockAt returns the stream block i is in and the runs of all its
+// stored pages there.
+func blockAt(l *Lazy, i int) (*lazyStream, []lazyRun) {
+	s, b := l.blockOf(i)
+	return l.streams[s], l.streams[s].blockRuns(b)
 }

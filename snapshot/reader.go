@@ -220,7 +220,7 @@ type decoder struct {
 	opts *DecodeOptions
 	// lazy, when set, is a lazy open (lazy.go): the RAM chunk's page data
 	// is skipped, its ranges and block table are recorded in lazy.
-	lazy     *Lazy
+	lazy     *lazyStream
 	sr       *streamReader
 	snap     *Snapshot
 	seen     map[string]bool
@@ -540,9 +540,9 @@ func (d *decoder) ram(n uint64, version uint16) (*RAMInfo, error) {
 	}
 	var blocks *blockSums // version 2: the page data's block sums
 	keyed := d.snap.Header.Flags&HeaderKeyed != 0
-	if d.lazy != nil && (version < RAMVersion || info.Incremental) {
-		return nil, fmt.Errorf("%w: RAM chunk version %d (incremental %v): only a full version %d chunk has block sums to check page data by",
-			ErrLazyUnsupported, version, info.Incremental, RAMVersion)
+	if d.lazy != nil && version < RAMVersion {
+		return nil, fmt.Errorf("%w: RAM chunk version %d: only a version %d chunk has block sums to check page data by",
+			ErrLazyUnsupported, version, RAMVersion)
 	}
 	if version >= RAMVersion {
 		nb, err := take(ramNonceSize)

@@ -41,6 +41,7 @@ var fuzzBudgets = map[string]int{
 	"FuzzChain":       300000,
 	"FuzzChainStore":  12000,
 	"FuzzLazyOpen":    30000,
+	"FuzzLazyChain":   5000,  // each run opens and decodes a chain of three streams
 	"FuzzIO":          150,   // each run drives a fake device through timeouts
 	"FuzzCompletions": 25000, // each run brings up a fake NVMe controller
 	"FuzzParseImage":  300000,
