@@ -144,9 +144,10 @@ func snapBenchUEFI(elf, guests string) bool {
 }
 
 // writeZeros makes a disk image of size bytes written with zeros, not
-// sparse: every write of the bench then lands on allocated blocks, as on
-// a real disk, instead of some paying for the host file system's block
-// allocation and others not.
+// sparse, and on the host's disk (synced): every write of the bench then
+// lands on allocated blocks, as on a real disk, instead of some paying for
+// the host file system's block allocation and others not, and the bench's
+// first flush does not write these zeros out.
 func writeZeros(path string, size int64) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -158,6 +159,10 @@ func writeZeros(path string, size int64) error {
 			f.Close()
 			return err
 		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
 	}
 	return f.Close()
 }
