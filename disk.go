@@ -8,6 +8,7 @@ import (
 
 	"tamavisor/boot"
 	"tamavisor/boot/acpi"
+	"tamavisor/boot/dmamem"
 	"tamavisor/boot/nvme"
 	"tamavisor/boot/pci"
 	"tamavisor/boot/virtio/blk"
@@ -124,5 +125,5 @@ func openNVMe(rsdpCopy []byte) (*nvme.Device, error) {
 		return nil, fmt.Errorf("NVMe %v: BAR0 at %#x is mapped cacheable (%s): device registers need UC", f.Addr, bar.Addr, desc)
 	}
 	pci.EnableMemory(cfg, f.Addr)
-	return nvme.New(nvme.PhysRegs(bar.Addr), nvme.TamagoDMA{}, nvme.Options{Phys: nvme.Phys})
+	return nvme.New(nvme.PhysRegs(bar.Addr), dmamem.Region{}, nvme.Options{Phys: dmamem.Phys})
 }

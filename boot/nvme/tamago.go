@@ -3,11 +3,8 @@
 package nvme
 
 import (
-	"fmt"
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/usbarmory/tamago/dma"
 )
 
 // PhysRegs is a controller's register window (BAR0) at a physical (=
@@ -31,32 +28,4 @@ func (r PhysRegs) Read64(off uint32) uint64 {
 func (r PhysRegs) Write64(off uint32, v uint64) {
 	r.Write32(off, uint32(v))
 	r.Write32(off+4, uint32(v>>32))
-}
-
-// TamagoDMA allocates from tamago's global DMA region (dma.Init must have
-// been called by the board). Allocations are never freed.
-type TamagoDMA struct{}
-
-func (TamagoDMA) Alloc(size, align int) (pa uint64, buf []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("nvme: DMA allocation of %d bytes failed: %v", size, r)
-		}
-	}()
-	addr, b := dma.Reserve(size, align)
-	if b == nil {
-		return 0, nil, fmt.Errorf("nvme: DMA allocation of %d bytes failed", size)
-	}
-	return uint64(addr), b, nil
-}
-
-// Phys returns the physical address of b[0]: under TamaGo's identity map
-// every Go slice is physically contiguous and reachable by the
-// controller. The buffer stays in place during the I/O (Go's collector
-// does not move heap objects).
-func Phys(b []byte) (uint64, bool) {
-	if len(b) == 0 {
-		return 0, false
-	}
-	return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))), true
 }

@@ -5,6 +5,7 @@ package blk
 import (
 	"errors"
 
+	"tamavisor/boot/dmamem"
 	"tamavisor/boot/virtio"
 )
 
@@ -21,14 +22,14 @@ var ErrNotFound = errors.New("no virtio-blk device: start QEMU with -global virt
 
 // ProbeMicroVM returns the first virtio-blk device on the QEMU microvm
 // virtio-mmio slots, using tamago's DMA region and zero-copy Phys. opt may
-// be nil; its Phys, if nil, is set to virtio.Phys.
+// be nil; its Phys, if nil, is set to dmamem.Phys.
 func ProbeMicroVM(opt *Options) (*Device, error) {
 	var o Options
 	if opt != nil {
 		o = *opt
 	}
 	if o.Phys == nil {
-		o.Phys = virtio.Phys
+		o.Phys = dmamem.Phys
 	}
 	var legacy error
 	for i := range MicroVMSlots {
@@ -42,7 +43,7 @@ func ProbeMicroVM(opt *Options) (*Device, error) {
 		if m.DeviceID() != DeviceID {
 			continue
 		}
-		return New(m, virtio.TamagoDMA{}, o)
+		return New(m, dmamem.Region{}, o)
 	}
 	if legacy != nil {
 		return nil, errors.Join(ErrNotFound, legacy)
