@@ -208,3 +208,28 @@ func TestRAMVersion2Keyed(t *testing.T) {
 		t.Errorf("wrong key: %v, want an authentication failure", err)
 	}
 }
+
+// TestSecondRAMChunkRefused: a stream with two RAM chunks (a code review
+// found the lazy open would mix their ranges) is refused as corrupt, by the
+// eager decode and the lazy open alike.
+func TestSecondRAMChunkRefused(t *testing.T) {
+	vm := newTestVM(21, 2<<20)
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Header{Generation: 1, VMName: "vm"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.fill(w); err != nil {
+		t.Fatal(err)
+	}
+	w.ram, w.ramInstance = false, 1
+	if err := w.WriteRAM(vm.mem, vm.ranges, RAMOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeBytes(buf.Bytes(), DecodeOptions{Registry: testRegistry(t)}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "second RAM chunk") {
+		t.Fatalf("a stream with two RAM chunks: %v", err)
+	}
+}

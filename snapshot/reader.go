@@ -357,6 +357,11 @@ func (d *decoder) chunk(c *Chunk) error {
 		if c.Flags&Required == 0 {
 			return fmt.Errorf("%w: RAM chunk not marked required", ErrCorrupt)
 		}
+		// One RAM chunk, instance 0 (section 1.2): a second one (another
+		// instance) would describe the same memory twice.
+		if c.Instance != 0 || d.snap.RAM != nil {
+			return fmt.Errorf("%w: a second RAM chunk (instance %d)", ErrCorrupt, c.Instance)
+		}
 		info, err := d.ram(c.Length, c.Version)
 		if err != nil {
 			return err

@@ -55,6 +55,7 @@ type Writer struct {
 	// streams).
 	ramVersion1 bool
 	key         []byte // the HMAC key, for the RAM blocks' keys
+	ramInstance uint32 // always 0; tests set it to write a second RAM chunk
 	gen         uint64 // the header's generation, for the RAM blocks' keys
 	// ramBase is the RAM chunk's incremental flag and base, which the
 	// store checks against SaveOptions.Base.
@@ -321,7 +322,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 			}
 		}()
 	}
-	if err := w.begin(TypeRAM, 0, version, Required, plan.length); err != nil {
+	if err := w.begin(TypeRAM, w.ramInstance, version, Required, plan.length); err != nil {
 		return err
 	}
 	w.ram = true
