@@ -197,15 +197,7 @@ func (s *Store) openLazyStream(l ChainLink, opts DecodeOptions) (*lazyStream, *S
 // openLazy opens the stream of length bytes at device offset off (sector
 // aligned) lazily.
 func openLazy(dev BlockDevice, off, length int64, opts DecodeOptions, bufSize int) (*lazyStream, *Snapshot, error) {
-	if opts.Registry == nil {
-		opts.Registry = NewRegistry()
-	}
-	if opts.MaxChunkSize == 0 {
-		opts.MaxChunkSize = DefaultMaxChunkSize
-	}
-	if opts.MaxRetained == 0 {
-		opts.MaxRetained = DefaultMaxRetained
-	}
+	opts.defaults()
 	opts.Memory, opts.Progress = nil, nil
 	if length < 0 {
 		return nil, nil, fmt.Errorf("snapshot: negative size")

@@ -183,21 +183,26 @@ func (s *streamReader) read(p []byte) error {
 	return nil
 }
 
+// defaults fills in the zero fields that have a default.
+func (o *DecodeOptions) defaults() {
+	if o.Registry == nil {
+		o.Registry = NewRegistry()
+	}
+	if o.MaxChunkSize == 0 {
+		o.MaxChunkSize = DefaultMaxChunkSize
+	}
+	if o.MaxRetained == 0 {
+		o.MaxRetained = DefaultMaxRetained
+	}
+}
+
 // Decode reads a snapshot stream of size bytes from r, checks every
 // checksum, the digest and (see DecodeOptions.Key) the HMAC, decodes known
 // chunks and streams RAM to opts.Memory. It returns an error, never panics,
 // for any input, and allocates at most about MaxChunkSize plus one bit per
 // guest page (bounded by size) beyond a fixed 2 MiB of buffers.
 func Decode(r io.Reader, size int64, opts DecodeOptions) (*Snapshot, error) {
-	if opts.Registry == nil {
-		opts.Registry = NewRegistry()
-	}
-	if opts.MaxChunkSize == 0 {
-		opts.MaxChunkSize = DefaultMaxChunkSize
-	}
-	if opts.MaxRetained == 0 {
-		opts.MaxRetained = DefaultMaxRetained
-	}
+	opts.defaults()
 	if size < 0 {
 		return nil, fmt.Errorf("snapshot: negative size")
 	}

@@ -157,6 +157,12 @@ func (n *NPT) set(gpa, hpa uint64, level int, p Perm) error {
 // are not returned to the allocator (tables live as long as the VM).
 // The caller must flush the guest's TLB before it runs again.
 func (n *NPT) Unmap(gpa, size uint64) error {
+	return n.editRange(gpa, size, func(e *uint64) { *e = 0 })
+}
+
+// editRange calls edit on every leaf mapping [gpa, gpa+size), splitting
+// large pages only partly inside (leaf).
+func (n *NPT) editRange(gpa, size uint64, edit func(e *uint64)) error {
 	if gpa%PageSize != 0 || size%PageSize != 0 {
 		return ErrUnaligned
 	}
@@ -165,18 +171,13 @@ func (n *NPT) Unmap(gpa, size uint64) error {
 	}
 	end := gpa + size
 	for gpa < end {
-		step, err := n.clear(gpa, end)
+		step, err := n.leaf(gpa, end, edit)
 		if err != nil {
 			return err
 		}
 		gpa += step
 	}
 	return nil
-}
-
-// clear removes the mapping at gpa and returns how far it advanced.
-func (n *NPT) clear(gpa, end uint64) (uint64, error) {
-	return n.leaf(gpa, end, func(e *uint64) { *e = 0 })
 }
 
 // leaf calls edit on the leaf entry mapping gpa, which starts at gpa and
@@ -215,26 +216,7 @@ func (n *NPT) leaf(gpa, end uint64, edit func(e *uint64)) (uint64, error) {
 // removing write permission the caller must flush the guest's TLB before
 // it runs again; granting it needs no flush (a fault re-walks the tables).
 func (n *NPT) SetWrite(gpa, size uint64, w bool) error {
-	if gpa%PageSize != 0 || size%PageSize != 0 {
-		return ErrUnaligned
-	}
-	if gpa+size > MaxGPA || gpa+size < gpa {
-		return ErrRange
-	}
-	end := gpa + size
-	for gpa < end {
-		step, err := n.setWrite(gpa, end, w)
-		if err != nil {
-			return err
-		}
-		gpa += step
-	}
-	return nil
-}
-
-// setWrite changes the leaf at gpa and returns how far it advanced.
-func (n *NPT) setWrite(gpa, end uint64, w bool) (uint64, error) {
-	return n.leaf(gpa, end, func(e *uint64) {
+	return n.editRange(gpa, size, func(e *uint64) {
 		if w {
 			*e |= PTEWrite
 		} else {

@@ -175,21 +175,28 @@ func Entries(root []byte) ([]uint64, error) {
 	return out, nil
 }
 
+// rootEntries reads the root table (XSDT or RSDT) rsdp names and returns
+// its signature and the addresses of the tables it lists.
+func rootEntries(m Mem, rsdp *RSDP) (rootSig string, entries []uint64, err error) {
+	pa, rootSig, err := rsdp.Root()
+	if err != nil {
+		return "", nil, err
+	}
+	root, err := ReadTable(m, pa, rootSig)
+	if err != nil {
+		return "", nil, err
+	}
+	entries, err = Entries(root)
+	return rootSig, entries, err
+}
+
 // Find returns the first table with signature sig that the root table of
 // rsdp lists and whose checksum is correct. Tables with another signature
 // are identified by their header alone. A listed table that cannot be
 // read or fails its checksum is skipped; if none is usable the error
 // names the last problem.
 func Find(m Mem, rsdp *RSDP, sig string) ([]byte, error) {
-	pa, rootSig, err := rsdp.Root()
-	if err != nil {
-		return nil, err
-	}
-	root, err := ReadTable(m, pa, rootSig)
-	if err != nil {
-		return nil, err
-	}
-	entries, err := Entries(root)
+	rootSig, entries, err := rootEntries(m, rsdp)
 	if err != nil {
 		return nil, err
 	}

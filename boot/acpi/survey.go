@@ -30,15 +30,7 @@ type TableEntry struct {
 // parses the MADT, FADT, HPET and SPCR tables (the first good one of
 // each). It fails only when the root table cannot be read.
 func Discover(m Mem, rsdp *RSDP) (*Survey, error) {
-	pa, rootSig, err := rsdp.Root()
-	if err != nil {
-		return nil, err
-	}
-	root, err := ReadTable(m, pa, rootSig)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := Entries(root)
+	rootSig, addrs, err := rootEntries(m, rsdp)
 	if err != nil {
 		return nil, err
 	}
