@@ -12,6 +12,7 @@ import (
 	"tamavisor/boot/nvme"
 	"tamavisor/boot/pci"
 	"tamavisor/boot/virtio/blk"
+	"tamavisor/internal/x86"
 	"tamavisor/snapshot"
 )
 
@@ -56,12 +57,13 @@ func openDisk() *snapshot.Store {
 		logf("snapshot disk: none: %v", err)
 		return nil
 	}
-	st, err := snapshot.Open(dev, snapshot.StoreOptions{})
+	st, err := snapshot.Open(dev, snapshot.StoreOptions{Clock: x86.RDTSC})
 	if err != nil {
 		logf("snapshot disk unusable: %v", err)
 		return nil
 	}
 	diskName = what
+	st.Reserve()
 	logf("snapshot disk: %s, %d MiB, %d MiB per snapshot slot", what, dev.Size()>>20, st.SlotSize()>>20)
 	return st
 }

@@ -264,6 +264,10 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	row("live save, guest running beside it (RAM per s)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "the same; the guest has half the CPU")
 	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))
+	ph := full.Phases
+	fmt.Printf("  %-52s scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
+		ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
+		ms(full.Cycles-min(full.Cycles, ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
 	for _, c := range []struct {
 		name string
 		s    kernel.SaveStats

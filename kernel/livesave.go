@@ -219,7 +219,8 @@ func (ls *liveSave) end() {
 		c.Generation, c.Slot, vm.saveKind(c), size(uint64(c.Length)), size(vm.Mem.Size), float64(total)/hz,
 		float64(ls.request)/hz*1e3, float64(ls.longest)/hz*1e3, ls.turns, copies)
 	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: total,
-		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies, Incremental: c.Incremental(p.Store)})
+		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies, Incremental: c.Incremental(p.Store),
+		Phases: p.Store.LastSaveTimes()})
 	t.base = c
 	if !ls.byGuest {
 		p.operatorGen = c.Generation

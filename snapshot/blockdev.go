@@ -105,10 +105,12 @@ type blockWriter struct {
 	total int64
 }
 
-func newBlockWriter(dev BlockDevice, base, limit int64, size int) *blockWriter {
-	b := &blockWriter{dev: dev, base: base, limit: limit, buf: make([]byte, size)}
+// newBlockWriter returns a blockWriter whose buffers are bufs[0] and, on
+// an AsyncWriter, bufs[1] (both of the same size).
+func newBlockWriter(dev BlockDevice, base, limit int64, bufs [2][]byte) *blockWriter {
+	b := &blockWriter{dev: dev, base: base, limit: limit, buf: bufs[0]}
 	if a, ok := dev.(AsyncWriter); ok {
-		b.async, b.spare = a, make([]byte, size)
+		b.async, b.spare = a, bufs[1]
 	}
 	return b
 }
@@ -161,6 +163,15 @@ func (b *blockWriter) flush() error {
 	b.total += int64(b.n)
 	b.n = 0
 	return nil
+}
+
+// abandon waits for the writes in flight after a failed save, so that no
+// device still reads a buffer the next save fills (their errors are the
+// failed save's).
+func (b *blockWriter) abandon() {
+	if b.async != nil {
+		b.async.Sync()
+	}
 }
 
 // finish writes what is buffered and waits for every write to complete.

@@ -57,6 +57,9 @@ type Writer struct {
 	key         []byte // the HMAC key, for the RAM blocks' keys
 	ramInstance uint32 // always 0; tests set it to write a second RAM chunk
 	gen         uint64 // the header's generation, for the RAM blocks' keys
+	// clock and times, set by the store, time the RAM chunk's phases.
+	clock func() uint64
+	times *SaveTimes
 	// ramBase is the RAM chunk's incremental flag and base, which the
 	// store checks against SaveOptions.Base.
 	ramBase RAMInfo
@@ -116,6 +119,14 @@ func (w *Writer) emit(p []byte) error {
 	}
 	w.n += int64(len(p))
 	return nil
+}
+
+// tick reads the store's clock (0 without one).
+func (w *Writer) tick() uint64 {
+	if w.clock == nil {
+		return 0
+	}
+	return w.clock()
 }
 
 func (w *Writer) check() error {
@@ -282,9 +293,13 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if w.scratch == nil {
 		w.scratch = make([]byte, scanBlock)
 	}
+	t := w.tick()
 	plan, err := planRAM(src, ranges, &opts, w.scratch)
 	if err != nil {
 		return err
+	}
+	if w.times != nil {
+		w.times.Scan, t = w.tick()-t, w.tick()
 	}
 	version := uint16(RAMVersion)
 	var totalData uint64
@@ -372,6 +387,9 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		if opts.Copied != nil {
 			opts.Copied(r.GPA + r.Size)
 		}
+	}
+	if w.times != nil {
+		w.times.Data = w.tick() - t
 	}
 	if blocks != nil {
 		sums := blocks.finish()
