@@ -95,7 +95,7 @@ func TestWriteVAsync(t *testing.T) {
 		{"one-command", nil},
 		{"page-commands", func(f *fakeNVMe, o *Options) { o.MaxRequest = pageSize }},
 		{"mdts-8k", func(f *fakeNVMe, o *Options) { f.mdts = 1 }},
-		{"4k-blocks-lazy", func(f *fakeNVMe, o *Options) { f.lbads, f.mode, o.MaxRequest = maxLBAShift, modeLazy, 2 * pageSize }},
+		{"4k-blocks-lazy", func(f *fakeNVMe, o *Options) { f.lbads, f.mode, o.MaxRequest = maxLBAShift, modeLazy, 2*pageSize }},
 		{"two-entry-queue", func(f *fakeNVMe, o *Options) { f.mqes, o.MaxRequest = 1, pageSize }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
