@@ -189,7 +189,8 @@ func TestWriteVAsyncRefused(t *testing.T) {
 		name string
 		segs [][]byte
 	}{
-		{"middle-not-page-aligned", [][]byte{pg(pageSize-vecSkew, vecSkew), pg(pageSize, vecSkew), pg(vecTail, 0)}},
+		{"middle-not-page-aligned", [][]byte{pg(pageSize-vecSkew, vecSkew), pg(pageSize-vecSkew, vecSkew), pg(vecTail, 0)}},
+		{"last-not-page-aligned", [][]byte{pg(pageSize-vecSkew, vecSkew), pg(vecTail, vecSkew)}},
 		{"first-not-ending-on-page", [][]byte{pg(vecSkew, 0), pg(pageSize, 0)}},
 		{"middle-not-ending-on-page", [][]byte{pg(pageSize-vecSkew, vecSkew), pg(vecTail, 0), pg(pageSize-vecTail, 0)}},
 		{"first-not-dword-aligned", [][]byte{pg(pageSize-vecBad, vecBad), pg(vecSkew+vecBad, 0)}},
