@@ -132,6 +132,13 @@ type fcq struct {
 	phase      uint32
 }
 
+// prpRecord is the memory of one I/O command as the fake resolved its
+// PRP entries: PRP1, then the page of each further entry.
+type prpRecord struct {
+	slba uint64
+	prps []uint64
+}
+
 type pcmd struct {
 	qid int
 	sqe [SQESize]byte
@@ -186,6 +193,8 @@ type fakeNVMe struct {
 	admin             []byte // admin opcodes in order
 	ioCount           map[byte]int
 	listCmds          int // commands that used a PRP list
+	logPRPs           bool
+	prpLog            []prpRecord // I/O commands' resolved PRPs, if logPRPs
 	maxXfer           int
 	sqDoorbells       int
 	maxBatch          int
@@ -563,6 +572,14 @@ func (f *fakeNVMe) execute(c pcmd) (uint32, uint16) {
 	segs, ok := f.prpSegments(prp1, prp2, n)
 	if !ok {
 		return 0, st(SCTGeneric, SCPRPOffsetInvalid)
+	}
+	if f.logPRPs {
+		rec := prpRecord{slba: slba}
+		for _, s := range segs {
+			pa, _ := f.a.phys(s)
+			rec.prps = append(rec.prps, pa)
+		}
+		f.prpLog = append(f.prpLog, rec)
 	}
 	off := int(slba << f.lbads)
 	for _, s := range segs {

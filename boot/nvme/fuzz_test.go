@@ -13,8 +13,9 @@ const (
 	fuzzTimeout  = 10 * fuzzStep
 	fuzzMaxOps   = 24
 	fuzzMaxSecs  = 8
-	fuzzNormalLo = 160      // fault bytes below this leave the command alone
-	fuzzHeadroom = 64 << 10 // arena left for a WriteAsync buffer and the bounce buffer
+	fuzzNormalLo = 160       // fault bytes below this leave the command alone
+	fuzzHeadroom = 128 << 10 // arena left for a WriteAsync buffer, its copied segment and the bounce buffer
+	fuzzVector   = 0x80      // in the offset's high byte (beyond the disk): WriteVAsync
 )
 
 // stream hands out fuzz bytes, then zeros.
@@ -33,7 +34,8 @@ func (s *stream) next() byte {
 // comes from the fuzz bytes: geometry, MDTS, queue size and doorbell
 // stride, then per command a fault (dropped, hung, duplicated, corrupted
 // or failed completions, fatal status) interleaved with reads, writes,
-// flushes and batches of asynchronous writes (WriteAsync, ended by Sync),
+// flushes and batches of asynchronous writes (WriteAsync, or WriteVAsync of
+// the buffer cut into segments, some copied elsewhere, ended by Sync),
 // with an idle hook that checks the device's lock is released. The driver
 // must return or fail, never hang or panic; it must leave no command in
 // the controller when a call other than WriteAsync returns; successful
@@ -48,6 +50,13 @@ func FuzzCompletions(f *testing.F) {
 	f.Add([]byte{0x2c, 1, 16, 0, 7, 0, 0, 0, 0, 0, 164, 1, 16, 0, 7, 165, 166, 169})
 	f.Add([]byte{0x81, 3, 0, 0, 7, 3, 8, 0, 7, 0, 4, 0, 3, 3, 16, 0, 7, 4, 0, 0, 0})
 	f.Add([]byte{0x08, 3, 0, 0, 7, 162, 3, 8, 0, 7, 1, 4, 0, 1, 4, 0, 0, 0})
+	// WriteVAsync: two extents in one command; four commands of 8 KiB
+	// across two extents and an empty segment; joined segments; refused
+	// (a second extent that starts mid-page).
+	f.Add([]byte{0x00, 0, 0, 0, 0, 0, 3, 0, 0x88, 15, 0, 4, 0, 0, 0})
+	f.Add([]byte{0x1b, 0, 0, 0, 0, 0, 3, 0, 0xa8, 7, 0, 0, 0, 0, 4, 0, 0, 0})
+	f.Add([]byte{0x1b, 0, 0, 0, 0, 0, 3, 0, 0x86, 7, 0, 0, 0, 0, 4, 0, 0, 0})
+	f.Add([]byte{0x00, 0, 0, 0, 0, 0, 3, 0, 0x98, 15, 0, 4, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := &stream{data}
 		cfg := in.next()
@@ -134,12 +143,23 @@ func FuzzCompletions(f *testing.F) {
 				for i := range p {
 					p[i] = byte(i) ^ op ^ hi
 				}
-				if err := d.WriteAsync(p, int64(off)); err != nil {
+				started, err := false, error(nil)
+				if hi&fuzzVector != 0 {
+					stats := d.Stats()
+					started, err = d.WriteVAsync(segments(a, p, hi, sector), int64(off))
+					if !started && (err != nil || d.Stats() != stats) {
+						t.Fatalf("a refused WriteVAsync %d@%d started something (%v)", n, off, err)
+					}
+				}
+				if !started { // as the snapshot store does
+					err = d.WriteAsync(p, int64(off))
+				}
+				if err != nil {
 					b.failed = true
 				}
 				b.pending = append(b.pending, pendingWrite{off: off, data: bytes.Clone(p)})
-				if op&4 == 0 {
-					mark = a.next // the controller may still read p
+				if op&4 == 0 || started {
+					mark = a.next // the controller may still read p and the segments
 				}
 			case opSync:
 				b.end(a)
@@ -171,6 +191,26 @@ func FuzzCompletions(f *testing.F) {
 			t.Fatalf("read after the faults: %v", err)
 		}
 	})
+}
+
+// segments cuts p into segments for WriteVAsync as bits 1-5 of h say: at
+// the end of p's first memory page, after a sector, in the middle or at
+// an odd byte; the rest in place (joined) or copied to another buffer,
+// which starts on a page boundary or not; with an empty segment between
+// them or not.
+func segments(a *arena, p []byte, h byte, sector int) [][]byte {
+	pa, _ := a.phys(p)
+	cuts := []int{pageSize - int(pa&pageMask), sector, len(p) / 2 &^ (prpAlign - 1), len(p)/2 + 1}
+	cut := min(cuts[h>>1&3], len(p))
+	rest := p[cut:]
+	if h>>3&1 != 0 {
+		rest = a.buf(len(rest), int(h>>4&1)*pageSize/2)
+		copy(rest, p[cut:])
+	}
+	if h>>5&1 != 0 {
+		return [][]byte{p[:cut], nil, rest}
+	}
+	return [][]byte{p[:cut], rest}
 }
 
 // Fuzz operations: the operation byte modulo fuzzOps.

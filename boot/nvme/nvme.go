@@ -21,7 +21,9 @@
 //
 // Also like boot/virtio/blk, writes can be pipelined (snapshot.AsyncWriter:
 // WriteAsync returns while the controller works, Sync waits) and a wait for
-// the controller can run other work (snapshot.Idler: SetIdle).
+// the controller can run other work (snapshot.Idler: SetIdle). WriteVAsync
+// writes several buffers as one, without a copy, when PRP entries can
+// describe them.
 //
 // The package is pure Go and host-testable: registers go through Regs,
 // DMA memory through DMA. Structures are little-endian and the code
@@ -208,6 +210,12 @@ type Identity struct {
 	MaxTransfer        int    // bytes per command the driver uses (MDTS, options)
 	LBASize            int
 	Blocks             uint64 // NSZE
+}
+
+// extent is n bytes of physically contiguous memory at physical address pa.
+type extent struct {
+	pa uint64
+	n  int
 }
 
 // slot is one command the driver may have in flight.
@@ -593,7 +601,7 @@ func (d *Device) Flush() error {
 		return nil
 	}
 	d.stats.Flushes++
-	return d.run(ioFlush, 0, 0, 0)
+	return d.run(ioFlush, 0)
 }
 
 // Shutdown tells the controller that power goes away (CC.SHN normal,
@@ -638,7 +646,7 @@ func (d *Device) rw(op uint8, p []byte, off int64) (int, error) {
 	}
 	lba := uint64(off) >> d.lbaShift
 	if pa, ok := d.phys(p); ok {
-		if err := d.run(op, lba, pa, len(p)); err != nil {
+		if err := d.run(op, lba, extent{pa, len(p)}); err != nil {
 			return 0, err
 		}
 		d.count(op, len(p))
@@ -660,7 +668,7 @@ func (d *Device) rw(op uint8, p []byte, off int64) (int, error) {
 		if op == ioWrite {
 			copy(d.bounce, chunk)
 		}
-		if err := d.run(op, lba+uint64(done>>d.lbaShift), d.bouncePA, len(chunk)); err != nil {
+		if err := d.run(op, lba+uint64(done>>d.lbaShift), extent{d.bouncePA, len(chunk)}); err != nil {
 			return done, err
 		}
 		if op == ioRead {
@@ -689,19 +697,19 @@ func (d *Device) count(op uint8, n int) {
 	}
 }
 
-// run transfers n bytes at physical address pa from or to the blocks
-// starting at lba, as commands of at most reqLen bytes with up to
-// len(d.slots) in flight, and waits for them. n = 0 issues one command
-// without data (Flush). On an error status it stops submitting, waits for
+// run transfers the memory xs describes from or to the blocks starting
+// at lba, as commands of at most reqLen bytes with up to len(d.slots) in
+// flight, and waits for them. No memory issues one command without data
+// (Flush). On an error status it stops submitting, waits for
 // the commands in flight and returns the first error. On a timeout or a
 // protocol violation it resets and reinitialises the controller, so that
 // no buffer is accessed after return. Writes started by WriteAsync are
 // completed first (their errors are kept for Sync).
-func (d *Device) run(op uint8, lba uint64, pa uint64, n int) error {
+func (d *Device) run(op uint8, lba uint64, xs ...extent) error {
 	if err := d.settle(); err != nil {
 		return err
 	}
-	err := d.transfer(op, lba, pa, n)
+	err := d.transfer(op, lba, xs)
 	for err == nil && d.inflight > 0 {
 		err = d.reap()
 	}
@@ -751,9 +759,16 @@ func (d *Device) keepAsync(err error) {
 // It returns when the last command is submitted, or an error status
 // stopped it (ioErr), or with the error of a timeout or protocol violation
 // (the controller was reset: nothing is in flight). It does not wait for
-// the commands it submitted.
-func (d *Device) transfer(op uint8, lba uint64, pa uint64, n int) error {
+// the commands it submitted. The commands split xs at multiples of reqLen
+// bytes; each must be describable by PRP entries (prpFit), as that of a
+// single dword-aligned extent always is. transfer consumes xs (it changes
+// its elements).
+func (d *Device) transfer(op uint8, lba uint64, xs []extent) error {
 	q := d.io
+	n := 0
+	for _, x := range xs {
+		n += x.n
+	}
 	cmds := max(1, (n+d.reqLen-1)/d.reqLen)
 	for next := 0; next < cmds && d.ioErr == nil; {
 		// Completions consumed so far are returned to the controller
@@ -763,7 +778,9 @@ func (d *Device) transfer(op uint8, lba uint64, pa uint64, n int) error {
 		submitted := false
 		for next < cmds && len(d.free) > 0 && !q.full() {
 			pos := next * d.reqLen
-			d.submit(op, lba+uint64(pos>>d.lbaShift), pa+uint64(pos), min(n-pos, d.reqLen))
+			l := min(n-pos, d.reqLen)
+			d.submit(op, lba+uint64(pos>>d.lbaShift), xs, l)
+			xs = advance(xs, l)
 			next++
 			submitted = true
 		}
@@ -861,6 +878,112 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 		_, err := d.WriteAt(p, off)
 		return err
 	}
+	return d.writeAsync(off, extent{pa, len(p)})
+}
+
+// WriteVAsync starts writing the concatenation of segs at off, as WriteAsync
+// does (off and the total length aligned as for WriteAt; no segment may change
+// until Sync; errors reported once, as WriteAsync). started is false, with a
+// nil error, when the segments cannot be described by PRP entries (below):
+// nothing was started, and the caller writes a copy instead. Otherwise
+// started is true and err is as WriteAsync's.
+//
+// Each segment must have a physical address (Options.Phys); segments that
+// are physically adjacent are joined into one extent. The data of each
+// command (the transfer split at multiples of the maximum transfer size,
+// Identity.MaxTransfer) must be PRP1 then whole memory pages (Base 2.0
+// "Physical Region Page Entry and List"): its first extent starts
+// dword-aligned, every other one on a page boundary, and every extent but
+// its last ends on a page boundary.
+func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error) {
+	n := 0
+	for _, s := range segs {
+		n += len(s)
+	}
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
+		return false, fmt.Errorf("nvme: %w", err)
+	}
+	if n == 0 {
+		return true, nil
+	}
+	xs, ok := d.extents(segs)
+	if !ok || !d.prpFit(xs) {
+		return false, nil
+	}
+	return true, d.writeAsync(off, xs...)
+}
+
+// extents returns the physical extents of segs, without empty segments
+// and with physically adjacent ones joined, or false if a segment has no
+// physical address.
+func (d *Device) extents(segs [][]byte) ([]extent, bool) {
+	if d.opt.Phys == nil {
+		return nil, false
+	}
+	var xs []extent
+	for _, s := range segs {
+		if len(s) == 0 {
+			continue
+		}
+		pa, ok := d.opt.Phys(s)
+		if !ok {
+			return nil, false
+		}
+		if k := len(xs) - 1; k >= 0 && xs[k].pa+uint64(xs[k].n) == pa {
+			xs[k].n += len(s)
+			continue
+		}
+		xs = append(xs, extent{pa, len(s)})
+	}
+	return xs, true
+}
+
+// prpFit reports whether every command of a transfer of xs (split at
+// multiples of reqLen bytes, as transfer does) can be described by PRP
+// entries (Base 2.0 "Physical Region Page Entry and List"): PRP1 at a
+// dword-aligned offset, then whole memory pages, one list page of them.
+// It walks the pieces of xs that each command gets: a command's first
+// piece starts dword-aligned, every other one on a page boundary, and
+// every one but its last ends on a page boundary.
+func (d *Device) prpFit(xs []extent) bool {
+	n := 0
+	for _, x := range xs {
+		n += x.n
+	}
+	pos, pages := 0, 0 // pages: memory pages of the current command
+	for _, x := range xs {
+		for pa, rest := x.pa, x.n; rest > 0; {
+			l := min(rest, d.reqLen-pos%d.reqLen)
+			first := pos%d.reqLen == 0
+			last := (pos+l)%d.reqLen == 0 || pos+l == n
+			end := pa + uint64(l)
+			switch {
+			case first && pa%prpAlign != 0,
+				!first && pa&pageMask != 0,
+				!last && end&pageMask != 0:
+				return false
+			}
+			if first {
+				pages = 0
+			}
+			pages += int((end-1)>>pageShift - pa>>pageShift + 1)
+			// Pages after the first need one list entry each; with the
+			// rules above and reqLen <= maxPRPData they always fit.
+			if pages-1 > prpPerPage {
+				return false
+			}
+			pa, rest, pos = end, rest-l, pos+l
+		}
+	}
+	return true
+}
+
+// writeAsync starts writing xs at off (see WriteAsync).
+func (d *Device) writeAsync(off int64, xs ...extent) error {
+	n := 0
+	for _, x := range xs {
+		n += x.n
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.keepAsync(d.ioErr)
@@ -874,10 +997,10 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 			return err
 		}
 	}
-	if err := d.transfer(ioWrite, uint64(off)>>d.lbaShift, pa, len(p)); err != nil {
+	if err := d.transfer(ioWrite, uint64(off)>>d.lbaShift, xs); err != nil {
 		return err
 	}
-	d.count(ioWrite, len(p))
+	d.count(ioWrite, n)
 	return nil
 }
 
@@ -892,8 +1015,9 @@ func (d *Device) Sync() error {
 	return err
 }
 
-// submit fills one I/O command into the SQ; the caller rings the doorbell.
-func (d *Device) submit(op uint8, lba uint64, pa uint64, n int) {
+// submit fills one I/O command for the first n bytes of xs into the SQ;
+// the caller rings the doorbell.
+func (d *Device) submit(op uint8, lba uint64, xs []extent, n int) {
 	s := d.free[len(d.free)-1]
 	d.free = d.free[:len(d.free)-1]
 	sl := &d.slots[s]
@@ -906,7 +1030,7 @@ func (d *Device) submit(op uint8, lba uint64, pa uint64, n int) {
 	le.PutUint32(e[sqeCDW0:], uint32(op)|uint32(cid)<<sqeCIDShift)
 	le.PutUint32(e[sqeNSID:], d.opt.Namespace)
 	if n > 0 {
-		prp1, prp2 := d.prps(s, pa, n)
+		prp1, prp2 := d.prps(s, xs, n)
 		le.PutUint64(e[sqePRP1:], prp1)
 		le.PutUint64(e[sqePRP2:], prp2)
 		le.PutUint64(e[sqeCDW10:], lba) // CDW10-11: SLBA
@@ -915,24 +1039,49 @@ func (d *Device) submit(op uint8, lba uint64, pa uint64, n int) {
 	d.stats.Commands++
 }
 
-// prps describes n bytes at pa (Base 2.0 "Physical Region Page Entry and
-// List"): PRP1 is pa; PRP2 is unused if the data ends in the first page,
-// the second page if it ends there, else a PRP list in slot s's page with
-// one entry per further page. n <= reqLen keeps the list within one page.
-func (d *Device) prps(s int, pa uint64, n int) (uint64, uint64) {
-	inFirst := pageSize - int(pa&pageMask)
-	if n <= inFirst {
-		return pa, 0
-	}
-	page := pa&^pageMask + pageSize
-	if n <= inFirst+pageSize {
-		return pa, page
-	}
+// prps describes the first n bytes of xs (Base 2.0 "Physical Region Page
+// Entry and List"; prpFit holds): PRP1 is the first extent's address,
+// followed by one entry per further memory page, those of the first
+// extent after its first page, then every page of the next extents. PRP2
+// is unused without further pages, the page itself if there is one, else
+// a PRP list of them in slot s's page.
+func (d *Device) prps(s int, xs []extent, n int) (prp1, prp2 uint64) {
 	list := d.prp[s*pageSize : (s+1)*pageSize]
-	for i, rest := 0, n-inFirst; rest > 0; i, rest = i+1, rest-pageSize {
-		binary.LittleEndian.PutUint64(list[prpEntrySize*i:], page+uint64(i*pageSize))
+	entries := 0
+	for i, rest := 0, n; rest > 0; i++ {
+		x := xs[i]
+		l := min(x.n, rest)
+		page := x.pa &^ pageMask
+		if i == 0 {
+			page += pageSize // PRP1's page
+		}
+		for ; page < x.pa+uint64(l); page += pageSize {
+			if entries == 0 {
+				prp2 = page
+			}
+			binary.LittleEndian.PutUint64(list[prpEntrySize*entries:], page)
+			entries++
+		}
+		rest -= l
 	}
-	return pa, d.prpPA + uint64(s*pageSize)
+	if entries > 1 {
+		prp2 = d.prpPA + uint64(s*pageSize)
+	}
+	return xs[0].pa, prp2
+}
+
+// advance returns xs after its first n bytes, cutting its first extent
+// there if need be.
+func advance(xs []extent, n int) []extent {
+	for n > 0 && n >= xs[0].n {
+		n -= xs[0].n
+		xs = xs[1:]
+	}
+	if n > 0 {
+		xs[0].pa += uint64(n)
+		xs[0].n -= n
+	}
+	return xs
 }
 
 func (d *Device) busySlot() int {
