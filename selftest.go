@@ -268,6 +268,8 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	fmt.Printf("  %-52s scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
 		ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
 		ms(full.Cycles-min(full.Cycles, ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
+	fmt.Printf("  %-52s %.1f MiB written from guest RAM in place, %.1f MiB copied\n", "    its page data",
+		float64(ph.InPlace)/(1<<20), float64(ph.Copied)/(1<<20))
 	for _, c := range []struct {
 		name string
 		s    kernel.SaveStats

@@ -220,7 +220,7 @@ func (ls *liveSave) end() {
 		float64(ls.request)/hz*1e3, float64(ls.longest)/hz*1e3, ls.turns, copies)
 	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: total,
 		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies, Incremental: c.Incremental(p.Store),
-		Phases: p.Store.LastSaveTimes()})
+		Phases: p.Store.LastSaveProfile()})
 	t.base = c
 	if !ls.byGuest {
 		p.operatorGen = c.Generation

@@ -818,7 +818,7 @@ func (vm *VM) snapshot(out io.Writer, byGuest bool) (*snapshot.Commit, error) {
 	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s, %s on disk for %s of RAM, guest paused %.3f s (%.1f MiB/s of RAM)\n",
 		c.Generation, c.Slot, vm.saveKind(c), size(uint64(c.Length)), size(vm.Mem.Size), secs, float64(vm.Mem.Size)/(1<<20)/secs)
 	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: p.TSC() - start,
-		Incremental: c.Incremental(p.Store), Phases: p.Store.LastSaveTimes()})
+		Incremental: c.Incremental(p.Store), Phases: p.Store.LastSaveProfile()})
 	if !byGuest {
 		p.operatorGen = c.Generation
 	}
@@ -904,7 +904,7 @@ type SaveStats struct {
 	Incremental bool
 	// Phases are the store's times of the save's phases (in the store's
 	// clock ticks, the TSC on the hardware).
-	Phases snapshot.SaveTimes
+	Phases snapshot.SaveProfile
 }
 
 // saveKind says what kind of snapshot c is, for reports.

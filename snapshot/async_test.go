@@ -133,11 +133,11 @@ func TestRAMCopied(t *testing.T) {
 	}
 }
 
-// TestSaveTimesAndBuffers: with a clock the store times each phase of a
+// TestSaveProfileAndBuffers: with a clock the store times each phase of a
 // save, and its buffers serve every save (a second save on the same store
 // after a failed one stores the right bytes: no write of the failed save
 // was left in flight on a reused buffer).
-func TestSaveTimesAndBuffers(t *testing.T) {
+func TestSaveProfileAndBuffers(t *testing.T) {
 	dev := &asyncMem{MemDevice: NewMemDevice(DataStart+2*(8<<20), 512)}
 	var now uint64
 	s, err := Open(dev, StoreOptions{BlockSize: 64 << 10, Clock: func() uint64 { now++; return now }})
@@ -157,7 +157,7 @@ func TestSaveTimesAndBuffers(t *testing.T) {
 	if _, err := s.Save(SaveOptions{Header: Header{VMName: "vm"}}, vm.fill); err != nil {
 		t.Fatal(err)
 	}
-	if ph := s.LastSaveTimes(); ph.Scan == 0 || ph.Data == 0 || ph.Drain == 0 || ph.Flush == 0 || ph.Commit == 0 {
+	if ph := s.LastSaveProfile(); ph.Scan == 0 || ph.Data == 0 || ph.Drain == 0 || ph.Flush == 0 || ph.Commit == 0 {
 		t.Fatalf("phases %+v: want every phase timed", ph)
 	}
 	if &s.bufs[0][0] != &bufs[0][0] || &s.bufs[2][0] != &bufs[2][0] {

@@ -82,6 +82,31 @@ type AsyncWriter interface {
 	Sync() error
 }
 
+// VectorWriter may be implemented by an AsyncWriter that gathers one
+// write from several buffers (virtio descriptors, NVMe PRP entries): the
+// store then writes guest pages from guest RAM in place, without copying
+// them into its buffer.
+type VectorWriter interface {
+	// WriteVAsync starts writing the concatenation of segs at off, as
+	// WriteAsync does (off and the total length aligned as for WriteAt;
+	// no segment may change until Sync). started false with a nil error:
+	// the device cannot describe these segments in one transfer (their
+	// alignment or number); nothing was started, and the caller writes a
+	// copy instead.
+	WriteVAsync(segs [][]byte, off int64) (started bool, err error)
+}
+
+// VectorReader may be implemented by a BlockDevice that scatters one read
+// into several buffers: a restore reads a block's partial sectors into
+// small buffers and its guest pages in place, in one request.
+type VectorReader interface {
+	// ReadV reads the bytes at off into the concatenation of segs (off
+	// and the total length aligned as for ReadAt). done false with a nil
+	// error: the device cannot describe these segments in one transfer;
+	// nothing was read.
+	ReadV(segs [][]byte, off int64) (done bool, err error)
+}
+
 // Idler may be implemented by a BlockDevice that can run other work while
 // it waits for the device: after SetIdle(f) it calls f between polls for
 // a completion, with no lock held (a live save lets the guest run there).
@@ -92,17 +117,31 @@ type Idler interface {
 
 // blockWriter buffers a stream into large sector-aligned writes to a device
 // extent [base, base+limit). On an AsyncWriter it has two buffers: one is
-// written while the other fills.
+// written while the other fills. On a VectorWriter a write may also refer
+// to the caller's memory in place (writeRef): buf then holds the request's
+// other bytes at their positions, around the references.
 type blockWriter struct {
 	dev   BlockDevice
-	async AsyncWriter // dev's, or nil
+	async AsyncWriter  // dev's, or nil
+	vec   VectorWriter // dev's (async too), or nil
 	base  int64
 	limit int64
 	buf   []byte
 	spare []byte // the other buffer (async), possibly still being written
-	n     int    // bytes in buf
-	off   int64  // device offset of buf[0], relative to base
+	n     int    // bytes in the request (in buf, or referred to)
+	off   int64  // device offset of the request, relative to base
 	total int64
+	refs  []ref    // the request's references, in order
+	segs  [][]byte // the request gathered, for WriteVAsync
+	// inPlace counts the bytes of references written in place, copied
+	// those copied because the device could not take them in place.
+	inPlace, copied int64
+}
+
+// ref is memory a request refers to in place: len(p) bytes at position at.
+type ref struct {
+	p  []byte
+	at int
 }
 
 // newBlockWriter returns a blockWriter whose buffers are bufs[0] and, on
@@ -111,8 +150,41 @@ func newBlockWriter(dev BlockDevice, base, limit int64, bufs [2][]byte) *blockWr
 	b := &blockWriter{dev: dev, base: base, limit: limit, buf: bufs[0]}
 	if a, ok := dev.(AsyncWriter); ok {
 		b.async, b.spare = a, bufs[1]
+		b.vec, _ = dev.(VectorWriter)
 	}
 	return b
+}
+
+// writeRef writes p as Write does, but on a VectorWriter refers to p in
+// place instead of copying it: p must not change until finish returns.
+func (b *blockWriter) writeRef(p []byte) error {
+	if b.vec == nil {
+		_, err := b.Write(p)
+		return err
+	}
+	for len(p) > 0 {
+		k := min(len(p), len(b.buf)-b.n)
+		q := p[:k]
+		if i := len(b.refs) - 1; i >= 0 && b.refs[i].at+len(b.refs[i].p) == b.n && follows(b.refs[i].p, q) {
+			b.refs[i].p = b.refs[i].p[:len(b.refs[i].p)+k]
+		} else {
+			b.refs = append(b.refs, ref{q, b.n})
+		}
+		b.n += k
+		p = p[k:]
+		if b.n == len(b.buf) {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// follows reports whether q starts in memory where p ends (one slice of
+// the same array).
+func follows(p, q []byte) bool {
+	return len(q) > 0 && cap(p) > len(p) && &p[:len(p)+1][len(p)] == &q[0]
 }
 
 var errSlotFull = errors.New("snapshot larger than the store slot")
@@ -152,7 +224,7 @@ func (b *blockWriter) flush() error {
 		if err := b.async.Sync(); err != nil {
 			return fmt.Errorf("device write: %w", err)
 		}
-		if err := b.async.WriteAsync(b.buf[:n], at); err != nil {
+		if err := b.start(n, at); err != nil {
 			return fmt.Errorf("device write at %d: %w", at, err)
 		}
 		b.buf, b.spare = b.spare, b.buf
@@ -163,6 +235,42 @@ func (b *blockWriter) flush() error {
 	b.total += int64(b.n)
 	b.n = 0
 	return nil
+}
+
+// start starts the write of the request, n bytes with its padding: in
+// place with its references when the device takes them, else from buf
+// with the references copied into their places.
+func (b *blockWriter) start(n int, at int64) error {
+	if len(b.refs) == 0 {
+		return b.async.WriteAsync(b.buf[:n], at)
+	}
+	segs, pos := b.segs[:0], 0
+	for _, r := range b.refs {
+		if r.at > pos {
+			segs = append(segs, b.buf[pos:r.at])
+		}
+		segs = append(segs, r.p)
+		pos = r.at + len(r.p)
+	}
+	if pos < n {
+		segs = append(segs, b.buf[pos:n])
+	}
+	b.segs = segs
+	started, err := b.vec.WriteVAsync(segs, at)
+	switch {
+	case started:
+		for _, r := range b.refs {
+			b.inPlace += int64(len(r.p))
+		}
+	case err == nil:
+		for _, r := range b.refs {
+			b.copied += int64(copy(b.buf[r.at:], r.p))
+		}
+		err = b.async.WriteAsync(b.buf[:n], at)
+	}
+	clear(b.segs)
+	b.refs = b.refs[:0]
+	return err
 }
 
 // abandon waits for the writes in flight after a failed save, so that no

@@ -34,6 +34,7 @@ type testVM struct {
 	devs     map[string][]byte
 	extra    bool // write an unknown optional chunk "x-trace"
 	ramOpts  RAMOptions
+	src      MemorySource // the RAM fill writes; nil: mem
 }
 
 const (
@@ -103,7 +104,11 @@ func (vm *testVM) fill(w *Writer) error {
 			return err
 		}
 	}
-	return w.WriteRAM(vm.mem, vm.ranges, vm.ramOpts)
+	var src MemorySource = vm.mem
+	if vm.src != nil {
+		src = vm.src
+	}
+	return w.WriteRAM(src, vm.ranges, vm.ramOpts)
 }
 
 // encode returns the VM as a snapshot stream.

@@ -48,8 +48,10 @@ type Lazy struct {
 	left   int
 
 	rd   blockReader
-	rbuf []byte // the block reader's buffer
-	buf  []byte // a block, for sinks that cannot be viewed
+	rbuf []byte   // the block reader's buffer
+	edge []byte   // the partial sectors of a scattered read (read)
+	segs [][]byte // a scattered read's buffers
+	buf  []byte   // a block, for sinks that cannot be viewed
 }
 
 // lazyStream is one stream of a lazy open: its RAM chunk's ranges and
@@ -559,39 +561,24 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		macWrite, macSum = m.Write, m.Sum
 	}
 	var pos uint64
-	next := int64(-1) // stream offset the reader is at
 	for k, r := range runs {
-		if r.off != next {
-			seg := r.n
-			for _, q := range runs[k+1:] {
-				if q.off != r.off+int64(seg) {
-					break
-				}
-				seg += q.n
-			}
-			if err := l.segment(st, r.off, int64(seg)); err != nil {
-				return fail(err)
-			}
-		}
-		var d []byte
 		if viewer != nil {
 			if v, ok := viewer.View(r.gpa, r.n); ok {
-				d, inPlace[k] = v, true
+				dst[k], inPlace[k] = v, true
+				continue
 			}
 		}
-		if d == nil {
-			d = l.buf[pos : pos+r.n]
-			pos += r.n
-		}
-		dst[k] = d
-		if _, err := io.ReadFull(&l.rd, d); err != nil {
-			return fail(fmt.Errorf("read page data at stream offset %d: %w", r.off, err))
-		}
+		dst[k] = l.buf[pos : pos+r.n]
+		pos += r.n
+	}
+	if err := l.read(st, runs, dst); err != nil {
+		return fail(err)
+	}
+	for _, d := range dst {
 		xxh.Write(d)
 		if tags {
 			macWrite(d)
 		}
-		next = r.off + int64(r.n)
 	}
 	e := st.table[uint64(b)*uint64(st.sumSize) : uint64(b+1)*uint64(st.sumSize)]
 	if got, want := xxh.Sum64(), binary.LittleEndian.Uint64(e); got != want {
@@ -625,6 +612,69 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	l.left--
 	return nil
 }
+
+// read reads the page data of runs into dst: in one request when the
+// runs are contiguous in the stream and the device scatters reads
+// (VectorReader), the partial sectors at either end into l.edge; else
+// through the block reader, with a request per group of runs contiguous
+// in the stream and for the partial sectors.
+func (l *Lazy) read(st *lazyStream, runs []lazyRun, dst [][]byte) error {
+	if vr, ok := st.dev.(VectorReader); ok && len(runs) > 0 {
+		end := runs[0].off
+		for _, r := range runs {
+			if r.off != end {
+				break
+			}
+			end += int64(r.n)
+		}
+		if last := runs[len(runs)-1]; end == last.off+int64(last.n) {
+			at, stop := st.base+runs[0].off, st.base+end
+			sec := int64(st.dev.SectorSize())
+			lo, hi := at/sec*sec, (stop+sec-1)/sec*sec
+			if l.edge == nil {
+				l.edge = make([]byte, 2*edgeSize)
+			}
+			// The head ends, and the tail starts, at a page boundary
+			// of l.edge (NVMe PRP entries need that).
+			segs := append(l.segs[:0], l.edge[edgeSize-(at-lo):edgeSize])
+			segs = append(segs, dst...)
+			segs = append(segs, l.edge[edgeSize:edgeSize+hi-stop])
+			l.segs = segs
+			done, err := vr.ReadV(segs, lo)
+			clear(l.segs)
+			if err != nil {
+				return fmt.Errorf("read page data at stream offset %d: %w", runs[0].off, err)
+			}
+			if done {
+				return nil
+			}
+		}
+	}
+	next := int64(-1) // stream offset the reader is at
+	for k, r := range runs {
+		if r.off != next {
+			seg := r.n
+			for _, q := range runs[k+1:] {
+				if q.off != r.off+int64(seg) {
+					break
+				}
+				seg += q.n
+			}
+			if err := l.segment(st, r.off, int64(seg)); err != nil {
+				return err
+			}
+		}
+		if _, err := io.ReadFull(&l.rd, dst[k]); err != nil {
+			return fmt.Errorf("read page data at stream offset %d: %w", r.off, err)
+		}
+		next = r.off + int64(r.n)
+	}
+	return nil
+}
+
+// edgeSize is the room for a partial sector at either end of a scattered
+// read: the largest sector size, a page.
+const edgeSize = 4096
 
 // segment points the block reader at the n bytes of stream st at off.
 // A device reads whole sectors: the sector holding off is read into the

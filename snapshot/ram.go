@@ -151,7 +151,10 @@ const (
 
 // MemorySource gives read access to guest memory by guest-physical address.
 // The VM must not run while a snapshot is written: the writer reads every
-// range twice (once to find zero pages, once to copy the others).
+// range twice (once to find zero pages, once to copy the others), and a
+// store on a VectorWriter writes the pages of a Viewer in place, until
+// Store.Save returns (unless RAMOptions.Copied is set: pages are then
+// copied before Copied is told).
 type MemorySource interface {
 	// ReadAt reads len(p) bytes at guest-physical address gpa.
 	ReadAt(p []byte, gpa int64) (int, error)
@@ -311,7 +314,7 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 		var nData uint64
 		for off := uint64(0); off < r.Size; off += scanBlock {
 			n := min(scanBlock, r.Size-off)
-			b, err := readOrView(src, buf[:n], r.GPA+off)
+			b, _, err := readOrView(src, buf[:n], r.GPA+off)
 			if err != nil {
 				return nil, err
 			}
@@ -338,15 +341,15 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 }
 
 // readOrView returns the len(buf) bytes of guest memory at gpa: in place
-// where src is a Viewer, else read into buf.
-func readOrView(src MemorySource, buf []byte, gpa uint64) ([]byte, error) {
+// (inPlace) where src is a Viewer, else read into buf.
+func readOrView(src MemorySource, buf []byte, gpa uint64) (b []byte, inPlace bool, err error) {
 	if v, ok := src.(Viewer); ok {
 		if b, ok := v.View(gpa, uint64(len(buf))); ok {
-			return b, nil
+			return b, true, nil
 		}
 	}
 	if _, err := src.ReadAt(buf, int64(gpa)); err != nil {
-		return nil, fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa, err)
+		return nil, false, fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa, err)
 	}
-	return buf, nil
+	return buf, false, nil
 }

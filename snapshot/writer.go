@@ -59,7 +59,7 @@ type Writer struct {
 	gen         uint64 // the header's generation, for the RAM blocks' keys
 	// clock and times, set by the store, time the RAM chunk's phases.
 	clock func() uint64
-	times *SaveTimes
+	times *SaveProfile
 	// ramBase is the RAM chunk's incremental flag and base, which the
 	// store checks against SaveOptions.Base.
 	ramBase RAMInfo
@@ -89,7 +89,17 @@ func NewWriter(out io.Writer, h Header, key []byte) (*Writer, error) {
 	return w, nil
 }
 
-func (w *Writer) emit(p []byte) error {
+func (w *Writer) emit(p []byte) error { return w.emitData(p, false) }
+
+// refWriter is an output that can write bytes from the caller's memory in
+// place (blockWriter on a VectorWriter).
+type refWriter interface {
+	writeRef(p []byte) error
+}
+
+// emitData emits p; inPlace: p is guest memory that stays unchanged until
+// the stream is finished, which the output may write in place.
+func (w *Writer) emitData(p []byte, inPlace bool) error {
 	if w.err != nil {
 		return w.err
 	}
@@ -113,7 +123,13 @@ func (w *Writer) emit(p []byte) error {
 		}
 		w.chunkLeft -= uint64(len(p))
 	}
-	if _, err := w.out.Write(p); err != nil {
+	var err error
+	if r, ok := w.out.(refWriter); ok && inPlace {
+		err = r.writeRef(p)
+	} else {
+		_, err = w.out.Write(p)
+	}
+	if err != nil {
 		w.err = fmt.Errorf("snapshot: write: %w", err)
 		return w.err
 	}
@@ -422,12 +438,14 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, pr
 		for p+run < pages && run < maxRun && bitSet(data, p+run) {
 			run++
 		}
-		b, err := readOrView(src, w.scratch[:run*PageSize], gpa+p*PageSize)
+		b, inPlace, err := readOrView(src, w.scratch[:run*PageSize], gpa+p*PageSize)
 		if err != nil {
 			w.err = err
 			return w.err
 		}
-		if err := w.emit(b); err != nil {
+		// Without Copied the source stays as it is until the stream is
+		// finished: its pages may be written in place.
+		if err := w.emitData(b, inPlace && copied == nil); err != nil {
 			return err
 		}
 		p += run

@@ -262,9 +262,11 @@ type Device struct {
 }
 
 var (
-	_ snapshot.BlockDevice = (*Device)(nil)
-	_ snapshot.AsyncWriter = (*Device)(nil)
-	_ snapshot.Idler       = (*Device)(nil)
+	_ snapshot.BlockDevice  = (*Device)(nil)
+	_ snapshot.AsyncWriter  = (*Device)(nil)
+	_ snapshot.VectorWriter = (*Device)(nil)
+	_ snapshot.VectorReader = (*Device)(nil)
+	_ snapshot.Idler        = (*Device)(nil)
 )
 
 // New brings up the controller behind r and returns namespace
@@ -911,6 +913,39 @@ func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error)
 		return false, nil
 	}
 	return true, d.writeAsync(off, xs...)
+}
+
+// ReadV reads the bytes at off into the concatenation of segs, in place
+// (snapshot.VectorReader), the segments described as for WriteVAsync: a
+// restore reads a block's partial sectors and its guest pages in one
+// transfer. done is false, with nothing read, when the segments cannot be
+// described by PRP entries.
+func (d *Device) ReadV(segs [][]byte, off int64) (done bool, err error) {
+	n := 0
+	for _, s := range segs {
+		n += len(s)
+	}
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
+		return false, fmt.Errorf("nvme: %w", err)
+	}
+	if n == 0 {
+		return true, nil
+	}
+	xs, ok := d.extents(segs)
+	if !ok || !d.prpFit(xs) {
+		return false, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// As rw: writes WriteAsync started complete first.
+	if err := d.settle(); err != nil {
+		return true, err
+	}
+	if err := d.run(ioRead, uint64(off)>>d.lbaShift, xs...); err != nil {
+		return true, err
+	}
+	d.count(ioRead, n)
+	return true, nil
 }
 
 // extents returns the physical extents of segs, without empty segments

@@ -297,3 +297,45 @@ func TestWriteVAsyncTimeout(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestReadV: a read scattered into the segments of a vectored write
+// brings back exactly the disk's bytes, split into commands as writes
+// are, with the PRP entries a write of the same segments has; segments
+// PRP entries cannot describe are refused before anything is read.
+func TestReadV(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*fakeNVMe, *Options)
+	}{
+		{"one-command", nil},
+		{"page-commands", func(f *fakeNVMe, o *Options) { o.MaxRequest = pageSize }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, func(f *fakeNVMe, o *Options) {
+				f.logPRPs = true
+				if tc.set != nil {
+					tc.set(f, o)
+				}
+			})
+			segs := vecSegs(r, rand.New(rand.NewPCG(31, 32)))
+			whole := bytes.Join(segs, nil)
+			r.f.set(func() { r.f.prpLog = nil })
+			done, err := r.d.ReadV(segs, vecOff)
+			if !done || err != nil {
+				t.Fatalf("ReadV: done %v, %v", done, err)
+			}
+			if got, want := bytes.Join(segs, nil), r.diskCopy()[vecOff:vecOff+len(whole)]; !bytes.Equal(got, want) {
+				t.Fatal("the segments differ from the disk")
+			}
+			if got, want := gotPRPs(r.f), wantPRPs(t, r.a, segs, r.d.Identity().MaxTransfer); !slices.EqualFunc(got, want, slices.Equal) {
+				t.Errorf("PRPs (PRP1, then pages)\n%x\nwant\n%x", got, want)
+			}
+			pg := func(n, skew int) []byte { return r.a.buf(n, skew) }
+			bad := [][]byte{pg(pageSize-vecSkew, vecSkew), pg(pageSize-vecSkew, vecSkew), pg(vecTail, 0)}
+			reads := r.f.ios(ioRead)
+			if done, err := r.d.ReadV(bad, vecOff); done || err != nil || r.f.ios(ioRead) != reads {
+				t.Fatalf("ReadV of a middle segment not page aligned: done %v, %v, %d commands", done, err, r.f.ios(ioRead)-reads)
+			}
+		})
+	}
+}

@@ -100,6 +100,14 @@ type Options struct {
 	BounceSize int
 }
 
+var (
+	_ snapshot.BlockDevice  = (*Device)(nil)
+	_ snapshot.AsyncWriter  = (*Device)(nil)
+	_ snapshot.VectorWriter = (*Device)(nil)
+	_ snapshot.VectorReader = (*Device)(nil)
+	_ snapshot.Idler        = (*Device)(nil)
+)
+
 // Stats counts driver activity.
 type Stats struct {
 	Requests, Flushes, Errors, Timeouts, Resets uint64
@@ -119,8 +127,10 @@ type Device struct {
 	q        *virtio.Queue
 	sector   int
 	size     int64
-	segLen   int // max bytes per data descriptor
-	reqLen   int // max data bytes per request
+	segLen   int      // max bytes per data descriptor
+	segMax   int      // max data descriptors per request
+	reqLen   int      // max data bytes per request
+	ext      []extent // scratch: the extents of a vectored write
 	slots    int
 	hdrPA    uint64 // slot i: header at 16*i, status at 16*slots+i, ID after
 	hdr      []byte
@@ -274,6 +284,7 @@ func (d *Device) geometry(cfg []byte) error {
 	if segs < 1 {
 		return fmt.Errorf("virtio-blk: queue of %d entries too small", d.q.Size())
 	}
+	d.segMax = segs
 	d.reqLen = min(d.opt.MaxRequest, d.segLen*segs) / d.sector * d.sector
 	if d.reqLen == 0 {
 		return fmt.Errorf("virtio-blk: size_max %d × seg_max %d is below one sector", d.segLen, segs)
@@ -411,10 +422,15 @@ func (d *Device) count(typ uint32, n int) {
 // after return. Writes started by WriteAsync are completed first (their
 // errors are kept for Sync).
 func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
+	return d.runV(typ, sec, []extent{{pa, n}}, n)
+}
+
+// runV is run of the n bytes of memory ext describes.
+func (d *Device) runV(typ uint32, sec uint64, ext []extent, n int) error {
 	if err := d.settle(); err != nil {
 		return err
 	}
-	if err := d.transfer(typ, sec, pa, n); err != nil {
+	if err := d.transferV(typ, sec, ext, n); err != nil {
 		return err
 	}
 	for d.inflight > 0 {
@@ -455,11 +471,50 @@ func (d *Device) keepAsync(err error) {
 // or with the error of a timeout or protocol violation (the device was
 // reset: nothing is in flight).
 func (d *Device) transfer(typ uint32, sec uint64, pa uint64, n int) error {
+	return d.transferV(typ, sec, []extent{{pa, n}}, n)
+}
+
+// extent is n bytes of memory at physical address pa.
+type extent struct {
+	pa uint64
+	n  int
+}
+
+// cut returns the extents of bytes [from, from+n) of the memory ext
+// describes, appended to out.
+func cut(ext []extent, from, n int, out []extent) []extent {
+	for _, e := range ext {
+		if n == 0 {
+			break
+		}
+		if from >= e.n {
+			from -= e.n
+			continue
+		}
+		k := min(e.n-from, n)
+		out = append(out, extent{e.pa + uint64(from), k})
+		from, n = 0, n-k
+	}
+	return out
+}
+
+// descs is the number of data descriptors that ext takes.
+func (d *Device) descs(ext []extent) int {
+	k := 0
+	for _, e := range ext {
+		k += (e.n + d.segLen - 1) / d.segLen
+	}
+	return k
+}
+
+// transferV is transfer of the n bytes of memory ext describes.
+func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
 	reqs := max(1, (n+d.reqLen-1)/d.reqLen)
 	submitted := false
+	var part [4]extent
 	for next := 0; next < reqs && d.ioErr == nil; {
 		pos := next * d.reqLen
-		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), pa+uint64(pos), min(n-pos, d.reqLen)) {
+		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), cut(ext, pos, min(n-pos, d.reqLen), part[:0])) {
 			next++
 			submitted = true
 			continue
@@ -565,6 +620,92 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 	return nil
 }
 
+// WriteVAsync starts writing the concatenation of segs at off, as
+// WriteAsync does (snapshot.VectorWriter): each segment is described by
+// its own descriptors, so the memory is written in place. started is
+// false, with nothing started, when a segment has no physical address or
+// a request would take more descriptors than the device accepts
+// (seg_max, the queue size).
+func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error) {
+	if d.has(FeatureRO) {
+		return false, ErrReadOnly
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ext, n, ok, err := d.gather(segs, off)
+	if !ok || err != nil || n == 0 {
+		return ok, err
+	}
+	// Each error is reported once, as by WriteAsync.
+	if err := d.asyncErr; err != nil {
+		d.asyncErr = nil
+		return false, err
+	}
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return false, err
+		}
+	}
+	if err := d.transferV(TypeOut, uint64(off)>>SectorShift, ext, n); err != nil {
+		return true, err
+	}
+	d.count(TypeOut, n)
+	return true, nil
+}
+
+// ReadV reads the n bytes at off into the concatenation of segs, in
+// place (snapshot.VectorReader): a restore reads a block's partial
+// sectors and its guest pages in one request. done is false, with
+// nothing read, when the segments cannot be described (as WriteVAsync).
+func (d *Device) ReadV(segs [][]byte, off int64) (done bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ext, n, ok, err := d.gather(segs, off)
+	if !ok || err != nil || n == 0 {
+		return ok, err
+	}
+	if err := d.runV(TypeIn, uint64(off)>>SectorShift, ext, n); err != nil {
+		return true, err
+	}
+	d.count(TypeIn, n)
+	return true, nil
+}
+
+// gather returns the physical extents of segs (physically adjacent ones
+// joined) and their length n, checked as a request at off; ok is false
+// when a segment has no physical address or a request would take more
+// descriptors than the device accepts. The extents are d.ext's.
+func (d *Device) gather(segs [][]byte, off int64) (ext []extent, n int, ok bool, err error) {
+	ext = d.ext[:0]
+	for _, p := range segs {
+		if len(p) == 0 {
+			continue
+		}
+		pa, ok := d.phys(p)
+		if !ok {
+			return nil, 0, false, nil
+		}
+		if k := len(ext) - 1; k >= 0 && ext[k].pa+uint64(ext[k].n) == pa {
+			ext[k].n += len(p) // physically adjacent: one extent
+		} else {
+			ext = append(ext, extent{pa, len(p)})
+		}
+		n += len(p)
+	}
+	d.ext = ext
+	if err := snapshot.CheckRequest(d.sector, d.size, n, off); err != nil {
+		return nil, 0, false, fmt.Errorf("virtio-blk: %w", err)
+	}
+	var part []extent
+	for pos := 0; pos < n; pos += d.reqLen {
+		part = cut(ext, pos, min(n-pos, d.reqLen), part[:0])
+		if k := d.descs(part); k > d.segMax || k+2 > d.q.Size() {
+			return nil, 0, false, nil
+		}
+	}
+	return ext, n, true, nil
+}
+
 // Sync waits for every write WriteAsync started and returns the first
 // error among them (once).
 func (d *Device) Sync() error {
@@ -578,9 +719,12 @@ func (d *Device) Sync() error {
 }
 
 // submit queues one request; false if the queue lacks descriptors.
-func (d *Device) submit(typ uint32, sec uint64, pa uint64, n int) bool {
-	segs := (n + d.segLen - 1) / d.segLen
-	if d.q.NumFree() < segs+2 {
+func (d *Device) submit(typ uint32, sec uint64, ext []extent) bool {
+	n := 0
+	for _, e := range ext {
+		n += e.n
+	}
+	if d.q.NumFree() < d.descs(ext)+2 {
 		return false
 	}
 	s := d.freeSlot[len(d.freeSlot)-1]
@@ -590,8 +734,10 @@ func (d *Device) submit(typ uint32, sec uint64, pa uint64, n int) bool {
 	binary.LittleEndian.PutUint64(h[8:], sec)
 	d.hdr[d.slots*hdrSize+s] = 0xff // overwritten by the device
 	b := append(d.bufs[:0], virtio.Buf{Addr: d.hdrPA + uint64(s*hdrSize), Len: hdrSize})
-	for pos := 0; pos < n; pos += d.segLen {
-		b = append(b, virtio.Buf{Addr: pa + uint64(pos), Len: uint32(min(n-pos, d.segLen)), Write: typ != TypeOut})
+	for _, e := range ext {
+		for pos := 0; pos < e.n; pos += d.segLen {
+			b = append(b, virtio.Buf{Addr: e.pa + uint64(pos), Len: uint32(min(e.n-pos, d.segLen)), Write: typ != TypeOut})
+		}
 	}
 	b = append(b, virtio.Buf{Addr: d.hdrPA + uint64(d.slots*hdrSize+s), Len: 1, Write: true})
 	head, err := d.q.Submit(b)

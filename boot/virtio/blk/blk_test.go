@@ -506,3 +506,88 @@ func TestWriteAsyncErrorOnce(t *testing.T) {
 		t.Fatalf("Sync of the next writes: %v (the earlier WriteAsync's error, already returned)", err)
 	}
 }
+
+// TestWriteVAsync: a write gathered from several buffers (pieces of
+// pages at odd offsets, physically adjacent ones merged) lands on the disk
+// byte-exact after Sync, split into requests within size_max and seg_max;
+// a segment without a physical address, or a request that would take more
+// descriptors than seg_max, is refused before anything starts.
+func TestWriteVAsync(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.Now = f.lazyClock()
+		o.MaxRequest = 16 << 10
+		f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
+		f.sizeMax, f.segMax = 8192, 6
+	})
+	rng := rand.New(rand.NewPCG(3, 4))
+	mem := r.a.buf(64 << 10)
+	for i := range mem {
+		mem[i] = byte(rng.Uint32())
+	}
+	// 40 KiB from five pieces: two adjacent ones, odd lengths, out of order.
+	segs := [][]byte{mem[100:3100], mem[3100:9000], mem[20000 : 20000+13000], mem[40960 : 40960+8192], mem[1000 : 1000+10868]}
+	var want []byte
+	for _, s := range segs {
+		want = append(want, s...)
+	}
+	if len(want)%512 != 0 {
+		t.Fatalf("test: %d bytes", len(want))
+	}
+	started, err := r.d.WriteVAsync(segs, 8<<10)
+	if !started || err != nil {
+		t.Fatalf("WriteVAsync: started %v, %v", started, err)
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if disk := r.diskCopy(); !bytes.Equal(disk[8<<10:8<<10+len(want)], want) {
+		t.Fatal("the gathered write is not on the disk")
+	}
+	reqs, _ := r.f.counts()
+	// Refusals: nothing is submitted.
+	other := make([]byte, 512) // not in the arena: no physical address
+	for _, c := range []struct {
+		name string
+		segs [][]byte
+	}{
+		{"no physical address", [][]byte{mem[:512], other}},
+		{"more than seg_max descriptors", [][]byte{mem[0:512], mem[1024:1536], mem[2048:2560], mem[3072:3584], mem[4096:4608], mem[5120:5632], mem[6144:6656], mem[7168:7680]}},
+	} {
+		if started, err := r.d.WriteVAsync(c.segs, 0); started || err != nil {
+			t.Fatalf("%s: started %v, %v; want refused", c.name, started, err)
+		}
+	}
+	if n, _ := r.f.counts(); n != reqs {
+		t.Fatalf("refused writes submitted %d requests", n-reqs)
+	}
+	if _, err := r.d.WriteVAsync([][]byte{mem[:100]}, 0); err == nil {
+		t.Fatal("a write of 100 bytes accepted")
+	}
+}
+
+// TestReadV: a read scattered into several buffers brings back the disk's
+// bytes, in requests within size_max and seg_max; a segment without a
+// physical address is refused before anything is read.
+func TestReadV(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) {
+		o.MaxRequest = 16 << 10
+		f.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
+		f.sizeMax, f.segMax = 8192, 6
+	})
+	mem := r.a.buf(64 << 10)
+	segs := [][]byte{mem[100:612], mem[4096 : 4096+20000], mem[30000 : 30000+12256]}
+	done, err := r.d.ReadV(segs, 24<<10)
+	if !done || err != nil {
+		t.Fatalf("ReadV: done %v, %v", done, err)
+	}
+	if got, want := bytes.Join(segs, nil), r.diskCopy()[24<<10:24<<10+32768]; !bytes.Equal(got, want) {
+		t.Fatal("the segments differ from the disk")
+	}
+	reqs, _ := r.f.counts()
+	if done, err := r.d.ReadV([][]byte{mem[:512], make([]byte, 512)}, 0); done || err != nil {
+		t.Fatalf("ReadV into memory without a physical address: done %v, %v", done, err)
+	}
+	if n, _ := r.f.counts(); n != reqs {
+		t.Fatalf("a refused ReadV submitted %d requests", n-reqs)
+	}
+}
