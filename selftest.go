@@ -201,12 +201,12 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	// The lazy restore (docs/snapshot-format.md, 3.3) of the full
 	// snapshot and of the chain (the newest is an increment): to the
 	// guest's first instruction, then every block filled.
-	firstCycles, allCycles, err := lazyBench(plat)
+	firstCycles, allCycles, lazyStats, err := lazyBench(plat)
 	if err != nil {
 		logf("error: lazy restore: %v", err)
 		return boot.StatusInternal
 	}
-	chainFirst, chainAll, err := lazyRestoreTimes(plat, plat.Store)
+	chainFirst, chainAll, chainStats, err := lazyRestoreTimes(plat, plat.Store)
 	if err != nil {
 		logf("error: lazy restore of the chain: %v", err)
 		return boot.StatusInternal
@@ -284,10 +284,17 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	lazyRate := mibs(ram, allCycles)
 	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, every block filled\n",
 		"restore to all RAM present", ms(allCycles), lazyRate, lazyRate/readLimit)
+	lazyPhases := func(st kernel.LazyStats, all uint64) {
+		fmt.Printf("  %-52s reading (or waiting for a read) %.1f, checking %.1f, mapping %.1f, rest %.1f; %d of %d blocks read ahead\n",
+			"    its phases, ms", ms(st.Fill.Read), ms(st.Fill.Check), ms(st.Map),
+			ms(all-min(all, st.Fill.Read+st.Fill.Check+st.Map)), st.Fill.Ahead, st.Blocks)
+	}
+	lazyPhases(lazyStats, allCycles)
 	fmt.Printf("  %-52s %9.1f ms (aim 50): lazy, of the chain\n", "restore to the guest's first instruction", ms(chainFirst))
 	chainRate := mibs(ram, chainAll)
 	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, of the chain\n",
 		"restore to all RAM present", ms(chainAll), chainRate, chainRate/readLimit)
+	lazyPhases(chainStats, chainAll)
 	fmt.Printf("  CPU cost of the snapshot path on this CPU (MiB/s): XXH64 %.1f, Poly1305 %.1f (block sums, unkeyed and keyed), zero-page scan %.1f, memcpy %.1f, SHA-256 %.1f, CRC32C %.1f\n",
 		xxhRate, polyRate, zeroRate, copyRate, shaRate, crcRate)
 	return 0
@@ -295,11 +302,12 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 
 // lazyBench restores the store's newest full snapshot lazily and returns
 // the cycles to the guest's first instruction (the VM ready to run) and
-// to all RAM present (every block filled, the guest held).
-func lazyBench(plat *kernel.Platform) (first, all uint64, err error) {
+// to all RAM present (every block filled, the guest held), and the
+// restore's stats.
+func lazyBench(plat *kernel.Platform) (first, all uint64, st kernel.LazyStats, err error) {
 	recs, err := plat.Store.Records()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, st, err
 	}
 	slot := -1
 	var gen uint64
@@ -309,31 +317,34 @@ func lazyBench(plat *kernel.Platform) (first, all uint64, err error) {
 		}
 	}
 	if slot < 0 {
-		return 0, 0, fmt.Errorf("no full snapshot on the disk")
+		return 0, 0, st, fmt.Errorf("no full snapshot on the disk")
 	}
 	view, err := plat.Store.SlotView(slot)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, st, err
 	}
 	return lazyRestoreTimes(plat, view)
 }
 
 // lazyRestoreTimes restores the newest snapshot of store lazily and
 // returns the cycles to the guest's first instruction (the VM ready to
-// run) and to all RAM present (every block filled, the guest held).
-func lazyRestoreTimes(plat *kernel.Platform, store *snapshot.Store) (first, all uint64, err error) {
+// run) and to all RAM present (every block filled, the guest held), and
+// the restore's stats.
+func lazyRestoreTimes(plat *kernel.Platform, store *snapshot.Store) (first, all uint64, st kernel.LazyStats, err error) {
 	t0 := x86.RDTSC()
 	vm, c, err := kernel.RestoreLazy(plat, store, plat.SnapshotKey)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, st, err
 	}
 	defer vm.Destroy()
 	first = x86.RDTSC() - t0
 	if _, ok := vm.Lazy(); !ok {
-		return 0, 0, fmt.Errorf("generation %d was not restored lazily", c.Generation)
+		return 0, 0, st, fmt.Errorf("generation %d was not restored lazily", c.Generation)
 	}
 	if err := vm.FillAll(); err != nil {
-		return 0, 0, err
+		return 0, 0, st, err
 	}
-	return first, x86.RDTSC() - t0, nil
+	all = x86.RDTSC() - t0
+	st, _ = vm.Lazy()
+	return first, all, st, nil
 }

@@ -53,6 +53,7 @@ type lazyRAM struct {
 	start, done uint64
 	faults      uint64 // blocks or zero regions filled for a nested page fault
 	accesses    uint64 // blocks or zero regions filled for a hypervisor access
+	mapCycles   uint64 // TSC cycles spent mapping filled blocks
 }
 
 // rawSink places verified pages in guest RAM, behind the fill hook.
@@ -85,6 +86,10 @@ type LazyStats struct {
 	// Faults: blocks (or 2 MiB regions of zero pages) filled for the
 	// guest's first access, Accesses: for the hypervisor's.
 	Faults, Accesses uint64
+	// Fill is where the fills spent their time (TSC cycles), Map the
+	// cycles spent mapping the filled pages.
+	Fill snapshot.LazyProfile
+	Map  uint64
 }
 
 // Lazy describes the VM's lazy restore, ok false if it was not restored
@@ -95,7 +100,7 @@ func (vm *VM) Lazy() (s LazyStats, ok bool) {
 		return s, false
 	}
 	return LazyStats{Blocks: lz.l.Fills(), Remaining: lz.l.Remaining(), Streams: lz.l.Streams(), StartTSC: lz.start, DoneTSC: lz.done,
-		Faults: lz.faults, Accesses: lz.accesses}, true
+		Faults: lz.faults, Accesses: lz.accesses, Fill: lz.l.Profile(), Map: lz.mapCycles}, true
 }
 
 // RestoreLazy rebuilds the VM of the newest committed snapshot in store as
@@ -186,11 +191,13 @@ func (lz *lazyRAM) fillBlock(i int) error {
 		perm &^= svm.PermWrite
 	}
 	var err error
+	t := vm.plat.TSC()
 	lz.l.BlockRuns(i, func(gpa, n uint64) {
 		if err == nil {
 			err = vm.NPT.Map(gpa, vm.Mem.HostBase+gpa, n, perm)
 		}
 	})
+	lz.mapCycles += vm.plat.TSC() - t
 	if err != nil {
 		lz.err = err
 		vm.stopFault(ClassCrash, "lazy restore: mapping block %d: %v", i, err)
@@ -253,6 +260,7 @@ func (lz *lazyRAM) page(gpa uint64) (filled bool, err error) {
 func (lz *lazyRAM) complete() {
 	lz.done = max(lz.vm.plat.TSC(), 1)
 	lz.vm.Mem.fill = nil
+	lz.l.Close()
 	if lz.timer != nil {
 		lz.timer.Stop()
 	}

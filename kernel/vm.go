@@ -308,6 +308,9 @@ func (vm *VM) alloc(size, align uint64) (uint64, error) {
 
 // Destroy returns the VM's memory and ASID.
 func (vm *VM) Destroy() {
+	if lz := vm.lazyFill; lz != nil {
+		lz.l.Close() // no read into guest RAM in flight
+	}
 	for _, r := range vm.ranges {
 		vm.plat.Pool.Free(r.start, r.end-r.start)
 	}

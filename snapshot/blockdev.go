@@ -107,6 +107,17 @@ type VectorReader interface {
 	ReadV(segs [][]byte, off int64) (done bool, err error)
 }
 
+// AsyncReader may be implemented by an AsyncWriter whose scattered reads
+// can run while the caller works: a lazy restore reads the next block
+// while it checks this one.
+type AsyncReader interface {
+	// ReadVAsync starts reading the bytes at off into the concatenation
+	// of segs, as ReadV, and may return before they are there: they are
+	// after Sync returns nil. started false with a nil error: nothing
+	// was started (the segments cannot be described).
+	ReadVAsync(segs [][]byte, off int64) (started bool, err error)
+}
+
 // Idler may be implemented by a BlockDevice that can run other work while
 // it waits for the device: after SetIdle(f) it calls f between polls for
 // a completion, with no lock held (a live save lets the guest run there).

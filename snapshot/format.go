@@ -54,6 +54,11 @@ const (
 	// TypeChain lists the earlier streams of an increment in a store
 	// slot; the store writes it (docs/snapshot-format.md, 5.2).
 	TypeChain = "chain"
+	// TypePad is optional zero bytes before the RAM chunk that start its
+	// page data on a page boundary of the stream, which the store
+	// starts on a page of the device, so that page data is written and
+	// read in place by whole pages (docs/snapshot-format.md, 3.4).
+	TypePad = "pad"
 	// TypeVCPU is the conventional type for vCPU state; the instance is the
 	// vCPU index.
 	TypeVCPU = "vcpu"

@@ -51,7 +51,17 @@ type Lazy struct {
 	rbuf []byte   // the block reader's buffer
 	edge []byte   // the partial sectors of a scattered read (read)
 	segs [][]byte // a scattered read's buffers
-	buf  []byte   // a block, for sinks that cannot be viewed
+	// A read of block ahead into aheadDst started by prefetch (aheadOn),
+	// to be waited for with aheadDev's Sync.
+	// clock (the store's) times the fills (Profile).
+	clock     func() uint64
+	prof      LazyProfile
+	aheadOn   bool
+	ahead     int
+	aheadDst  [][]byte
+	aheadDev  AsyncWriter
+	edgeAhead []byte
+	buf       []byte // a block, for sinks that cannot be viewed
 }
 
 // lazyStream is one stream of a lazy open: its RAM chunk's ranges and
@@ -150,6 +160,14 @@ func (st *lazyStream) setTable(blocks *blockSums, table []byte, dataBytes uint64
 // snapshot with a version 1 RAM chunk in any stream fails with
 // ErrLazyUnsupported: decode it with Decode.
 func (s *Store) OpenLazy(c *Commit, opts DecodeOptions) (*Lazy, *Snapshot, error) {
+	l, snap, err := s.openLazy(c, opts)
+	if l != nil {
+		l.clock = s.clock
+	}
+	return l, snap, err
+}
+
+func (s *Store) openLazy(c *Commit, opts DecodeOptions) (*Lazy, *Snapshot, error) {
 	if c.Incremental(s) {
 		return s.openLazyChain(c, opts)
 	}
@@ -294,6 +312,26 @@ func newLazy(streams []*lazyStream) *Lazy {
 	}
 	l.left = l.fills
 	return l
+}
+
+// LazyProfile is where the fills of a Lazy spent their time, in ticks of
+// the store's clock (StoreOptions.Clock; zero without one).
+type LazyProfile struct {
+	Read  uint64 // reading page data, or waiting for a read started ahead
+	Check uint64 // checking blocks (XXH64, Poly1305) and placing pages
+	// Ahead blocks were read ahead, while the block before was checked.
+	Ahead int
+}
+
+// Profile returns where the fills so far spent their time.
+func (l *Lazy) Profile() LazyProfile { return l.prof }
+
+// tick reads the clock (0 without one).
+func (l *Lazy) tick() uint64 {
+	if l.clock == nil {
+		return 0
+	}
+	return l.clock()
 }
 
 // Blocks returns the number of blocks of page data of all streams:
@@ -571,9 +609,18 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		dst[k] = l.buf[pos : pos+r.n]
 		pos += r.n
 	}
-	if err := l.read(st, runs, dst); err != nil {
+	// A read started ahead brought the block in place if it was this
+	// one's, into the same memory; any other is waited for and dropped.
+	t := l.tick()
+	if l.wait(i, dst) {
+		l.prof.Ahead++
+	} else if err := l.read(st, runs, dst); err != nil {
 		return fail(err)
 	}
+	// The next block is read while this one is checked.
+	l.prefetch(i+1, sink)
+	t, l.prof.Read = l.tick(), l.prof.Read+l.tick()-t
+	defer func() { l.prof.Check += l.tick() - t }()
 	for _, d := range dst {
 		xxh.Write(d)
 		if tags {
@@ -619,27 +666,11 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 // through the block reader, with a request per group of runs contiguous
 // in the stream and for the partial sectors.
 func (l *Lazy) read(st *lazyStream, runs []lazyRun, dst [][]byte) error {
-	if vr, ok := st.dev.(VectorReader); ok && len(runs) > 0 {
-		end := runs[0].off
-		for _, r := range runs {
-			if r.off != end {
-				break
-			}
-			end += int64(r.n)
+	if vr, ok := st.dev.(VectorReader); ok {
+		if l.edge == nil {
+			l.edge = make([]byte, 2*edgeSize)
 		}
-		if last := runs[len(runs)-1]; end == last.off+int64(last.n) {
-			at, stop := st.base+runs[0].off, st.base+end
-			sec := int64(st.dev.SectorSize())
-			lo, hi := at/sec*sec, (stop+sec-1)/sec*sec
-			if l.edge == nil {
-				l.edge = make([]byte, 2*edgeSize)
-			}
-			// The head ends, and the tail starts, at a page boundary
-			// of l.edge (NVMe PRP entries need that).
-			segs := append(l.segs[:0], l.edge[edgeSize-(at-lo):edgeSize])
-			segs = append(segs, dst...)
-			segs = append(segs, l.edge[edgeSize:edgeSize+hi-stop])
-			l.segs = segs
+		if segs, lo, ok := l.scatter(st, runs, dst, l.edge); ok {
 			done, err := vr.ReadV(segs, lo)
 			clear(l.segs)
 			if err != nil {
@@ -671,6 +702,96 @@ func (l *Lazy) read(st *lazyStream, runs []lazyRun, dst [][]byte) error {
 	}
 	return nil
 }
+
+// scatter returns the buffers of one read of runs, contiguous in stream
+// st, into dst: the partial sectors at either end go to edge (2*edgeSize
+// bytes: the head ends, and the tail starts, at a page boundary of it, as
+// NVMe PRP entries need), and the device offset lo to read at; ok false
+// when the runs are not contiguous in the stream.
+func (l *Lazy) scatter(st *lazyStream, runs []lazyRun, dst [][]byte, edge []byte) (segs [][]byte, lo int64, ok bool) {
+	if len(runs) == 0 {
+		return nil, 0, false
+	}
+	end := runs[0].off
+	for _, r := range runs {
+		if r.off != end {
+			return nil, 0, false
+		}
+		end += int64(r.n)
+	}
+	at, stop := st.base+runs[0].off, st.base+end
+	sec := int64(st.dev.SectorSize())
+	lo, hi := at/sec*sec, (stop+sec-1)/sec*sec
+	segs = append(l.segs[:0], edge[edgeSize-(at-lo):edgeSize])
+	segs = append(segs, dst...)
+	segs = append(segs, edge[edgeSize:edgeSize+hi-stop])
+	l.segs = segs
+	return segs, lo, true
+}
+
+// prefetch starts reading block j ahead, in place into sink's memory,
+// when the device reads asynchronously (AsyncReader) and the block is
+// not filled, all its pages are its stream's and contiguous in it, and
+// the sink can be viewed: the next Fill of j with the same sink then
+// waits for that read instead of reading. Its pages are not the guest's
+// before Fill checks them.
+func (l *Lazy) prefetch(j int, sink MemorySink) {
+	if l.aheadOn || j >= len(l.filled) || l.filled[j] {
+		return
+	}
+	s, b := l.blockOf(j)
+	st := l.streams[s]
+	ar, ok1 := st.dev.(AsyncReader)
+	aw, ok2 := st.dev.(AsyncWriter)
+	v, ok3 := sink.(Viewer)
+	runs := st.blockRuns(b)
+	if !ok1 || !ok2 || !ok3 || len(runs) == 0 || !l.ownsAll(s, runs) {
+		return
+	}
+	dst := make([][]byte, len(runs))
+	for k, r := range runs {
+		d, ok := v.View(r.gpa, r.n)
+		if !ok {
+			return
+		}
+		dst[k] = d
+	}
+	if l.edgeAhead == nil {
+		l.edgeAhead = make([]byte, 2*edgeSize)
+	}
+	segs, lo, ok := l.scatter(st, runs, dst, l.edgeAhead)
+	if !ok {
+		return
+	}
+	started, err := ar.ReadVAsync(segs, lo)
+	clear(l.segs)
+	if started && err == nil {
+		l.aheadOn, l.ahead, l.aheadDst, l.aheadDev = true, j, dst, aw
+	}
+}
+
+// wait waits for the read started ahead, if any, and reports whether
+// it brought block i into dst.
+func (l *Lazy) wait(i int, dst [][]byte) bool {
+	if !l.aheadOn {
+		return false
+	}
+	l.aheadOn = false
+	err := l.aheadDev.Sync()
+	if err != nil || l.ahead != i || len(dst) != len(l.aheadDst) {
+		return false
+	}
+	for k, d := range dst {
+		if a := l.aheadDst[k]; len(d) != len(a) || len(d) > 0 && &d[0] != &a[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// Close waits for a read Fill started ahead of the next block: call it
+// before the sink's memory is used for anything else.
+func (l *Lazy) Close() { l.wait(-1, nil) }
 
 // edgeSize is the room for a partial sector at either end of a scattered
 // read: the largest sector size, a page.

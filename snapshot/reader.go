@@ -377,6 +377,15 @@ func (d *decoder) chunk(c *Chunk) error {
 		d.snap.RAM = info
 		return nil
 	}
+	if c.Type == TypePad && !c.Required() {
+		// Alignment (section 3.4): its bytes are checked as any
+		// chunk's (CRC, digest), not kept.
+		c.Known, c.Skipped = true, true
+		if err := d.skipBody(c.Length); err != nil {
+			return err
+		}
+		return d.readTrailer(c)
+	}
 	codec := d.opts.Registry.Lookup(c.Type)
 	c.Known = codec != nil
 	if codec == nil && !d.opts.Inspect {

@@ -528,7 +528,7 @@ func (s *Store) write(opts SaveOptions, h Header, links []ChainLink, off int64, 
 		return nil, full(err)
 	}
 	err = bw.finish()
-	done = true
+	done = err == nil // else abandoned: the last write may be in flight
 	s.last.InPlace, s.last.Copied = uint64(bw.inPlace), uint64(bw.copied)
 	if err != nil {
 		return nil, full(fmt.Errorf("snapshot: %w", err))
@@ -606,7 +606,7 @@ func (s *Store) CommitView(c *Commit) (*Store, error) {
 }
 
 func (s *Store) view(m recordMask) (*Store, error) {
-	view, err := Open(m, StoreOptions{})
+	view, err := Open(m, StoreOptions{BlockSize: s.blockSize, Clock: s.clock})
 	if err == nil && view.SlotSize() != s.SlotSize() {
 		err = fmt.Errorf("snapshot: slot size %d in the view, %d on the disk", view.SlotSize(), s.SlotSize())
 	}
@@ -635,4 +635,48 @@ func (m recordMask) ReadAt(p []byte, off int64) (int, error) {
 
 func (recordMask) WriteAt([]byte, int64) (int, error) {
 	return 0, errors.New("snapshot: a slot view is read-only")
+}
+
+// hides reports whether [off, off+n) overlaps a hidden range.
+func (m recordMask) hides(off int64, segs [][]byte) bool {
+	var n int64
+	for _, p := range segs {
+		n += int64(len(p))
+	}
+	for _, h := range m.hide {
+		if off < h.off+h.n && h.off < off+n {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadV and ReadVAsync pass scattered reads to the device where they
+// hide nothing (a lazy restore of a chosen generation reads as fast);
+// others are refused, to be read through ReadAt.
+func (m recordMask) ReadV(segs [][]byte, off int64) (bool, error) {
+	if v, ok := m.BlockDevice.(VectorReader); ok && !m.hides(off, segs) {
+		return v.ReadV(segs, off)
+	}
+	return false, nil
+}
+
+func (m recordMask) ReadVAsync(segs [][]byte, off int64) (bool, error) {
+	_, canSync := m.BlockDevice.(AsyncWriter)
+	if v, ok := m.BlockDevice.(AsyncReader); ok && canSync && !m.hides(off, segs) {
+		return v.ReadVAsync(segs, off)
+	}
+	return false, nil
+}
+
+func (recordMask) WriteAsync([]byte, int64) error {
+	return errors.New("snapshot: a slot view is read-only")
+}
+
+// Sync waits for the reads ReadVAsync started.
+func (m recordMask) Sync() error {
+	if a, ok := m.BlockDevice.(AsyncWriter); ok {
+		return a.Sync()
+	}
+	return nil
 }

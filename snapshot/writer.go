@@ -240,7 +240,7 @@ func (w *Writer) WriteChunk(typ string, instance uint32, version uint16, flags C
 		return errors.New("snapshot: write the manifest first")
 	}
 	switch typ {
-	case TypeManifest, TypeRAM, TypeEnd, TypeChain:
+	case TypeManifest, TypeRAM, TypeEnd, TypeChain, TypePad:
 		return fmt.Errorf("snapshot: chunk type %q is written by its own method (chain: by the store)", typ)
 	}
 	if name, ok := strings.CutPrefix(typ, DevicePrefix); ok {
@@ -353,6 +353,11 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 			}
 		}()
 	}
+	if version == RAMVersion {
+		if err := w.pad(plan, opts.Carried != nil); err != nil {
+			return err
+		}
+	}
 	if err := w.begin(TypeRAM, w.ramInstance, version, Required, plan.length); err != nil {
 		return err
 	}
@@ -421,6 +426,34 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		if err := w.emit(e.Bytes()); err != nil {
 			return err
 		}
+	}
+	return w.end()
+}
+
+// PadVersion is the version of the pad chunk.
+const PadVersion = 1
+
+// pad writes a pad chunk (TypePad) that makes the page data of the RAM
+// chunk planned start on a page boundary of the stream, unless it does
+// already (docs/snapshot-format.md, 3.4).
+func (w *Writer) pad(plan *ramPlan, incremental bool) error {
+	if len(plan.ranges) == 0 || plan.nData[0] == 0 || w.seen[TypePad+"/0"] {
+		return nil // no page data in the first range, or padded already
+	}
+	at := w.n + ChunkHeaderSize + ramHeaderSize + ramNonceSize + ramRangeHdrSize + int64(len(plan.data[0]))
+	if incremental {
+		at += int64(len(plan.data[0])) // the carried bitmap
+	}
+	if at%PageSize == 0 {
+		return nil
+	}
+	const frame = ChunkHeaderSize + ChunkTrailerSize
+	n := ((-(at + frame))%PageSize + PageSize) % PageSize
+	if err := w.begin(TypePad, 0, PadVersion, 0, uint64(n)); err != nil {
+		return err
+	}
+	if err := w.emit(make([]byte, n)); err != nil {
+		return err
 	}
 	return w.end()
 }

@@ -266,6 +266,7 @@ var (
 	_ snapshot.AsyncWriter  = (*Device)(nil)
 	_ snapshot.VectorWriter = (*Device)(nil)
 	_ snapshot.VectorReader = (*Device)(nil)
+	_ snapshot.AsyncReader  = (*Device)(nil)
 	_ snapshot.Idler        = (*Device)(nil)
 )
 
@@ -1013,8 +1014,37 @@ func (d *Device) prpFit(xs []extent) bool {
 	return true
 }
 
+// ReadVAsync starts reading the bytes at off into the concatenation of
+// segs and may return before they are there (snapshot.AsyncReader): they
+// are after Sync returns nil. The segments are described as for ReadV
+// (done false, nothing started: PRP entries cannot describe them); errors
+// are reported once, as for WriteAsync.
+func (d *Device) ReadVAsync(segs [][]byte, off int64) (started bool, err error) {
+	n := 0
+	for _, s := range segs {
+		n += len(s)
+	}
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
+		return false, fmt.Errorf("nvme: %w", err)
+	}
+	if n == 0 {
+		return true, nil
+	}
+	xs, ok := d.extents(segs)
+	if !ok || !d.prpFit(xs) {
+		return false, nil
+	}
+	return true, d.startAsync(ioRead, off, xs...)
+}
+
 // writeAsync starts writing xs at off (see WriteAsync).
 func (d *Device) writeAsync(off int64, xs ...extent) error {
+	return d.startAsync(ioWrite, off, xs...)
+}
+
+// startAsync starts the transfer op of xs at off without waiting for it
+// (WriteAsync, ReadVAsync): Sync waits.
+func (d *Device) startAsync(op uint8, off int64, xs ...extent) error {
 	n := 0
 	for _, x := range xs {
 		n += x.n
@@ -1032,10 +1062,10 @@ func (d *Device) writeAsync(off int64, xs ...extent) error {
 			return err
 		}
 	}
-	if err := d.transfer(ioWrite, uint64(off)>>d.lbaShift, xs); err != nil {
+	if err := d.transfer(op, uint64(off)>>d.lbaShift, xs); err != nil {
 		return err
 	}
-	d.count(ioWrite, n)
+	d.count(op, n)
 	return nil
 }
 

@@ -68,7 +68,7 @@ func chainDisk(t *testing.T) (string, []byte) {
 				for _, ch := range snap.Chunks {
 					name, dev := strings.CutPrefix(ch.Type, snapshot.DevicePrefix)
 					switch {
-					case ch.Type == snapshot.TypeManifest || ch.Type == snapshot.TypeRAM || ch.Type == snapshot.TypeChain:
+					case ch.Type == snapshot.TypeManifest || ch.Type == snapshot.TypeRAM || ch.Type == snapshot.TypeChain || ch.Type == snapshot.TypePad:
 					case dev:
 						err = w.WriteDevice(name, ch.Instance, ch.Body)
 					default:

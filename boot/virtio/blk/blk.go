@@ -105,6 +105,7 @@ var (
 	_ snapshot.AsyncWriter  = (*Device)(nil)
 	_ snapshot.VectorWriter = (*Device)(nil)
 	_ snapshot.VectorReader = (*Device)(nil)
+	_ snapshot.AsyncReader  = (*Device)(nil)
 	_ snapshot.Idler        = (*Device)(nil)
 )
 
@@ -630,6 +631,21 @@ func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error)
 	if d.has(FeatureRO) {
 		return false, ErrReadOnly
 	}
+	return d.startV(TypeOut, segs, off)
+}
+
+// ReadVAsync starts reading the bytes at off into the concatenation of
+// segs and may return before they are there (snapshot.AsyncReader): they
+// are after Sync returns nil. The segments are described as for ReadV
+// (started false, nothing started); errors are reported once, as for
+// WriteAsync.
+func (d *Device) ReadVAsync(segs [][]byte, off int64) (started bool, err error) {
+	return d.startV(TypeIn, segs, off)
+}
+
+// startV starts the transfer typ of segs at off without waiting for it
+// (WriteVAsync, ReadVAsync): Sync waits.
+func (d *Device) startV(typ uint32, segs [][]byte, off int64) (started bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ext, n, ok, err := d.gather(segs, off)
@@ -646,10 +662,10 @@ func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error)
 			return false, err
 		}
 	}
-	if err := d.transferV(TypeOut, uint64(off)>>SectorShift, ext, n); err != nil {
+	if err := d.transferV(typ, uint64(off)>>SectorShift, ext, n); err != nil {
 		return true, err
 	}
-	d.count(TypeOut, n)
+	d.count(typ, n)
 	return true, nil
 }
 
