@@ -51,17 +51,18 @@ type Lazy struct {
 	rbuf []byte   // the block reader's buffer
 	edge []byte   // the partial sectors of a scattered read (read)
 	segs [][]byte // a scattered read's buffers
-	// A read of block ahead into aheadDst started by prefetch (aheadOn),
-	// to be waited for with aheadDev's Sync.
+	// A read of block ahead laid out as aheadPieces, started by prefetch
+	// (aheadOn), to be waited for with aheadDev's Sync.
 	// clock (the store's) times the fills (Profile).
-	clock     func() uint64
-	prof      LazyProfile
-	aheadOn   bool
-	ahead     int
-	aheadDst  [][]byte
-	aheadDev  AsyncWriter
-	edgeAhead []byte
-	buf       []byte // a block, for sinks that cannot be viewed
+	clock       func() uint64
+	prof        LazyProfile
+	aheadOn     bool
+	ahead       int
+	aheadPieces []piece
+	aheadDev    AsyncWriter
+	bufAhead    []byte // the scratch of the block read ahead
+	edgeAhead   []byte
+	buf         []byte // a block, for sinks that cannot be viewed
 }
 
 // lazyStream is one stream of a lazy open: its RAM chunk's ranges and
@@ -454,23 +455,30 @@ func (l *Lazy) BlockRuns(i int, fn func(gpa, n uint64)) {
 
 // ownedRuns calls fn for each run of the pages of r that stream s owns.
 func (l *Lazy) ownedRuns(s int, r lazyRun, fn func(gpa, n uint64)) {
+	l.splitRun(s, r, func(x lazyRun, owned bool) {
+		if owned {
+			fn(x.gpa, x.n)
+		}
+	})
+}
+
+// splitRun calls fn for the runs r splits into where the ownership of its
+// pages by stream s changes, in order, saying whether s owns each.
+func (l *Lazy) splitRun(s int, r lazyRun, fn func(x lazyRun, owned bool)) {
 	if l.owned == nil {
-		fn(r.gpa, r.n)
+		fn(r, true)
 		return
 	}
 	own := l.owned[s][r.ri]
 	p0 := (r.gpa - l.ranges()[r.ri].gpa) / PageSize
 	n := r.n / PageSize
 	for k := uint64(0); k < n; {
-		if !bitSet(own, p0+k) {
-			k++
-			continue
-		}
+		o := bitSet(own, p0+k)
 		e := k + 1
-		for e < n && bitSet(own, p0+e) {
+		for e < n && bitSet(own, p0+e) == o {
 			e++
 		}
-		fn(r.gpa+k*PageSize, (e-k)*PageSize)
+		fn(lazyRun{ri: r.ri, gpa: r.gpa + k*PageSize, off: r.off + int64(k*PageSize), n: (e - k) * PageSize}, o)
 		k = e
 	}
 }
@@ -550,9 +558,10 @@ func runsGPA(runs []lazyRun) (gpa, end uint64) {
 // and, in a keyed snapshot opened with the key, its Poly1305 tag, and
 // then gives the pages of it that its stream owns to sink (nil: only
 // check); pages a newer stream defines are not given. A sink that is a
-// Viewer has the pages read straight into its memory when the stream
-// owns every page of the block; if the block then fails, that memory is
-// cleared again. A block that fails is a *BlockError naming its stream,
+// Viewer has the pages its stream owns read straight into its memory;
+// if the block then fails, that memory is cleared again. On a device
+// that reads asynchronously (AsyncReader) the next block is read while
+// this one is checked: Close waits for that read. A block that fails is a *BlockError naming its stream,
 // the block and its guest-physical range: the sink gets nothing of a
 // block that does not verify. A block already filled, or with no page to
 // place, is not read.
@@ -569,26 +578,19 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("snapshot: generation %d: RAM block %d holds no pages", st.gen, b)
 	}
-	dst := make([][]byte, len(runs))
-	inPlace := make([]bool, len(runs))
-	fail := func(err error) error {
-		for k, d := range dst {
-			if inPlace[k] {
-				clear(d)
-			}
-		}
-		gpa, end := runsGPA(runs)
-		return &BlockError{Generation: st.gen, Index: b, GPA: gpa, End: end, Err: err}
-	}
 	if l.buf == nil {
 		l.buf = make([]byte, RAMBlockSize)
 		l.rbuf = make([]byte, readAhead)
 	}
-	// In place only if every page read is the stream's to place: a page
-	// a newer stream defines may be present already.
-	var viewer Viewer
-	if v, ok := sink.(Viewer); ok && l.ownsAll(s, runs) {
-		viewer = v
+	var ps []piece
+	fail := func(err error) error {
+		for _, p := range ps {
+			if p.inPlace {
+				clear(p.b)
+			}
+		}
+		gpa, end := runsGPA(runs)
+		return &BlockError{Generation: st.gen, Index: b, GPA: gpa, End: end, Err: err}
 	}
 	xxh := xxhash.New()
 	tags := st.keyed && len(st.key) > 0
@@ -598,33 +600,34 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		m := blockMAC(st.key, st.nonce, st.gen, uint64(b))
 		macWrite, macSum = m.Write, m.Sum
 	}
-	var pos uint64
-	for k, r := range runs {
-		if viewer != nil {
-			if v, ok := viewer.View(r.gpa, r.n); ok {
-				dst[k], inPlace[k] = v, true
-				continue
+	// A read started ahead brought this block if it was this one's, laid
+	// out as for this sink (its scratch in bufAhead, which becomes buf);
+	// any other is waited for and dropped.
+	t := l.tick()
+	if l.aheadOn {
+		mine := l.ahead == i
+		if err := l.wait(); err == nil && mine {
+			if alt := l.layout(s, runs, sink, l.bufAhead); samePieces(alt, l.aheadPieces) {
+				ps = alt
+				l.buf, l.bufAhead = l.bufAhead, l.buf
+				l.prof.Ahead++
 			}
 		}
-		dst[k] = l.buf[pos : pos+r.n]
-		pos += r.n
 	}
-	// A read started ahead brought the block in place if it was this
-	// one's, into the same memory; any other is waited for and dropped.
-	t := l.tick()
-	if l.wait(i, dst) {
-		l.prof.Ahead++
-	} else if err := l.read(st, runs, dst); err != nil {
-		return fail(err)
+	if ps == nil {
+		ps = l.layout(s, runs, sink, l.buf)
+		if err := l.read(st, ps); err != nil {
+			return fail(err)
+		}
 	}
 	// The next block is read while this one is checked.
 	l.prefetch(i+1, sink)
 	t, l.prof.Read = l.tick(), l.prof.Read+l.tick()-t
 	defer func() { l.prof.Check += l.tick() - t }()
-	for _, d := range dst {
-		xxh.Write(d)
+	for _, p := range ps {
+		xxh.Write(p.b)
 		if tags {
-			macWrite(d)
+			macWrite(p.b)
 		}
 	}
 	e := st.table[uint64(b)*uint64(st.sumSize) : uint64(b+1)*uint64(st.sumSize)]
@@ -637,21 +640,11 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		}
 	}
 	if sink != nil {
-		var err error
-		for k, r := range runs {
-			if inPlace[k] {
-				continue
-			}
-			l.ownedRuns(s, r, func(gpa, n uint64) {
-				if err == nil {
-					o := gpa - r.gpa
-					if _, werr := sink.WriteAt(dst[k][o:o+n], int64(gpa)); werr != nil {
-						err = fmt.Errorf("write guest memory at %#x: %w", gpa, werr)
-					}
+		for _, p := range ps {
+			if p.owned && !p.inPlace {
+				if _, err := sink.WriteAt(p.b, int64(p.gpa)); err != nil {
+					return fail(fmt.Errorf("write guest memory at %#x: %w", p.gpa, err))
 				}
-			})
-			if err != nil {
-				return fail(err)
 			}
 		}
 	}
@@ -660,21 +653,70 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	return nil
 }
 
-// read reads the page data of runs into dst: in one request when the
-// runs are contiguous in the stream and the device scatters reads
-// (VectorReader), the partial sectors at either end into l.edge; else
-// through the block reader, with a request per group of runs contiguous
-// in the stream and for the partial sectors.
-func (l *Lazy) read(st *lazyStream, runs []lazyRun, dst [][]byte) error {
+// piece is part of a block's page data as it is read: the pages at gpa,
+// at stream offset off, read into b. b is the sink's memory (inPlace) or
+// scratch. owned: the block's stream defines these pages (else a newer
+// stream does: they are checked, then dropped).
+type piece struct {
+	b       []byte
+	off     int64
+	gpa     uint64
+	inPlace bool
+	owned   bool
+}
+
+// layout returns the pieces of the read of block runs of stream s into
+// sink: pages the stream owns go in place when sink can be viewed there
+// (no newer stream defines them, so nothing is present there yet); the
+// others go into scratch, in order.
+func (l *Lazy) layout(s int, runs []lazyRun, sink MemorySink, scratch []byte) []piece {
+	v, _ := sink.(Viewer)
+	var ps []piece
+	var pos uint64
+	for _, r := range runs {
+		l.splitRun(s, r, func(x lazyRun, owned bool) {
+			if owned && v != nil {
+				if b, ok := v.View(x.gpa, x.n); ok {
+					ps = append(ps, piece{b, x.off, x.gpa, true, true})
+					return
+				}
+			}
+			ps = append(ps, piece{scratch[pos : pos+x.n], x.off, x.gpa, false, owned})
+			pos += x.n
+		})
+	}
+	return ps
+}
+
+// samePieces reports whether a and b lay a read out into the same memory.
+func samePieces(a, b []piece) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		x, y := a[k], b[k]
+		if x.off != y.off || x.owned != y.owned || x.inPlace != y.inPlace || len(x.b) != len(y.b) || len(x.b) > 0 && &x.b[0] != &y.b[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// read reads the pieces of a block: in one request when they are
+// contiguous in the stream and the device scatters reads (VectorReader),
+// the partial sectors at either end into l.edge; else through the block
+// reader, with a request per group of pieces contiguous in the stream
+// and for the partial sectors.
+func (l *Lazy) read(st *lazyStream, ps []piece) error {
 	if vr, ok := st.dev.(VectorReader); ok {
 		if l.edge == nil {
 			l.edge = make([]byte, 2*edgeSize)
 		}
-		if segs, lo, ok := l.scatter(st, runs, dst, l.edge); ok {
+		if segs, lo, ok := l.scatter(st, ps, l.edge); ok {
 			done, err := vr.ReadV(segs, lo)
 			clear(l.segs)
 			if err != nil {
-				return fmt.Errorf("read page data at stream offset %d: %w", runs[0].off, err)
+				return fmt.Errorf("read page data at stream offset %d: %w", ps[0].off, err)
 			}
 			if done {
 				return nil
@@ -682,59 +724,60 @@ func (l *Lazy) read(st *lazyStream, runs []lazyRun, dst [][]byte) error {
 		}
 	}
 	next := int64(-1) // stream offset the reader is at
-	for k, r := range runs {
-		if r.off != next {
-			seg := r.n
-			for _, q := range runs[k+1:] {
-				if q.off != r.off+int64(seg) {
+	for k, p := range ps {
+		if p.off != next {
+			seg := int64(len(p.b))
+			for _, q := range ps[k+1:] {
+				if q.off != p.off+seg {
 					break
 				}
-				seg += q.n
+				seg += int64(len(q.b))
 			}
-			if err := l.segment(st, r.off, int64(seg)); err != nil {
+			if err := l.segment(st, p.off, seg); err != nil {
 				return err
 			}
 		}
-		if _, err := io.ReadFull(&l.rd, dst[k]); err != nil {
-			return fmt.Errorf("read page data at stream offset %d: %w", r.off, err)
+		if _, err := io.ReadFull(&l.rd, p.b); err != nil {
+			return fmt.Errorf("read page data at stream offset %d: %w", p.off, err)
 		}
-		next = r.off + int64(r.n)
+		next = p.off + int64(len(p.b))
 	}
 	return nil
 }
 
-// scatter returns the buffers of one read of runs, contiguous in stream
-// st, into dst: the partial sectors at either end go to edge (2*edgeSize
+// scatter returns the buffers of one read of pieces ps, contiguous in
+// stream st: the partial sectors at either end go to edge (2*edgeSize
 // bytes: the head ends, and the tail starts, at a page boundary of it, as
 // NVMe PRP entries need), and the device offset lo to read at; ok false
-// when the runs are not contiguous in the stream.
-func (l *Lazy) scatter(st *lazyStream, runs []lazyRun, dst [][]byte, edge []byte) (segs [][]byte, lo int64, ok bool) {
-	if len(runs) == 0 {
+// when the pieces are not contiguous in the stream.
+func (l *Lazy) scatter(st *lazyStream, ps []piece, edge []byte) (segs [][]byte, lo int64, ok bool) {
+	if len(ps) == 0 {
 		return nil, 0, false
 	}
-	end := runs[0].off
-	for _, r := range runs {
-		if r.off != end {
+	end := ps[0].off
+	for _, p := range ps {
+		if p.off != end {
 			return nil, 0, false
 		}
-		end += int64(r.n)
+		end += int64(len(p.b))
 	}
-	at, stop := st.base+runs[0].off, st.base+end
+	at, stop := st.base+ps[0].off, st.base+end
 	sec := int64(st.dev.SectorSize())
 	lo, hi := at/sec*sec, (stop+sec-1)/sec*sec
 	segs = append(l.segs[:0], edge[edgeSize-(at-lo):edgeSize])
-	segs = append(segs, dst...)
+	for _, p := range ps {
+		segs = append(segs, p.b)
+	}
 	segs = append(segs, edge[edgeSize:edgeSize+hi-stop])
 	l.segs = segs
 	return segs, lo, true
 }
 
-// prefetch starts reading block j ahead, in place into sink's memory,
-// when the device reads asynchronously (AsyncReader) and the block is
-// not filled, all its pages are its stream's and contiguous in it, and
-// the sink can be viewed: the next Fill of j with the same sink then
-// waits for that read instead of reading. Its pages are not the guest's
-// before Fill checks them.
+// prefetch starts reading block j ahead, laid out for sink with its
+// scratch in bufAhead, when the device reads asynchronously (AsyncReader)
+// and the block is not filled and contiguous in its stream: the next Fill
+// of j then waits for that read instead of reading. Pages read in place
+// are not the guest's before Fill checks them.
 func (l *Lazy) prefetch(j int, sink MemorySink) {
 	if l.aheadOn || j >= len(l.filled) || l.filled[j] {
 		return
@@ -743,55 +786,38 @@ func (l *Lazy) prefetch(j int, sink MemorySink) {
 	st := l.streams[s]
 	ar, ok1 := st.dev.(AsyncReader)
 	aw, ok2 := st.dev.(AsyncWriter)
-	v, ok3 := sink.(Viewer)
 	runs := st.blockRuns(b)
-	if !ok1 || !ok2 || !ok3 || len(runs) == 0 || !l.ownsAll(s, runs) {
+	if !ok1 || !ok2 || len(runs) == 0 {
 		return
 	}
-	dst := make([][]byte, len(runs))
-	for k, r := range runs {
-		d, ok := v.View(r.gpa, r.n)
-		if !ok {
-			return
-		}
-		dst[k] = d
-	}
-	if l.edgeAhead == nil {
+	if l.bufAhead == nil {
+		l.bufAhead = make([]byte, RAMBlockSize)
 		l.edgeAhead = make([]byte, 2*edgeSize)
 	}
-	segs, lo, ok := l.scatter(st, runs, dst, l.edgeAhead)
+	ps := l.layout(s, runs, sink, l.bufAhead)
+	segs, lo, ok := l.scatter(st, ps, l.edgeAhead)
 	if !ok {
 		return
 	}
 	started, err := ar.ReadVAsync(segs, lo)
 	clear(l.segs)
 	if started && err == nil {
-		l.aheadOn, l.ahead, l.aheadDst, l.aheadDev = true, j, dst, aw
+		l.aheadOn, l.ahead, l.aheadPieces, l.aheadDev = true, j, ps, aw
 	}
 }
 
-// wait waits for the read started ahead, if any, and reports whether
-// it brought block i into dst.
-func (l *Lazy) wait(i int, dst [][]byte) bool {
+// wait waits for the read started ahead, if any, and returns its error.
+func (l *Lazy) wait() error {
 	if !l.aheadOn {
-		return false
+		return nil
 	}
 	l.aheadOn = false
-	err := l.aheadDev.Sync()
-	if err != nil || l.ahead != i || len(dst) != len(l.aheadDst) {
-		return false
-	}
-	for k, d := range dst {
-		if a := l.aheadDst[k]; len(d) != len(a) || len(d) > 0 && &d[0] != &a[0] {
-			return false
-		}
-	}
-	return true
+	return l.aheadDev.Sync()
 }
 
 // Close waits for a read Fill started ahead of the next block: call it
 // before the sink's memory is used for anything else.
-func (l *Lazy) Close() { l.wait(-1, nil) }
+func (l *Lazy) Close() { l.wait() }
 
 // edgeSize is the room for a partial sector at either end of a scattered
 // read: the largest sector size, a page.

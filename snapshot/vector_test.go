@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"testing"
 	"unsafe"
 )
@@ -485,4 +486,72 @@ func pageAligned(b []byte) *guestMem {
 	m := &guestMem{b: buf[off : off+len(b) : off+len(b)]}
 	copy(m.b, b)
 	return m
+}
+
+// TestLazyChainReadAhead: a chain's blocks, whose pages newer streams
+// partly define, are read ahead too, pages the block's stream owns in
+// place and the others into scratch; filled in order or at random, into a
+// viewed sink or a written one, RAM is what the eager decode gives.
+func TestLazyChainReadAhead(t *testing.T) {
+	mem, s, cs, _ := lazyChain(t, 21, nil, -1)
+	c := cs[len(cs)-1]
+	eager := garbageMem(lazyVMSize)
+	if _, err := s.Decode(c, DecodeOptions{Registry: testRegistry(t), Memory: eager}); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(eager.b)
+	clear(want[testLowEnd:testHighGPA])
+	for _, viewed := range []bool{true, false} {
+		for _, order := range []string{"sequential", "random"} {
+			t.Run(fmt.Sprintf("viewed=%v/%s", viewed, order), func(t *testing.T) {
+				dev := &aheadMem{scatterMem: scatterMem{MemDevice: mem}}
+				st, err := Open(dev, StoreOptions{BlockSize: 4096})
+				if err != nil {
+					t.Fatal(err)
+				}
+				l, _, err := st.OpenLazy(c, DecodeOptions{Registry: testRegistry(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := garbageMem(lazyVMSize)
+				var sink MemorySink = got
+				if viewed {
+					sink = viewMem{got}
+				}
+				blocks := rand.New(rand.NewSource(9)).Perm(l.Blocks())
+				if order == "sequential" {
+					slices.Sort(blocks)
+				}
+				// In order, a block is read ahead when the one before it
+				// was filled (not needed: no fill, nothing read ahead)
+				// and its pages are contiguous in its stream.
+				ahead := 0
+				for j := 1; j < l.Blocks(); j++ {
+					_, runs := blockAt(l, j)
+					if last := runs[len(runs)-1]; !l.Filled(j) && !l.Filled(j-1) && last.off+int64(last.n) == runs[0].off+int64(runsBytes(runs)) {
+						ahead++
+					}
+				}
+				for _, i := range blocks {
+					if err := l.Fill(i, sink); err != nil {
+						t.Fatal(err)
+					}
+				}
+				l.Close()
+				if err := l.ZeroRuns(func(gpa, n uint64) error {
+					clear(got.b[gpa : gpa+n])
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				clear(got.b[testLowEnd:testHighGPA])
+				if !bytes.Equal(got.b, want) {
+					t.Fatal("lazily filled RAM of the chain differs from the eager decode")
+				}
+				if order == "sequential" && (l.Profile().Ahead != ahead || ahead == 0) {
+					t.Fatalf("%d of %d blocks read ahead, want %d", l.Profile().Ahead, l.Fills(), ahead)
+				}
+			})
+		}
+	}
 }
