@@ -265,9 +265,9 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))
 	ph := full.Phases
-	fmt.Printf("  %-52s scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
-		ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
-		ms(full.Cycles-min(full.Cycles, ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
+	fmt.Printf("  %-52s prepare %.1f, scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
+		ms(ph.Prepare), ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
+		ms(full.Cycles-min(full.Cycles, ph.Prepare+ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
 	fmt.Printf("  %-52s %.1f MiB written from guest RAM in place, %.1f MiB copied\n", "    its page data",
 		float64(ph.InPlace)/(1<<20), float64(ph.Copied)/(1<<20))
 	for _, c := range []struct {

@@ -157,7 +157,7 @@ func TestSaveProfileAndBuffers(t *testing.T) {
 	if _, err := s.Save(SaveOptions{Header: Header{VMName: "vm"}}, vm.fill); err != nil {
 		t.Fatal(err)
 	}
-	if ph := s.LastSaveProfile(); ph.Scan == 0 || ph.Data == 0 || ph.Drain == 0 || ph.Flush == 0 || ph.Commit == 0 {
+	if ph := s.LastSaveProfile(); ph.Prepare == 0 || ph.Scan == 0 || ph.Data == 0 || ph.Drain == 0 || ph.Flush == 0 || ph.Commit == 0 {
 		t.Fatalf("phases %+v: want every phase timed", ph)
 	}
 	if &s.bufs[0][0] != &bufs[0][0] || &s.bufs[2][0] != &bufs[2][0] {

@@ -96,11 +96,14 @@ type StoreOptions struct {
 // in Clock ticks (all zero without a clock), and how its page data
 // reached the device.
 type SaveProfile struct {
-	Scan   uint64 // the zero-page scan of RAM
-	Data   uint64 // page data summed, copied and written (device waits inside)
-	Drain  uint64 // from the end of the page data to the last write complete
-	Flush  uint64 // the data flush
-	Commit uint64 // the commit record written and flushed
+	// Prepare: from the call to the RAM chunk (the commit records read,
+	// the chunks before RAM written).
+	Prepare uint64
+	Scan    uint64 // the zero-page scan of RAM
+	Data    uint64 // page data summed, copied and written (device waits inside)
+	Drain   uint64 // from the end of the page data to the last write complete
+	Flush   uint64 // the data flush
+	Commit  uint64 // the commit record written and flushed
 	// InPlace bytes of page data were written from guest memory in place
 	// (VectorWriter); Copied bytes were copied into the store's buffer
 	// because the device could not take them in place.
@@ -122,6 +125,7 @@ type Store struct {
 	slotSize  int64
 	clock     func() uint64
 	last      SaveProfile
+	started   uint64 // clock at the start of the save in progress
 	// bufs are the save's write buffers and its scratch buffer, kept
 	// from one save to the next: allocating 3 MiB per save cost 35 ms
 	// under QEMU TCG (fresh heap, a collection).
@@ -401,6 +405,7 @@ type SaveOptions struct {
 // full one in the other slot; with it, an increment on Base (see
 // SaveOptions.Base).
 func (s *Store) Save(opts SaveOptions, fill func(w *Writer) error) (*Commit, error) {
+	s.started = s.tick()
 	st, err := s.Records()
 	if err != nil {
 		return nil, err
@@ -509,7 +514,7 @@ func (s *Store) write(opts SaveOptions, h Header, links []ChainLink, off int64, 
 		return nil, full(err)
 	}
 	s.last = SaveProfile{}
-	w.clock, w.times = s.tick, &s.last
+	w.clock, w.times, w.started = s.tick, &s.last, s.started
 	w.scratch = scratch
 	if err := fill(w); err != nil {
 		return nil, full(err)

@@ -58,8 +58,9 @@ type Writer struct {
 	ramInstance uint32 // always 0; tests set it to write a second RAM chunk
 	gen         uint64 // the header's generation, for the RAM blocks' keys
 	// clock and times, set by the store, time the RAM chunk's phases.
-	clock func() uint64
-	times *SaveProfile
+	clock   func() uint64
+	times   *SaveProfile
+	started uint64 // clock at the save's start
 	// ramBase is the RAM chunk's incremental flag and base, which the
 	// store checks against SaveOptions.Base.
 	ramBase RAMInfo
@@ -310,6 +311,9 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		w.scratch = make([]byte, scanBlock)
 	}
 	t := w.tick()
+	if w.times != nil {
+		w.times.Prepare = t - w.started
+	}
 	plan, err := planRAM(src, ranges, &opts, w.scratch)
 	if err != nil {
 		return err
