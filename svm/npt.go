@@ -18,6 +18,7 @@ const (
 	PTEAccessed = 1 << 5
 	PTEDirty    = 1 << 6
 	PTELarge    = 1 << 7 // PS: 2 MiB page in a PDE, 1 GiB in a PDPE
+	PTEPAT      = 1 << 7 // PAT in a 4 KiB PTE; a PDE's PAT is bit 12 (5.4.1)
 	PTENX       = 1 << 63
 
 	pteAddrMask = 0x000ffffffffff000 // bits 51:12
@@ -25,7 +26,9 @@ const (
 	Size2M = 2 << 20
 	Size1G = 1 << 30
 
-	nptLevels     = 4
+	nptLevels     = 4 // PML4, PDP, PD, PT (APM vol. 2, 5.3.3)
+	levelPD       = 2 // page directory: its leaves are 2 MiB pages
+	levelPT       = 1 // page table: its leaves are 4 KiB pages
 	entriesPerTab = 512
 	// MaxGPA is the first guest-physical address a 4-level table cannot map.
 	MaxGPA = 1 << 48
@@ -104,6 +107,10 @@ const tableBits = PTEPresent | PTEWrite | PTEUser | PTEAccessed
 // 2 MiB pages where both addresses and the remaining size allow and 4 KiB
 // pages elsewhere. It refuses to overlap an existing mapping. On error the
 // part already mapped stays mapped.
+//
+// Consecutive leaves that share a table are installed by one walk (setRun):
+// a run of 4 KiB pages walks down to its page table once per 2 MiB region,
+// a run of 2 MiB pages to its page directory once per 1 GiB region.
 func (n *NPT) Map(gpa, hpa, size uint64, p Perm) error {
 	if gpa%PageSize != 0 || hpa%PageSize != 0 || size%PageSize != 0 {
 		return ErrUnaligned
@@ -112,44 +119,69 @@ func (n *NPT) Map(gpa, hpa, size uint64, p Perm) error {
 		return ErrRange
 	}
 	for size > 0 {
-		level := 1
+		level := levelPT
 		if gpa%Size2M == 0 && hpa%Size2M == 0 && size >= Size2M {
-			level = 2
+			level = levelPD
 		}
-		if err := n.set(gpa, hpa, level, p); err != nil {
-			return fmt.Errorf("%w at GPA %#x", err, gpa)
+		sz := levelSize(level)
+		// Leaves up to the end of the table holding gpa's entry, or of
+		// the range (2 MiB leaves: of its whole 2 MiB pages).
+		span := levelSize(level+1) - gpa%levelSize(level+1)
+		run := min(span, size&^(sz-1)) / sz
+		done, err := n.setRun(gpa, hpa, int(run), level, p)
+		mapped := uint64(done) * sz
+		if err != nil {
+			return fmt.Errorf("%w at GPA %#x", err, gpa+mapped)
 		}
-		step := levelSize(level)
-		gpa, hpa, size = gpa+step, hpa+step, size-step
+		gpa, hpa, size = gpa+mapped, hpa+mapped, size-mapped
 	}
 	return nil
 }
 
-// set installs one leaf at level (1: 4 KiB, 2: 2 MiB).
-func (n *NPT) set(gpa, hpa uint64, level int, p Perm) error {
+// tableAt returns the table at level (1: PT, 2: PD, 3: PDP, 4: PML4) that
+// holds the entry for gpa, walking from the root and allocating missing
+// tables on the way. A large page above level mapping gpa is ErrMapped.
+func (n *NPT) tableAt(gpa uint64, level int) (*[entriesPerTab]uint64, error) {
 	t := n.table(n.root)
 	for l := nptLevels; l > level; l-- {
 		e := &t[index(gpa, l)]
 		if *e&PTEPresent == 0 {
 			pa, err := n.alloc.AllocPage()
 			if err != nil {
-				return err
+				return nil, err
 			}
 			*e = pa | tableBits
 		} else if *e&PTELarge != 0 {
-			return ErrMapped
+			return nil, ErrMapped
 		}
 		t = n.table(*e & pteAddrMask)
 	}
-	e := &t[index(gpa, level)]
-	if *e&PTEPresent != 0 {
-		return ErrMapped
+	return t, nil
+}
+
+// setRun installs count consecutive leaves at level (levelPT or levelPD)
+// mapping gpa, gpa+levelSize(level), ... to hpa, hpa+levelSize(level), ...;
+// they must all lie in the table that holds gpa's entry. It stops at the
+// first entry already present (ErrMapped) and returns how many leaves it
+// installed.
+func (n *NPT) setRun(gpa, hpa uint64, count, level int, p Perm) (int, error) {
+	t, err := n.tableAt(gpa, level)
+	if err != nil {
+		return 0, err
 	}
-	*e = hpa | leafBits(p)
-	if level > 1 {
-		*e |= PTELarge
+	bits := leafBits(p)
+	if level > levelPT {
+		bits |= PTELarge
 	}
-	return nil
+	first := index(gpa, level)
+	leaves := t[first : first+count]
+	for i := range leaves {
+		if leaves[i]&PTEPresent != 0 {
+			return i, ErrMapped
+		}
+		leaves[i] = (hpa + uint64(i)*levelSize(level)) | bits
+	}
+	return count, nil
 }
 
 // Unmap removes mappings in [gpa, gpa+size); a large page only partly inside
@@ -242,6 +274,64 @@ func (n *NPT) split(e *uint64, l int) error {
 	}
 	*e = pa | tableBits
 	return nil
+}
+
+// Promote replaces the page table of the 2 MiB region at gpa (2 MiB aligned)
+// by one 2 MiB page when all 512 of its 4 KiB entries are present, map
+// contiguous host addresses starting 2 MiB aligned, and have the same
+// permission and attribute bits; it reports whether it did. A region that
+// is a hole or already a large page, or whose entries do not qualify, is
+// left as it is (false, nil). Promotion changes no translation: every GPA
+// of the region maps the same host address with the same permission.
+//
+// The accessed and dirty bits (PTEAccessed, PTEDirty) do not prevent
+// promotion: the 2 MiB page has each of them if any 4 KiB entry had it, so
+// a page the guest wrote stays dirty. Map sets both on every leaf anyway,
+// so the processor never has to. A 4 KiB entry with PTEPAT set is not
+// promoted (this package never sets it; the bit means PS in a PDE).
+//
+// The page table is not returned to the allocator (tables live as long as
+// the VM) but is no longer reachable: a later split of the 2 MiB page
+// allocates a new one. The directory entry changes in one store, so a
+// concurrent nested walk sees either the table or the large page, which
+// translate alike. The caller must still flush the guest's TLB before it
+// runs again (TLBControlFlushASID or a new ASID, APM vol. 2, 15.16): it may
+// hold 4 KiB translations of the region next to the new 2 MiB one.
+func (n *NPT) Promote(gpa uint64) (bool, error) {
+	if gpa%Size2M != 0 {
+		return false, fmt.Errorf("%w: GPA %#x not 2 MiB aligned", ErrUnaligned, gpa)
+	}
+	if gpa >= MaxGPA {
+		return false, ErrRange
+	}
+	t := n.table(n.root)
+	for l := nptLevels; l > levelPD; l-- {
+		e := t[index(gpa, l)]
+		if e&PTEPresent == 0 || e&PTELarge != 0 {
+			return false, nil // a hole, or inside a 1 GiB page
+		}
+		t = n.table(e & pteAddrMask)
+	}
+	pde := &t[index(gpa, levelPD)]
+	if *pde&PTEPresent == 0 || *pde&PTELarge != 0 {
+		return false, nil
+	}
+	pt := n.table(*pde & pteAddrMask)
+	const accessedDirty = PTEAccessed | PTEDirty
+	hpa := pt[0] & pteAddrMask
+	bits := pt[0] &^ pteAddrMask &^ accessedDirty
+	if bits&PTEPresent == 0 || bits&PTEPAT != 0 || hpa%Size2M != 0 {
+		return false, nil
+	}
+	var ad uint64
+	for i, e := range pt {
+		if e&pteAddrMask != hpa+uint64(i)*PageSize || e&^pteAddrMask&^accessedDirty != bits {
+			return false, nil
+		}
+		ad |= e & accessedDirty
+	}
+	*pde = hpa | bits | ad | PTELarge
+	return true, nil
 }
 
 // Translate returns the host-physical address and permission of gpa.
