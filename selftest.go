@@ -285,9 +285,9 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	fmt.Printf("  %-52s %9.1f ms (%.1f MiB/s of RAM, %.2f of min(raw read, XXH64)): lazy, every block filled\n",
 		"restore to all RAM present", ms(allCycles), lazyRate, lazyRate/readLimit)
 	lazyPhases := func(st kernel.LazyStats, all uint64) {
-		fmt.Printf("  %-52s reading (or waiting for a read) %.1f, checking %.1f, mapping %.1f, rest %.1f; %d of %d blocks read ahead\n",
+		fmt.Printf("  %-52s reading (or waiting for a read) %.1f, checking %.1f, mapping %.1f, rest %.1f; %d of %d blocks read ahead, %d 2 MiB pages made\n",
 			"    its phases, ms", ms(st.Fill.Read), ms(st.Fill.Check), ms(st.Map),
-			ms(all-min(all, st.Fill.Read+st.Fill.Check+st.Map)), st.Fill.Ahead, st.Blocks)
+			ms(all-min(all, st.Fill.Read+st.Fill.Check+st.Map)), st.Fill.Ahead, st.Blocks, st.Promoted)
 	}
 	lazyPhases(lazyStats, allCycles)
 	fmt.Printf("  %-52s %9.1f ms (aim 50): lazy, of the chain\n", "restore to the guest's first instruction", ms(chainFirst))

@@ -158,6 +158,17 @@ func TestLazyRestoreBackground(t *testing.T) {
 	if !strings.Contains(e.console.String(), "lazy restore: all RAM present") {
 		t.Fatalf("console: %s", e.console.String())
 	}
+	// Every whole 2 MiB region of RAM is one 2 MiB page again, read-only
+	// (write tracking), as a VM restored eagerly maps it.
+	regions := 0
+	vm.NPT.Walk(func(gpa, hpa, size uint64, p svm.Perm) {
+		if size == svm.Size2M && hpa == vm.Mem.HostBase+gpa && p&svm.PermWrite == 0 {
+			regions++
+		}
+	})
+	if want := int(vm.Mem.Size / svm.Size2M); regions != want || lz.Promoted != want {
+		t.Fatalf("%d 2 MiB pages mapped (%d promoted), want %d", regions, lz.Promoted, want)
+	}
 	// Turns: the guest ran between the fills (more than one timer turn).
 	if n := len(e.runner.entries); n != len(steps)+1 {
 		t.Fatalf("%d entries", n)
