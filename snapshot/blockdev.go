@@ -82,6 +82,17 @@ type AsyncWriter interface {
 	Sync() error
 }
 
+// AsyncFlusher may be implemented by an AsyncWriter that can start a flush
+// and go on: a save flushes what it wrote so far while it writes the rest,
+// so that the device's write-back overlaps the save instead of following it.
+type AsyncFlusher interface {
+	// FlushAsync starts making every write completed before it durable
+	// and returns without waiting. Sync does not wait for it; Flush (and
+	// anything else that waits for the device to be idle) does. Its error
+	// is reported once, by a later Sync, FlushAsync or Flush.
+	FlushAsync() error
+}
+
 // VectorWriter may be implemented by an AsyncWriter that gathers one
 // write from several buffers (virtio descriptors, NVMe PRP entries): the
 // store then writes guest pages from guest RAM in place, without copying

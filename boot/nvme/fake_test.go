@@ -85,6 +85,11 @@ const (
 	numActions
 )
 
+// actHold keeps a command, neither executed nor completed, until release
+// (it then runs after the commands run with it) or a reset. The fuzzer
+// does not draw it.
+const actHold = numActions
+
 type fmode int
 
 const (
@@ -145,6 +150,14 @@ type pcmd struct {
 	act action
 }
 
+// event is an I/O command the controller fetched and held (actHold), or
+// executed.
+type event struct {
+	kind byte // 'h' held, 'x' executed, 'r' executed on release
+	op   byte
+	slba uint64
+}
+
 // fakeNVMe is an NVMe controller over an arena with one namespace.
 type fakeNVMe struct {
 	t    testing.TB
@@ -187,6 +200,7 @@ type fakeNVMe struct {
 	cqs      [2]*fcq
 	pending  []pcmd
 	tainted  bool // an altered completion was posted since the last reset
+	release  bool // run the held commands (actHold) on the next pass
 
 	// Counts.
 	enables, disables int
@@ -198,6 +212,7 @@ type fakeNVMe struct {
 	maxXfer           int
 	sqDoorbells       int
 	maxBatch          int
+	events            []event // I/O commands held and executed, in order
 	stop              chan struct{}
 	done              sync.WaitGroup
 }
@@ -235,6 +250,53 @@ func (f *fakeNVMe) outstanding() int {
 		}
 	}
 	return n
+}
+
+// outstandingOps is outstanding, split into the I/O queue's flushes and
+// the other commands.
+func (f *fakeNVMe) outstandingOps() (flushes, others int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	count := func(qid int, sqe []byte) {
+		if qid == ioQueueID && sqe[sqeCDW0] == ioFlush {
+			flushes++
+		} else {
+			others++
+		}
+	}
+	for _, c := range f.pending {
+		count(c.qid, c.sqe[:])
+	}
+	for qid, sq := range f.sqs {
+		for i := 0; sq != nil && i < (sq.tail-sq.head+sq.size)%sq.size; i++ {
+			count(qid, f.a.at(sq.pa+uint64((sq.head+i)%sq.size*SQESize), SQESize))
+		}
+	}
+	return flushes, others
+}
+
+// releaseHeld makes the controller run the commands it holds (actHold)
+// the next time it processes commands.
+func (f *fakeNVMe) releaseHeld() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.release = true
+}
+
+// log returns a copy of the events so far.
+func (f *fakeNVMe) log() []event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]event(nil), f.events...)
+}
+
+// record notes an event of the I/O command c.
+func (f *fakeNVMe) record(kind byte, c pcmd) {
+	if c.qid != ioQueueID {
+		return
+	}
+	le := binary.LittleEndian
+	f.events = append(f.events, event{kind, c.sqe[sqeCDW0], uint64(le.Uint32(c.sqe[sqeCDW11:]))<<32 | uint64(le.Uint32(c.sqe[sqeCDW10:]))})
 }
 
 // clock returns an Options.Now that advances by step per call and, in
@@ -370,7 +432,7 @@ func (f *fakeNVMe) writeCC(v uint32) {
 	switch {
 	case was && !en: // controller reset: queues and commands are gone
 		f.disables++
-		f.sqs, f.cqs, f.pending, f.shst, f.tainted = [2]*fsq{}, [2]*fcq{}, nil, 0, false
+		f.sqs, f.cqs, f.pending, f.shst, f.tainted, f.release = [2]*fsq{}, [2]*fcq{}, nil, 0, false, false
 		f.rdy = f.stuckReady
 		if !f.stickyCFS {
 			f.cfs = false
@@ -440,10 +502,13 @@ func (f *fakeNVMe) process(reverse bool) {
 			if f.fault != nil {
 				c.act = f.fault(qid, c.sqe[sqeCDW0])
 			}
+			if c.act == actHold {
+				f.record('h', c)
+			}
 			f.pending = append(f.pending, c)
 		}
 	}
-	var keep []pcmd
+	var keep, late []pcmd
 	run := f.pending
 	f.maxBatch = max(f.maxBatch, len(run))
 	for i := range run {
@@ -463,12 +528,27 @@ func (f *fakeNVMe) process(reverse bool) {
 			f.cfs = true
 			keep = append(keep, c)
 			continue
+		case actHold:
+			if f.release {
+				c.act = actNormal
+				late = append(late, c)
+			} else {
+				keep = append(keep, c)
+			}
+			continue
 		}
+		f.record('x', c)
 		dw0, st := f.execute(c)
 		if c.act != actDrop {
 			f.post(c, dw0, st)
 		}
 	}
+	for _, c := range late {
+		f.record('r', c)
+		dw0, st := f.execute(c)
+		f.post(c, dw0, st)
+	}
+	f.release = false
 	f.pending = keep
 }
 

@@ -16,6 +16,7 @@ const (
 	fuzzNormalLo = 160       // fault bytes below this leave the command alone
 	fuzzHeadroom = 128 << 10 // arena left for a WriteAsync buffer, its copied segment and the bounce buffer
 	fuzzVector   = 0x80      // in the offset's high byte (beyond the disk): WriteVAsync
+	fuzzStartFl  = 0x80      // in the operation byte of a flush: FlushAsync
 )
 
 // stream hands out fuzz bytes, then zeros.
@@ -34,15 +35,16 @@ func (s *stream) next() byte {
 // comes from the fuzz bytes: geometry, MDTS, queue size and doorbell
 // stride, then per command a fault (dropped, hung, duplicated, corrupted
 // or failed completions, fatal status) interleaved with reads, writes,
-// flushes and batches of asynchronous writes (WriteAsync, or WriteVAsync of
-// the buffer cut into segments, some copied elsewhere, ended by Sync),
-// with an idle hook that checks the device's lock is released. The driver
-// must return or fail, never hang or panic; it must leave no command in
-// the controller when a call other than WriteAsync returns; successful
-// reads must match the disk; failed writes may change only their own
-// range; a batch whose WriteAsync calls and Sync all succeeded must be on
-// the disk. The fake clock advances on every read, so timeouts fire after
-// a few polls.
+// flushes (Flush, or FlushAsync: the batch goes on while it runs) and
+// batches of asynchronous writes (WriteAsync, or WriteVAsync of the buffer
+// cut into segments, some copied elsewhere, ended by Sync), with an idle
+// hook that checks the device's lock is released. The driver must return
+// or fail, never hang or panic; it must leave no command in the
+// controller when a synchronous call returns, and none but flushes after
+// Sync; successful reads must match the disk; failed writes may change
+// only their own range; a batch whose WriteAsync, FlushAsync and Sync
+// calls all succeeded must be on the disk. The fake clock advances on
+// every read, so timeouts fire after a few polls.
 func FuzzCompletions(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 3})
 	f.Add([]byte{0x4b, 2, 5, 0, 7, 200, 1, 9, 1, 2, 0, 0, 0, 0, 250})
@@ -57,6 +59,13 @@ func FuzzCompletions(f *testing.F) {
 	f.Add([]byte{0x1b, 0, 0, 0, 0, 0, 3, 0, 0xa8, 7, 0, 0, 0, 0, 4, 0, 0, 0})
 	f.Add([]byte{0x1b, 0, 0, 0, 0, 0, 3, 0, 0x86, 7, 0, 0, 0, 0, 4, 0, 0, 0})
 	f.Add([]byte{0x00, 0, 0, 0, 0, 0, 3, 0, 0x98, 15, 0, 4, 0, 0, 0})
+	// FlushAsync (0x84) between asynchronous writes, ended by Sync and
+	// Flush (volatile write cache, 32-entry queue): in order; its Flush
+	// failed; its Flush hung (Sync returns, Flush times out); lazily.
+	f.Add([]byte{0x58, 0, 0, 0, 0, 0, 3, 0, 0, 7, 0, 4, 0, 0, 0, 0x84, 0, 0, 0, 0, 3, 16, 0, 7, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0})
+	f.Add([]byte{0x58, 0, 0, 0, 0, 0, 3, 0, 0, 7, 0, 4, 0, 0, 0, 0x84, 0, 0, 0, 163, 3, 16, 0, 7, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0})
+	f.Add([]byte{0x58, 0, 0, 0, 0, 0, 3, 0, 0, 7, 0, 4, 0, 0, 0, 0x84, 0, 0, 0, 162, 3, 16, 0, 7, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0})
+	f.Add([]byte{0xd8, 0, 0, 0, 0, 0, 3, 0, 0, 7, 4, 0, 0, 0, 0, 0x84, 0, 0, 0, 3, 16, 0, 7, 4, 0, 0, 0, 0, 0, 0x84, 0, 0, 0, 1, 0, 0, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := &stream{data}
 		cfg := in.next()
@@ -138,7 +147,11 @@ func FuzzCompletions(f *testing.F) {
 					t.Fatalf("write %d@%d (%v): disk differs from model", n, off, err)
 				}
 			case opFlush:
-				d.Flush()
+				if op&fuzzStartFl == 0 {
+					d.Flush()
+				} else if d.FlushAsync() != nil {
+					b.failed = true // a reset on the way may have dropped the batch's writes
+				}
 			case opWriteAsync:
 				for i := range p {
 					p[i] = byte(i) ^ op ^ hi
@@ -166,8 +179,9 @@ func FuzzCompletions(f *testing.F) {
 				mark = a.next
 			}
 			b.release(a, mark)
-			if c := fk.outstanding(); c != 0 && op%fuzzOps != opWriteAsync {
-				t.Fatalf("op %d: controller holds %d commands after the call returned", op%fuzzOps, c)
+			started := op%fuzzOps == opWriteAsync || op%fuzzOps == opFlush && op&fuzzStartFl != 0
+			if flushes, others := fk.outstandingOps(); !started && others != 0 || op%fuzzOps != opSync && !started && flushes != 0 {
+				t.Fatalf("op %d (%#x): controller holds %d flushes and %d other commands after the call returned", op%fuzzOps, op, flushes, others)
 			}
 		}
 		b.end(a)
@@ -242,7 +256,7 @@ type batch struct {
 	model   []byte
 	base    int // arena mark before any test buffer
 	pending []pendingWrite
-	failed  bool // a WriteAsync of the batch returned an error
+	failed  bool // a WriteAsync or FlushAsync of the batch returned an error
 }
 
 func (b *batch) overlaps(off, n int) bool {
@@ -272,13 +286,14 @@ func (b *batch) written(off, n int) {
 	}
 }
 
-// end syncs the batch: if every WriteAsync and Sync succeeded, each write
-// is on the disk; else their ranges may hold anything. Then the disk must
-// equal the model and the test buffers are released.
+// end syncs the batch: if every WriteAsync, FlushAsync and Sync
+// succeeded, each write is on the disk; else their ranges may hold
+// anything. Then the disk must equal the model and the test buffers are
+// released. Sync may leave flushes FlushAsync started in the controller.
 func (b *batch) end(a *arena) {
 	err := b.d.Sync()
-	if c := b.fk.outstanding(); c != 0 {
-		b.t.Fatalf("Sync (%v) left %d commands in the controller", err, c)
+	if _, c := b.fk.outstandingOps(); c != 0 {
+		b.t.Fatalf("Sync (%v) left %d commands other than flushes in the controller", err, c)
 	}
 	ok := err == nil && !b.failed
 	for _, w := range b.pending {

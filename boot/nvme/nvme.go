@@ -23,7 +23,8 @@
 // WriteAsync returns while the controller works, Sync waits) and a wait for
 // the controller can run other work (snapshot.Idler: SetIdle). WriteVAsync
 // writes several buffers as one, without a copy, when PRP entries can
-// describe them.
+// describe them. FlushAsync starts a Flush command that Sync does not wait
+// for (snapshot.AsyncFlusher).
 //
 // The package is pure Go and host-testable: registers go through Regs,
 // DMA memory through DMA. Structures are little-endian and the code
@@ -221,6 +222,7 @@ type extent struct {
 // slot is one command the driver may have in flight.
 type slot struct {
 	busy bool
+	bg   bool   // a flush FlushAsync started: Sync does not wait for it
 	gen  uint16 // bumped on each use; the high bits of the command ID
 	op   uint8
 	lba  uint64
@@ -255,8 +257,10 @@ type Device struct {
 	bouncePA uint64
 	broken   error  // reinitialisation failed; retried on the next request
 	inflight int    // I/O commands submitted and not completed
+	flushing int    // of them, flushes FlushAsync started
 	ioErr    error  // the first error status of the commands of the current operation
 	asyncErr error  // the first failure of writes started by WriteAsync, for Sync
+	flushErr error  // the first failure of flushes FlushAsync started, for Sync, FlushAsync or Flush
 	idle     func() // called while waiting for a completion (SetIdle)
 	stats    Stats
 }
@@ -267,6 +271,7 @@ var (
 	_ snapshot.VectorWriter = (*Device)(nil)
 	_ snapshot.VectorReader = (*Device)(nil)
 	_ snapshot.AsyncReader  = (*Device)(nil)
+	_ snapshot.AsyncFlusher = (*Device)(nil)
 	_ snapshot.Idler        = (*Device)(nil)
 )
 
@@ -595,16 +600,70 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) { return d.rw(ioWrite
 // Flush issues a Flush command if the controller has a volatile write
 // cache (Identify Controller VWC). Without one, a completed write is
 // already on non-volatile media and Flush only waits for the writes
-// WriteAsync started (their errors are kept for Sync).
+// WriteAsync started (their errors are kept for Sync). With one, it first
+// waits for every command in flight, the flushes FlushAsync started
+// included, and returns the error of a failed one of those flushes (once)
+// rather than its own.
 func (d *Device) Flush() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.id.VolatileWriteCache {
-		d.drain()
+		d.drain(true)
 		return nil
 	}
 	d.stats.Flushes++
-	return d.run(ioFlush, 0)
+	err := d.run(ioFlush, 0)
+	if d.flushErr != nil {
+		err, d.flushErr = d.flushErr, nil
+	}
+	return err
+}
+
+// FlushAsync starts a Flush command and returns without waiting for it
+// (snapshot.AsyncFlusher): the caller writes on while the controller makes
+// the writes completed before it durable. A Flush covers only the commands
+// completed before it was submitted (Base 2.0 section 7.1; the controller
+// orders nothing else), so the caller Syncs first. Sync does not wait for
+// it; Flush, Shutdown and every synchronous request do. Each call starts a
+// Flush of its own, even while another is in flight (which does not cover
+// the writes completed since it was submitted); it waits only while every
+// slot or SQ entry is taken. Without a volatile write cache it does
+// nothing, as Flush.
+//
+// Each error is reported once: a failed earlier flush's is returned here
+// (without starting one) or by the next Sync or Flush; a timeout or
+// protocol violation is returned by the call that waited for it, which
+// reset the controller.
+func (d *Device) FlushAsync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.id.VolatileWriteCache {
+		return nil
+	}
+	if err := d.flushErr; err != nil {
+		d.flushErr = nil
+		return err
+	}
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
+		}
+	}
+	d.stats.Flushes++
+	q := d.io
+	for len(d.free) == 0 || q.full() {
+		q.ack(d.r)
+		if d.inflight == 0 {
+			return d.abort(fmt.Errorf("%w: every command completed but the SQ head (%d) lags the tail (%d)", ErrProtocol, q.head, q.tail))
+		}
+		if err := d.reap(); err != nil {
+			return err
+		}
+	}
+	q.ack(d.r) // as in transfer: completions are returned before their slots are reused
+	d.submit(ioFlush, 0, nil, 0, true)
+	q.ring(d.r)
+	return nil
 }
 
 // Shutdown tells the controller that power goes away (CC.SHN normal,
@@ -614,7 +673,7 @@ func (d *Device) Flush() error {
 func (d *Device) Shutdown() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.drain()
+	d.drain(true)
 	cc := d.r.Read32(CC)
 	d.r.Write32(CC, cc&^((1<<ccSHNBits-1)<<CC_SHN)|CC_SHN_NORMAL<<CC_SHN)
 	d.broken = errShutdown
@@ -706,8 +765,9 @@ func (d *Device) count(op uint8, n int) {
 // (Flush). On an error status it stops submitting, waits for
 // the commands in flight and returns the first error. On a timeout or a
 // protocol violation it resets and reinitialises the controller, so that
-// no buffer is accessed after return. Writes started by WriteAsync are
-// completed first (their errors are kept for Sync).
+// no buffer is accessed after return. Writes started by WriteAsync, and
+// flushes FlushAsync started, are completed first (their errors are kept
+// for Sync, and for Sync, FlushAsync or Flush).
 func (d *Device) run(op uint8, lba uint64, xs ...extent) error {
 	if err := d.settle(); err != nil {
 		return err
@@ -724,14 +784,17 @@ func (d *Device) run(op uint8, lba uint64, xs ...extent) error {
 	return err
 }
 
-// drain waits for the writes WriteAsync started and moves their first
-// error to asyncErr. A timeout or protocol violation while waiting resets
-// the controller, which drops every command in flight, so drain ends even
-// if the reinitialisation fails.
-func (d *Device) drain() {
-	for d.inflight > 0 {
+// drain waits for the reads and writes started asynchronously and, if
+// flushes, for the flushes FlushAsync started; it moves the first error
+// status of the reads and writes to asyncErr (reap keeps a flush's in
+// flushErr). A timeout or protocol violation while waiting resets the
+// controller, which drops every command in flight (see lost), so drain
+// ends even if the reinitialisation fails.
+func (d *Device) drain(flushes bool) {
+	for d.inflight > 0 && (flushes || d.inflight > d.flushing) {
+		rw := d.inflight > d.flushing
 		if err := d.reap(); err != nil {
-			d.keepAsync(err)
+			d.lost(err, rw)
 		}
 	}
 	if d.broken == nil { // else the CQ is the one of before a failed reset
@@ -741,19 +804,37 @@ func (d *Device) drain() {
 	d.ioErr = nil
 }
 
-// settle drains (see drain) and reinitialises a controller a failure or
-// Shutdown left broken.
+// settle drains every command, the flushes FlushAsync started included
+// (see drain), and reinitialises a controller a failure or Shutdown left
+// broken.
 func (d *Device) settle() error {
-	d.drain()
+	d.drain(true)
 	if d.broken != nil {
 		return d.restart()
 	}
 	return nil
 }
 
+// lost keeps the error of a reset that dropped the commands in flight:
+// for Sync if reads or writes (rw) were among them, else for the next
+// Sync, FlushAsync or Flush, as the dropped flushes'.
+func (d *Device) lost(err error, rw bool) {
+	if rw {
+		d.keepAsync(err)
+	} else {
+		d.keepFlush(err)
+	}
+}
+
 func (d *Device) keepAsync(err error) {
 	if d.asyncErr == nil {
 		d.asyncErr = err
+	}
+}
+
+func (d *Device) keepFlush(err error) {
+	if d.flushErr == nil {
+		d.flushErr = err
 	}
 }
 
@@ -782,7 +863,7 @@ func (d *Device) transfer(op uint8, lba uint64, xs []extent) error {
 		for next < cmds && len(d.free) > 0 && !q.full() {
 			pos := next * d.reqLen
 			l := min(n-pos, d.reqLen)
-			d.submit(op, lba+uint64(pos>>d.lbaShift), xs, l)
+			d.submit(op, lba+uint64(pos>>d.lbaShift), xs, l, false)
 			xs = advance(xs, l)
 			next++
 			submitted = true
@@ -804,10 +885,11 @@ func (d *Device) transfer(op uint8, lba uint64, xs []extent) error {
 }
 
 // reap waits for one I/O completion, frees its slot and records an error
-// status in ioErr. While the CQ is empty it calls the idle hook, with the
-// lock released. A timeout (Options.Timeout without a completion), a
-// fatal or vanished controller, or a protocol violation resets the
-// controller (every command in flight is dropped) and is returned.
+// status in ioErr, or in flushErr for a flush FlushAsync started. While
+// the CQ is empty it calls the idle hook, with the lock released. A
+// timeout (Options.Timeout without a completion), a fatal or vanished
+// controller, or a protocol violation resets the controller (every
+// command in flight is dropped) and is returned.
 func (d *Device) reap() error {
 	q := d.io
 	last := d.opt.Now()
@@ -841,6 +923,14 @@ func (d *Device) reap() error {
 		d.inflight--
 		d.slots[s].busy = false
 		d.free = append(d.free, s)
+		if d.slots[s].bg {
+			d.flushing--
+			if c.status != 0 {
+				d.stats.Errors++
+				d.keepFlush(&StatusError{Cmd: d.describe(s), Field: c.status})
+			}
+			return nil
+		}
 		if c.status != 0 && d.ioErr == nil {
 			d.stats.Errors++
 			d.ioErr = &StatusError{Cmd: d.describe(s), Field: c.status}
@@ -1069,27 +1159,36 @@ func (d *Device) startAsync(op uint8, off int64, xs ...extent) error {
 	return nil
 }
 
-// Sync waits for every write WriteAsync started and returns the first
-// error among them (once).
+// Sync waits for every read and write started asynchronously (WriteAsync,
+// WriteVAsync, ReadVAsync), not for the flushes FlushAsync started, and
+// returns the first error among them, else that of a failed flush
+// FlushAsync started; each once (a flush's error that comes with a
+// write's is dropped: the Sync failed anyway).
 func (d *Device) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.drain()
+	d.drain(false)
 	err := d.asyncErr
-	d.asyncErr = nil
+	if err == nil {
+		err = d.flushErr
+	}
+	d.asyncErr, d.flushErr = nil, nil
 	return err
 }
 
 // submit fills one I/O command for the first n bytes of xs into the SQ;
-// the caller rings the doorbell.
-func (d *Device) submit(op uint8, lba uint64, xs []extent, n int) {
+// the caller rings the doorbell. bg marks a flush FlushAsync started.
+func (d *Device) submit(op uint8, lba uint64, xs []extent, n int, bg bool) {
 	s := d.free[len(d.free)-1]
 	d.free = d.free[:len(d.free)-1]
 	sl := &d.slots[s]
-	sl.busy, sl.op, sl.lba, sl.n = true, op, lba, n
+	sl.busy, sl.bg, sl.op, sl.lba, sl.n = true, bg, op, lba, n
 	sl.gen = (sl.gen + 1) & (1<<(16-cidSlotBits) - 1)
 	cid := sl.gen<<cidSlotBits | uint16(s)
 	d.inflight++
+	if bg {
+		d.flushing++
+	}
 	e := d.io.next()
 	le := binary.LittleEndian
 	le.PutUint32(e[sqeCDW0:], uint32(op)|uint32(cid)<<sqeCIDShift)
@@ -1191,7 +1290,7 @@ func (d *Device) abort(err error) error {
 
 // forget drops every command in flight: all slots free.
 func (d *Device) forget() {
-	d.inflight = 0
+	d.inflight, d.flushing = 0, 0
 	d.free = d.free[:0]
 	for i := len(d.slots) - 1; i >= 0; i-- {
 		d.slots[i].busy = false

@@ -6,7 +6,7 @@
 //
 // Flush requires VIRTIO_BLK_F_FLUSH: a device without it gives no way to
 // make writes durable, so Flush then returns ErrNoFlush rather than
-// pretending to succeed.
+// pretending to succeed (and so does FlushAsync).
 package blk
 
 import (
@@ -106,6 +106,7 @@ var (
 	_ snapshot.VectorWriter = (*Device)(nil)
 	_ snapshot.VectorReader = (*Device)(nil)
 	_ snapshot.AsyncReader  = (*Device)(nil)
+	_ snapshot.AsyncFlusher = (*Device)(nil)
 	_ snapshot.Idler        = (*Device)(nil)
 )
 
@@ -141,9 +142,12 @@ type Device struct {
 	slotLen  []int
 	slotTyp  []uint32
 	slotBusy []bool
-	inflight int   // requests submitted and not completed
-	ioErr    error // the first failed status of the requests of the current operation
-	asyncErr error // the first failure of writes started by WriteAsync, for Sync
+	slotBg   []bool // a flush FlushAsync started: Sync does not wait for it
+	inflight int    // requests submitted and not completed
+	flushing int    // of them, flushes FlushAsync started
+	ioErr    error  // the first failed status of the requests of the current operation
+	asyncErr error  // the first failure of writes started by WriteAsync, for Sync
+	flushErr error  // the first failure of flushes FlushAsync started, for Sync, FlushAsync or Flush
 	bufs     []virtio.Buf
 	bounce   []byte
 	bouncePA uint64
@@ -236,7 +240,7 @@ func (d *Device) start() error {
 
 // forget drops every request in flight: all slots free.
 func (d *Device) forget() {
-	d.inflight = 0
+	d.inflight, d.flushing = 0, 0
 	d.freeSlot = d.freeSlot[:0]
 	clear(d.slotBusy)
 	for i := d.slots - 1; i >= 0; i-- {
@@ -255,6 +259,7 @@ func (d *Device) allocSlots(n int) error {
 	d.slotLen = make([]int, n)
 	d.slotTyp = make([]uint32, n)
 	d.slotBusy = make([]bool, n)
+	d.slotBg = make([]bool, n)
 	for i := n - 1; i >= 0; i-- {
 		d.freeSlot = append(d.freeSlot, i)
 	}
@@ -325,7 +330,10 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	return d.io(TypeOut, p, off)
 }
 
-// Flush issues VIRTIO_BLK_T_FLUSH; see ErrNoFlush.
+// Flush issues VIRTIO_BLK_T_FLUSH; see ErrNoFlush. It first waits for
+// every request in flight, the flushes FlushAsync started included, and
+// returns the error of a failed one of those flushes (once) rather than
+// its own; that of a failed write is kept for Sync.
 func (d *Device) Flush() error {
 	if !d.has(FeatureFlush) {
 		return ErrNoFlush
@@ -333,7 +341,54 @@ func (d *Device) Flush() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Flushes++
-	return d.run(TypeFlush, 0, 0, 0)
+	err := d.run(TypeFlush, 0, 0, 0)
+	if d.flushErr != nil {
+		err, d.flushErr = d.flushErr, nil
+	}
+	return err
+}
+
+// FlushAsync starts a VIRTIO_BLK_T_FLUSH and returns without waiting for
+// it (snapshot.AsyncFlusher): the caller writes on while the device makes
+// the writes completed before it durable. A flush covers only writes that
+// completed before it was submitted (the device orders nothing else), so
+// the caller Syncs first. Sync does not wait for it; Flush and every
+// synchronous request do. Each call starts a flush of its own, even while
+// another is in flight (which does not cover the writes completed since
+// it was submitted); it waits only while every slot or descriptor is
+// taken.
+//
+// Each error is reported once: a failed earlier flush's is returned here
+// (without starting one) or by the next Sync or Flush; a timeout or
+// protocol violation is returned by the call that waited for it, which
+// reset the device. Without VIRTIO_BLK_F_FLUSH it returns ErrNoFlush, as
+// Flush does.
+func (d *Device) FlushAsync() error {
+	if !d.has(FeatureFlush) {
+		return ErrNoFlush
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.flushErr; err != nil {
+		d.flushErr = nil
+		return err
+	}
+	if d.broken != nil {
+		if err := d.restart(); err != nil {
+			return err
+		}
+	}
+	d.stats.Flushes++
+	for len(d.freeSlot) == 0 || !d.submit(TypeFlush, 0, nil, true) {
+		if d.inflight == 0 {
+			return errors.New("virtio-blk: internal error: request does not fit the queue")
+		}
+		if err := d.reap(); err != nil {
+			return err
+		}
+	}
+	d.t.Notify(0)
+	return nil
 }
 
 // ID returns the device serial (VIRTIO_BLK_T_GET_ID), NUL padding removed.
@@ -420,8 +475,9 @@ func (d *Device) count(typ uint32, n int) {
 // data. On a device error it stops submitting, waits for the requests in
 // flight and returns the first error. On a timeout or a protocol violation
 // it resets and reinitialises the device, so that no buffer is accessed
-// after return. Writes started by WriteAsync are completed first (their
-// errors are kept for Sync).
+// after return. Writes started by WriteAsync, and flushes FlushAsync
+// started, are completed first (their errors are kept for Sync, and for
+// Sync, FlushAsync or Flush).
 func (d *Device) run(typ uint32, sec uint64, pa uint64, n int) error {
 	return d.runV(typ, sec, []extent{{pa, n}}, n)
 }
@@ -444,12 +500,21 @@ func (d *Device) runV(typ uint32, sec uint64, ext []extent, n int) error {
 	return err
 }
 
-// settle waits for the writes WriteAsync started, moving their first
-// error to asyncErr, and reinitialises a device a failure left broken.
-func (d *Device) settle() error {
-	for d.inflight > 0 {
+// settle waits for every request started asynchronously, the flushes
+// FlushAsync started included (see wait).
+func (d *Device) settle() error { return d.wait(true) }
+
+// wait waits for the reads and writes started asynchronously and, if
+// flushes, for the flushes FlushAsync started; it moves the first failed
+// status of the reads and writes to asyncErr (reap keeps a flush's in
+// flushErr) and reinitialises a device a failure left broken. A timeout
+// or protocol violation while waiting resets the device, which drops
+// every request in flight (see lost).
+func (d *Device) wait(flushes bool) error {
+	for d.inflight > 0 && (flushes || d.inflight > d.flushing) {
+		rw := d.inflight > d.flushing
 		if err := d.reap(); err != nil {
-			d.keepAsync(err) // the device was reset: nothing is in flight
+			d.lost(err, rw) // the device was reset: nothing is in flight
 		}
 	}
 	d.keepAsync(d.ioErr)
@@ -460,9 +525,26 @@ func (d *Device) settle() error {
 	return nil
 }
 
+// lost keeps the error of a reset that dropped the requests in flight:
+// for Sync if reads or writes (rw) were among them, else for the next
+// Sync, FlushAsync or Flush, as the dropped flushes'.
+func (d *Device) lost(err error, rw bool) {
+	if rw {
+		d.keepAsync(err)
+	} else {
+		d.keepFlush(err)
+	}
+}
+
 func (d *Device) keepAsync(err error) {
 	if d.asyncErr == nil {
 		d.asyncErr = err
+	}
+}
+
+func (d *Device) keepFlush(err error) {
+	if d.flushErr == nil {
+		d.flushErr = err
 	}
 }
 
@@ -515,7 +597,7 @@ func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
 	var part [4]extent
 	for next := 0; next < reqs && d.ioErr == nil; {
 		pos := next * d.reqLen
-		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), cut(ext, pos, min(n-pos, d.reqLen), part[:0])) {
+		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), cut(ext, pos, min(n-pos, d.reqLen), part[:0]), false) {
 			next++
 			submitted = true
 			continue
@@ -538,8 +620,9 @@ func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
 }
 
 // reap waits for one completion, frees its slot and records a failed
-// status in ioErr. A timeout or a protocol violation resets the device
-// (every request in flight is dropped) and is returned.
+// status in ioErr, or in flushErr for a flush FlushAsync started. A
+// timeout or a protocol violation resets the device (every request in
+// flight is dropped) and is returned.
 func (d *Device) reap() error {
 	last := d.opt.Now()
 	for {
@@ -564,7 +647,16 @@ func (d *Device) reap() error {
 		s := d.headSlot[u.Head]
 		d.freeSlot = append(d.freeSlot, s)
 		d.slotBusy[s] = false
-		if st := d.hdr[d.slots*hdrSize+s]; st != StatusOK && d.ioErr == nil {
+		st := d.hdr[d.slots*hdrSize+s]
+		if d.slotBg[s] {
+			d.flushing--
+			if st != StatusOK {
+				d.stats.Errors++
+				d.keepFlush(fmt.Errorf("virtio-blk: %s: %s", d.describe(s), statusText(st)))
+			}
+			return nil
+		}
+		if st != StatusOK && d.ioErr == nil {
 			d.stats.Errors++
 			d.ioErr = fmt.Errorf("virtio-blk: %s: %s", d.describe(s), statusText(st))
 		}
@@ -722,20 +814,27 @@ func (d *Device) gather(segs [][]byte, off int64) (ext []extent, n int, ok bool,
 	return ext, n, true, nil
 }
 
-// Sync waits for every write WriteAsync started and returns the first
-// error among them (once).
+// Sync waits for every read and write started asynchronously (WriteAsync,
+// WriteVAsync, ReadVAsync), not for the flushes FlushAsync started, and
+// returns the first error among them, else that of a failed flush
+// FlushAsync started; each once (a flush's error that comes with a
+// write's is dropped: the Sync failed anyway).
 func (d *Device) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	err := d.settle()
+	err := d.wait(false)
+	if d.flushErr != nil {
+		err, d.flushErr = d.flushErr, nil
+	}
 	if d.asyncErr != nil {
 		err, d.asyncErr = d.asyncErr, nil
 	}
 	return err
 }
 
-// submit queues one request; false if the queue lacks descriptors.
-func (d *Device) submit(typ uint32, sec uint64, ext []extent) bool {
+// submit queues one request; false if the queue lacks descriptors. bg
+// marks a flush FlushAsync started.
+func (d *Device) submit(typ uint32, sec uint64, ext []extent, bg bool) bool {
 	n := 0
 	for _, e := range ext {
 		n += e.n
@@ -762,8 +861,11 @@ func (d *Device) submit(typ uint32, sec uint64, ext []extent) bool {
 	}
 	d.freeSlot = d.freeSlot[:len(d.freeSlot)-1]
 	d.headSlot[head] = s
-	d.slotSec[s], d.slotLen[s], d.slotTyp[s], d.slotBusy[s] = sec, n, typ, true
+	d.slotSec[s], d.slotLen[s], d.slotTyp[s], d.slotBusy[s], d.slotBg[s] = sec, n, typ, true, bg
 	d.inflight++
+	if bg {
+		d.flushing++
+	}
 	d.stats.Requests++
 	return true
 }

@@ -115,6 +115,14 @@ type fakeBlk struct {
 	disk     []byte
 	errLo    uint64 // IOERR on sectors [errLo, errHi)
 	errHi    uint64
+	badFlush bool // IOERR on flushes
+	// holdFlushes is the number of the next flushes held: received but
+	// neither executed nor completed, until release (they then complete
+	// after the requests received with them) or a reset (dropped).
+	holdFlushes int
+	held        []uint16 // heads of the held flushes
+	releasing   bool
+	events      []event // what the device received and executed, in order
 
 	devSel, drvSel, qsel, qnum, status, gen uint32
 	drvFeat                                 uint64
@@ -273,6 +281,7 @@ func (f *fakeBlk) Write32(off uint32, v uint32) {
 	case virtio.RegStatus:
 		if v == 0 {
 			f.status, f.drvFeat, f.ready, f.lastAvail, f.usedIdx, f.qnum = 0, 0, false, 0, 0, 0
+			f.held, f.releasing = nil, false
 			return
 		}
 		if v&virtio.StatusFeaturesOK != 0 && f.status&virtio.StatusFeaturesOK == 0 &&
@@ -283,6 +292,45 @@ func (f *fakeBlk) Write32(off uint32, v uint32) {
 	default:
 		f.t.Errorf("fake: write of register %#x", off)
 	}
+}
+
+// event is a request the device received and held (a flush), or
+// executed.
+type event struct {
+	kind   byte // 'h' held, 'x' executed on receipt, 'r' executed on release
+	typ    uint32
+	sector uint64
+}
+
+// release makes the device complete the flushes it holds the next time
+// it processes requests.
+func (f *fakeBlk) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releasing = true
+}
+
+// log returns a copy of the events so far.
+func (f *fakeBlk) log() []event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]event(nil), f.events...)
+}
+
+// header returns the type and sector of the request at head.
+func (f *fakeBlk) header(head uint16) (typ uint32, sector uint64) {
+	if int(head) >= int(f.qnum) {
+		return 0, 0
+	}
+	b := f.a.at(f.desc+16*uint64(head), 16)
+	if b == nil {
+		return 0, 0
+	}
+	h := f.a.at(binary.LittleEndian.Uint64(b), 16)
+	if h == nil {
+		return 0, 0
+	}
+	return binary.LittleEndian.Uint32(h), binary.LittleEndian.Uint64(h[8:])
 }
 
 type fdesc struct {
@@ -306,7 +354,19 @@ func (f *fakeBlk) process(reverse bool) {
 	for f.lastAvail != idx {
 		head := binary.LittleEndian.Uint16(f.a.at(f.drv+4+2*uint64(f.lastAvail%n), 2))
 		f.lastAvail++
-		done = append(done, [2]uint32{uint32(head), f.handle(head)})
+		if typ, sec := f.header(head); typ == TypeFlush && f.holdFlushes > 0 {
+			f.holdFlushes--
+			f.held = append(f.held, head)
+			f.events = append(f.events, event{'h', typ, sec})
+			continue
+		}
+		done = append(done, [2]uint32{uint32(head), f.handle(head, 'x')})
+	}
+	if f.releasing {
+		for _, head := range f.held {
+			done = append(done, [2]uint32{uint32(head), f.handle(head, 'r')})
+		}
+		f.held, f.releasing = nil, false
 	}
 	for i := range done {
 		e := done[i]
@@ -321,8 +381,9 @@ func (f *fakeBlk) process(reverse bool) {
 	}
 }
 
-// handle executes one request chain and returns the bytes written.
-func (f *fakeBlk) handle(head uint16) uint32 {
+// handle executes one request chain and returns the bytes written; kind
+// is its event's.
+func (f *fakeBlk) handle(head uint16, kind byte) uint32 {
 	f.reqs++
 	le := binary.LittleEndian
 	var ds []fdesc
@@ -365,6 +426,7 @@ func (f *fakeBlk) handle(head uint16) uint32 {
 	}
 	status, written := byte(StatusOK), uint32(1)
 	off := int(sector * 512)
+	f.events = append(f.events, event{kind, typ, sector})
 	switch typ {
 	case TypeIn, TypeOut:
 		end := sector + uint64(total+511)/512
@@ -391,6 +453,8 @@ func (f *fakeBlk) handle(head uint16) uint32 {
 		f.flushes++
 		if f.features&(1<<FeatureFlush) == 0 {
 			status = StatusUnsupp
+		} else if f.badFlush {
+			status = StatusIOErr
 		}
 	case TypeGetID:
 		copy(f.a.at(data[0].addr, 20), "fake-serial-0001\x00\x00\x00\x00")

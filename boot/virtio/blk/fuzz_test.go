@@ -5,11 +5,15 @@ import (
 	"testing"
 )
 
-// FuzzIO runs random reads, writes and flushes, some failing, some through
+// FuzzIO runs random reads, writes, flushes (some started by FlushAsync,
+// completed by the next request) and Syncs, some failing, some through
 // the bounce buffer, against a model of the disk.
 func FuzzIO(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
 	f.Add([]byte{255, 17, 3, 128, 9, 200, 31, 64})
+	// A write, FlushAsync (19), Sync with the flush in flight (35), a read
+	// that waits for it, a write, FlushAsync and Flush.
+	f.Add([]byte{2, 0, 1, 7, 19, 0, 0, 0, 35, 0, 0, 0, 0, 0, 1, 7, 2, 0, 9, 3, 19, 0, 0, 0, 3, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		r := newRig(t, func(fk *fakeBlk, o *Options) {
 			fk.features |= 1<<FeatureSizeMax | 1<<FeatureSegMax
@@ -57,10 +61,23 @@ func FuzzIO(f *testing.F) {
 						t.Fatalf("failed write %d@%d changed data outside its range", n, off)
 					}
 				}
-			case 3:
-				if err := r.d.Flush(); err != nil {
+			case 3: // a flush, started (op&16: the next request waits for it) or done, or a Sync
+				var err error
+				switch {
+				case op&16 != 0:
+					err = r.d.FlushAsync()
+				case op&32 != 0:
+					err = r.d.Sync() // nothing to wait for but a flush, if that
+				default:
+					err = r.d.Flush()
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
+			}
+			// Only FlushAsync and Sync may leave flushes in flight.
+			if in, fl := r.d.inflight, r.d.flushing; in != fl || fl != 0 && (op%4 != 3 || op&48 == 0) {
+				t.Fatalf("op %d: %d requests in flight, %d flushes", op, in, fl)
 			}
 			if op&4 != 0 {
 				r.a.next -= n
