@@ -168,6 +168,35 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	}
 	rawWrite, rawFlushed := mibs(total, t1-t0), mibs(total, x86.RDTSC()-t0)
 	flushCycles := x86.RDTSC() - t1
+	// The same, flushing every snapshot.FlushInterval bytes as it goes,
+	// as a save does where the device can (snapshot.AsyncFlusher): the
+	// device's write-back overlaps the writes.
+	rawOverlapped := rawFlushed
+	if f, ok := dev.(snapshot.AsyncFlusher); ok && async != nil {
+		t0 = x86.RDTSC()
+		var since int64
+		var err error
+		for off := int64(0); off < total && err == nil; off += block {
+			if err = async.Sync(); err == nil && since >= snapshot.FlushInterval {
+				err, since = f.FlushAsync(), 0
+			}
+			if err == nil {
+				err = async.WriteAsync(buf, off)
+			}
+			since += block
+			buf, spare = spare, buf
+		}
+		if err == nil {
+			if err = async.Sync(); err == nil {
+				err = dev.Flush()
+			}
+		}
+		if err != nil {
+			logf("error: raw write with flushes: %v", err)
+			return boot.StatusInternal
+		}
+		rawOverlapped = mibs(total, x86.RDTSC()-t0)
+	}
 	t0 = x86.RDTSC()
 	for off := int64(0); off < total; off += block {
 		if _, err := dev.ReadAt(buf, off); err != nil {
@@ -245,7 +274,7 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 
 	ms := func(cycles uint64) float64 { return float64(cycles) * 1e3 / float64(boot.TSCHz) }
 	full, live, inc1, inc10 := saves[0], saves[1], saves[2], saves[3]
-	saveLimit, readLimit := min(rawFlushed, xxhRate), min(rawRead, xxhRate)
+	saveLimit, readLimit := min(max(rawFlushed, rawOverlapped), xxhRate), min(rawRead, xxhRate)
 	fmt.Printf("tamavisor snapshot bench: guest RAM %d MiB (%.1f MiB on disk when full), %s, TSC %d MHz\n",
 		ram>>20, float64(full.Bytes)/(1<<20), diskName, boot.TSCHz/1e6)
 	row := func(name string, rate, ratio float64, of string) {
@@ -258,9 +287,10 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 		row("raw sequential write, 1 MiB, one at a time", rawWrite, 1, "")
 	}
 	row("raw sequential write and a flush", rawFlushed, 1, fmt.Sprintf("(the flush: %.1f ms)", ms(flushCycles)))
+	row(fmt.Sprintf("the same, flushing every %d MiB as it goes", snapshot.FlushInterval>>20), rawOverlapped, 1, "")
 	row("raw sequential read, 1 MiB requests", rawRead, 1, "")
 	row("XXH64, the block sum (CPU)", xxhRate, 1, "")
-	row("full save, guest paused (aim 0.9)", mibs(ram, full.Cycles), mibs(ram, full.Cycles)/saveLimit, "min(raw write and a flush, XXH64)")
+	row("full save, guest paused (aim 0.9)", mibs(ram, full.Cycles), mibs(ram, full.Cycles)/saveLimit, "min(the faster raw write and flush, XXH64)")
 	row("live save, guest running beside it (RAM per s)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "the same; the guest has half the CPU")
 	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))

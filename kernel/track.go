@@ -50,11 +50,33 @@ var cowMaxBytes uint64 = 64 << 20 // a variable for the tests
 // relative to base (nil: none yet).
 func (vm *VM) protect(base *snapshot.Commit) error {
 	t := &vm.track
-	if err := vm.NPT.SetWrite(0, vm.Mem.Size, false); err != nil {
+	pages := vm.Mem.Size / svm.PageSize
+	if t.on && uint64(len(t.dirty)) == (pages+7)/8 {
+		// Tracking: only the pages written since the last protect were
+		// made writable (writeFault); protect those again. A save after
+		// few writes then costs little here too.
+		for p := uint64(0); p < pages; {
+			if t.dirty[p/8] == 0 && p%8 == 0 {
+				p += 8
+				continue
+			}
+			if t.dirty[p/8]&(1<<(p%8)) == 0 {
+				p++
+				continue
+			}
+			e := p + 1
+			for e < pages && t.dirty[e/8]&(1<<(e%8)) != 0 {
+				e++
+			}
+			if err := vm.NPT.SetWrite(p*svm.PageSize, (e-p)*svm.PageSize, false); err != nil {
+				return err
+			}
+			p = e
+		}
+	} else if err := vm.NPT.SetWrite(0, vm.Mem.Size, false); err != nil {
 		return err
 	}
 	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushASID
-	pages := vm.Mem.Size / svm.PageSize
 	if uint64(len(t.dirty)) != (pages+7)/8 {
 		t.dirty = make([]byte, (pages+7)/8)
 	} else {

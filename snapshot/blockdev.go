@@ -146,15 +146,20 @@ type blockWriter struct {
 	dev   BlockDevice
 	async AsyncWriter  // dev's, or nil
 	vec   VectorWriter // dev's (async too), or nil
-	base  int64
-	limit int64
-	buf   []byte
-	spare []byte // the other buffer (async), possibly still being written
-	n     int    // bytes in the request (in buf, or referred to)
-	off   int64  // device offset of the request, relative to base
-	total int64
-	refs  []ref    // the request's references, in order
-	segs  [][]byte // the request gathered, for WriteVAsync
+	// flusher (dev's, async too, or nil) is told to flush every
+	// FlushInterval bytes written, so that the device writes its cache
+	// back while the save goes on; unflushed counts the bytes since.
+	flusher   AsyncFlusher
+	unflushed int64
+	base      int64
+	limit     int64
+	buf       []byte
+	spare     []byte // the other buffer (async), possibly still being written
+	n         int    // bytes in the request (in buf, or referred to)
+	off       int64  // device offset of the request, relative to base
+	total     int64
+	refs      []ref    // the request's references, in order
+	segs      [][]byte // the request gathered, for WriteVAsync
 	// inPlace counts the bytes of references written in place, copied
 	// those copied because the device could not take them in place.
 	inPlace, copied int64
@@ -173,9 +178,18 @@ func newBlockWriter(dev BlockDevice, base, limit int64, bufs [2][]byte) *blockWr
 	if a, ok := dev.(AsyncWriter); ok {
 		b.async, b.spare = a, bufs[1]
 		b.vec, _ = dev.(VectorWriter)
+		b.flusher, _ = dev.(AsyncFlusher)
 	}
 	return b
 }
+
+// FlushInterval is how many bytes a save writes between the flushes it
+// starts and goes on (AsyncFlusher): the device's write-back of them then
+// overlaps the rest of the save, and the save's final flush has less left.
+const FlushInterval = 16 << 20
+
+// flushInterval is FlushInterval; tests lower it.
+var flushInterval int64 = FlushInterval
 
 // writeRef writes p as Write does, but on a VectorWriter refers to p in
 // place instead of copying it: p must not change until finish returns.
@@ -246,9 +260,17 @@ func (b *blockWriter) flush() error {
 		if err := b.async.Sync(); err != nil {
 			return fmt.Errorf("device write: %w", err)
 		}
+		// Every write so far is complete: a flush started now covers them.
+		if b.flusher != nil && b.unflushed >= flushInterval {
+			if err := b.flusher.FlushAsync(); err != nil {
+				return fmt.Errorf("device flush: %w", err)
+			}
+			b.unflushed = 0
+		}
 		if err := b.start(n, at); err != nil {
 			return fmt.Errorf("device write at %d: %w", at, err)
 		}
+		b.unflushed += int64(n)
 		b.buf, b.spare = b.spare, b.buf
 	} else if _, err := b.dev.WriteAt(b.buf[:n], at); err != nil {
 		return fmt.Errorf("device write at %d: %w", at, err)

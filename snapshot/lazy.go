@@ -671,6 +671,22 @@ type piece struct {
 // others go into scratch, in order.
 func (l *Lazy) layout(s int, runs []lazyRun, sink MemorySink, scratch []byte) []piece {
 	v, _ := sink.(Viewer)
+	ps := l.lay(s, runs, v, scratch)
+	if len(ps) > maxPieces {
+		// Scattered pages (an increment's): one read into scratch,
+		// and the pages copied into place after the check, costs less
+		// than a request per few pages (devices take a few dozen
+		// buffers per request).
+		ps = l.lay(s, runs, nil, scratch)
+	}
+	return ps
+}
+
+// maxPieces is the most pieces a block is read into in place.
+const maxPieces = 64
+
+// lay is layout, in place where v (nil: nowhere) can be viewed.
+func (l *Lazy) lay(s int, runs []lazyRun, v Viewer, scratch []byte) []piece {
 	var ps []piece
 	var pos uint64
 	for _, r := range runs {

@@ -555,3 +555,46 @@ func TestLazyChainReadAhead(t *testing.T) {
 		}
 	}
 }
+
+// flushMem is a vecMem that also flushes asynchronously (AsyncFlusher),
+// recording, for each flush, whether every write started before it had
+// completed (a flush covers completed writes only).
+type flushMem struct {
+	vecMem
+	flushes  int
+	covering bool // every flush came after the writes before it completed
+}
+
+func (f *flushMem) FlushAsync() error {
+	f.flushes++
+	if len(f.pending) != 0 {
+		f.covering = false
+	}
+	return nil
+}
+
+// TestSaveFlushesAsItGoes: on an AsyncFlusher a save starts a flush every
+// flushInterval bytes, each after the writes before it completed, and
+// the snapshot loads.
+func TestSaveFlushesAsItGoes(t *testing.T) {
+	defer func(n int64) { flushInterval = n }(flushInterval)
+	flushInterval = 256 << 10
+	dev := &flushMem{vecMem: vecMem{asyncMem: asyncMem{MemDevice: NewMemDevice(DataStart+2*(8<<20), 512)}}, covering: true}
+	s := newTestStore(t, dev, 64<<10)
+	vm := newTestVM(14, 4<<20)
+	vm.src = viewMem{vm.mem}
+	c, err := s.Save(SaveOptions{Header: Header{VMName: "vm"}}, vm.fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int(c.Length / (256 << 10)); dev.flushes < want-2 || dev.flushes > want || !dev.covering {
+		t.Fatalf("%d flushes started for a %d-byte stream (want about %d), each after the writes before it: %v", dev.flushes, c.Length, want, dev.covering)
+	}
+	sink := &guestMem{b: make([]byte, len(vm.mem.b))}
+	if _, _, err := newTestStore(t, dev.MemDevice, 0).Load(DecodeOptions{Registry: testRegistry(t), Memory: sink}); err != nil {
+		t.Fatal(err)
+	}
+	if !ramEqual(vm, sink) {
+		t.Fatal("RAM differs after a save with flushes")
+	}
+}
