@@ -263,7 +263,7 @@ func (lz *lazyRAM) promote(gpa, end uint64) error {
 			return err
 		} else if ok {
 			lz.promoted++
-			vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushASID
+			vm.flushGuestTLB()
 		}
 	}
 	return nil

@@ -76,7 +76,7 @@ func (vm *VM) protect(base *snapshot.Commit) error {
 	} else if err := vm.NPT.SetWrite(0, vm.Mem.Size, false); err != nil {
 		return err
 	}
-	vm.VCPU.vmcb.Control.TLBControl = svm.TLBControlFlushASID
+	vm.flushGuestTLB()
 	if uint64(len(t.dirty)) != (pages+7)/8 {
 		t.dirty = make([]byte, (pages+7)/8)
 	} else {
@@ -84,6 +84,22 @@ func (vm *VM) protect(base *snapshot.Commit) error {
 	}
 	t.on, t.faults, t.base = true, 0, base
 	return nil
+}
+
+// flushGuestTLB makes the next VMRUN flush the guest's TLB entries, after
+// nested page table entries lost permissions or changed size (APM vol. 2,
+// 15.16.1): this ASID's where the CPU can (FlushByAsid), else all; a
+// flush of all already requested stays.
+func (vm *VM) flushGuestTLB() {
+	c := &vm.VCPU.vmcb.Control
+	if c.TLBControl == svm.TLBControlFlushAll {
+		return
+	}
+	if vm.plat.Features.Has(svm.FeatFlushByASID) {
+		c.TLBControl = svm.TLBControlFlushASID
+	} else {
+		c.TLBControl = svm.TLBControlFlushAll
+	}
 }
 
 // dirtyPages is the number of pages written since protect.

@@ -125,7 +125,9 @@ type AsyncReader interface {
 	// ReadVAsync starts reading the bytes at off into the concatenation
 	// of segs, as ReadV, and may return before they are there: they are
 	// after Sync returns nil. started false with a nil error: nothing
-	// was started (the segments cannot be described).
+	// was started (the segments cannot be described). started true with
+	// an error: the caller still calls Sync before it reuses the memory.
+	// The segs slice itself (not its memory) is not kept.
 	ReadVAsync(segs [][]byte, off int64) (started bool, err error)
 }
 

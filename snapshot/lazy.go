@@ -483,16 +483,6 @@ func (l *Lazy) splitRun(s int, r lazyRun, fn func(x lazyRun, owned bool)) {
 	}
 }
 
-// ownsAll reports whether stream s owns every page of runs.
-func (l *Lazy) ownsAll(s int, runs []lazyRun) bool {
-	var owned, all uint64
-	for _, r := range runs {
-		all += r.n
-		l.ownedRuns(s, r, func(_, n uint64) { owned += n })
-	}
-	return owned == all
-}
-
 // blockRuns returns the runs of stored pages block i of the stream holds.
 func (st *lazyStream) blockRuns(i int) []lazyRun {
 	var runs []lazyRun
@@ -815,11 +805,12 @@ func (l *Lazy) prefetch(j int, sink MemorySink) {
 	if !ok {
 		return
 	}
-	started, err := ar.ReadVAsync(segs, lo)
-	clear(l.segs)
-	if started && err == nil {
+	// Once started, even with an error, the read is waited for (wait)
+	// before its memory is used again; its data only if it succeeded.
+	if started, _ := ar.ReadVAsync(segs, lo); started {
 		l.aheadOn, l.ahead, l.aheadPieces, l.aheadDev = true, j, ps, aw
 	}
+	clear(l.segs)
 }
 
 // wait waits for the read started ahead, if any, and returns its error.
@@ -832,8 +823,12 @@ func (l *Lazy) wait() error {
 }
 
 // Close waits for a read Fill started ahead of the next block: call it
-// before the sink's memory is used for anything else.
-func (l *Lazy) Close() { l.wait() }
+// before the sink's memory is used for anything else. It also lets the
+// buffers of the fills go (a later Fill takes new ones).
+func (l *Lazy) Close() {
+	l.wait()
+	l.buf, l.bufAhead, l.rbuf, l.edge, l.edgeAhead, l.aheadPieces = nil, nil, nil, nil, nil, nil
+}
 
 // edgeSize is the room for a partial sector at either end of a scattered
 // read: the largest sector size, a page.
