@@ -989,19 +989,9 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 // dword-aligned, every other one on a page boundary, and every extent but
 // its last ends on a page boundary.
 func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error) {
-	n := 0
-	for _, s := range segs {
-		n += len(s)
-	}
-	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
-		return false, fmt.Errorf("nvme: %w", err)
-	}
-	if n == 0 {
-		return true, nil
-	}
-	xs, ok := d.extents(segs)
-	if !ok || !d.prpFit(xs) {
-		return false, nil
+	xs, n, ok, err := d.segments(segs, off)
+	if !ok || err != nil || n == 0 {
+		return ok, err
 	}
 	return true, d.writeAsync(off, xs...)
 }
@@ -1012,19 +1002,9 @@ func (d *Device) WriteVAsync(segs [][]byte, off int64) (started bool, err error)
 // transfer. done is false, with nothing read, when the segments cannot be
 // described by PRP entries.
 func (d *Device) ReadV(segs [][]byte, off int64) (done bool, err error) {
-	n := 0
-	for _, s := range segs {
-		n += len(s)
-	}
-	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
-		return false, fmt.Errorf("nvme: %w", err)
-	}
-	if n == 0 {
-		return true, nil
-	}
-	xs, ok := d.extents(segs)
-	if !ok || !d.prpFit(xs) {
-		return false, nil
+	xs, n, ok, err := d.segments(segs, off)
+	if !ok || err != nil || n == 0 {
+		return ok, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -1037,6 +1017,26 @@ func (d *Device) ReadV(segs [][]byte, off int64) (done bool, err error) {
 	}
 	d.count(ioRead, n)
 	return true, nil
+}
+
+// segments returns the physical extents of segs and their length n,
+// checked as a request at off; ok is false, with no error, when PRP
+// entries cannot describe them (WriteVAsync), and true for n = 0.
+func (d *Device) segments(segs [][]byte, off int64) (xs []extent, n int, ok bool, err error) {
+	for _, s := range segs {
+		n += len(s)
+	}
+	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
+		return nil, 0, false, fmt.Errorf("nvme: %w", err)
+	}
+	if n == 0 {
+		return nil, 0, true, nil
+	}
+	xs, ok = d.extents(segs)
+	if !ok || !d.prpFit(xs) {
+		return nil, 0, false, nil
+	}
+	return xs, n, true, nil
 }
 
 // extents returns the physical extents of segs, without empty segments
@@ -1110,19 +1110,9 @@ func (d *Device) prpFit(xs []extent) bool {
 // (done false, nothing started: PRP entries cannot describe them); errors
 // are reported once, as for WriteAsync.
 func (d *Device) ReadVAsync(segs [][]byte, off int64) (started bool, err error) {
-	n := 0
-	for _, s := range segs {
-		n += len(s)
-	}
-	if err := snapshot.CheckRequest(d.SectorSize(), d.size, n, off); err != nil {
-		return false, fmt.Errorf("nvme: %w", err)
-	}
-	if n == 0 {
-		return true, nil
-	}
-	xs, ok := d.extents(segs)
-	if !ok || !d.prpFit(xs) {
-		return false, nil
+	xs, n, ok, err := d.segments(segs, off)
+	if !ok || err != nil || n == 0 {
+		return ok, err
 	}
 	return true, d.startAsync(ioRead, off, xs...)
 }
