@@ -58,6 +58,20 @@ func restoreLazy(t *testing.T, dev *snapshot.MemDevice) (*env, *VM) {
 	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
 	// The pool's memory holds an earlier user's bytes: a lazy restore
 	// must not show them to the guest.
+	e.soilPool(t)
+	vm, _, err := RestoreLazy(e.plat, e.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.vm = vm
+	t.Cleanup(vm.Destroy)
+	return e, vm
+}
+
+// soilPool fills the pool's free memory with garbage, as an earlier user
+// of it would leave it.
+func (e *env) soilPool(t *testing.T) {
+	t.Helper()
 	free := e.pool.FreeBytes()
 	pa, err := e.pool.Alloc(free, svm.PageSize)
 	if err != nil {
@@ -67,13 +81,6 @@ func restoreLazy(t *testing.T, dev *snapshot.MemDevice) (*env, *VM) {
 		b[i] = garbage
 	}
 	e.pool.Free(pa, free)
-	vm, _, err := RestoreLazy(e.plat, e.withStore(dev), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.vm = vm
-	t.Cleanup(vm.Destroy)
-	return e, vm
 }
 
 // guestLoad is a guest read of the page at gpa as the CPU does it under

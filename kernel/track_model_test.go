@@ -675,15 +675,7 @@ func TestTrackingInvariant(t *testing.T) {
 		m.dev = newTrackDev(m.dev.MemDevice, 40)
 		m.e = m.newEnv(tscStep)
 		e := m.e
-		free := e.pool.FreeBytes() // earlier users' bytes in the memory
-		pa, err := e.pool.Alloc(free, svm.PageSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, b := 0, e.mem.Bytes(pa, free); i < len(b); i++ {
-			b[i] = garbage
-		}
-		e.pool.Free(pa, free)
+		e.soilPool(t) // earlier users' bytes in the memory
 		vm, c, err := RestoreLazy(e.plat, e.plat.Store, nil)
 		if err != nil {
 			t.Fatalf("seed %d: lazy restore: %v", seed, err)
