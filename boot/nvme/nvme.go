@@ -39,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	"tamavisor/boot/blkio"
 	"tamavisor/snapshot"
 )
 
@@ -255,13 +256,12 @@ type Device struct {
 	idBuf    []byte
 	bounce   []byte
 	bouncePA uint64
-	broken   error  // reinitialisation failed; retried on the next request
-	inflight int    // I/O commands submitted and not completed
-	flushing int    // of them, flushes FlushAsync started
-	ioErr    error  // the first error status of the commands of the current operation
-	asyncErr error  // the first failure of writes started by WriteAsync, for Sync
-	flushErr error  // the first failure of flushes FlushAsync started, for Sync, FlushAsync or Flush
-	idle     func() // called while waiting for a completion (SetIdle)
+	broken   error             // reinitialisation failed; retried on the next request
+	inflight int               // I/O commands submitted and not completed
+	flushing int               // of them, flushes FlushAsync started
+	ioErr    error             // the first error status of the commands of the current operation
+	errs     blkio.AsyncErrors // failures of requests started asynchronously, each reported once
+	idle     func()            // called while waiting for a completion (SetIdle)
 	stats    Stats
 }
 
@@ -613,8 +613,8 @@ func (d *Device) Flush() error {
 	}
 	d.stats.Flushes++
 	err := d.run(ioFlush, 0)
-	if d.flushErr != nil {
-		err, d.flushErr = d.flushErr, nil
+	if f := d.errs.TakeFlush(); f != nil {
+		err = f
 	}
 	return err
 }
@@ -640,8 +640,7 @@ func (d *Device) FlushAsync() error {
 	if !d.id.VolatileWriteCache {
 		return nil
 	}
-	if err := d.flushErr; err != nil {
-		d.flushErr = nil
+	if err := d.errs.TakeFlush(); err != nil {
 		return err
 	}
 	if d.broken != nil {
@@ -786,21 +785,21 @@ func (d *Device) run(op uint8, lba uint64, xs ...extent) error {
 
 // drain waits for the reads and writes started asynchronously and, if
 // flushes, for the flushes FlushAsync started; it moves the first error
-// status of the reads and writes to asyncErr (reap keeps a flush's in
-// flushErr). A timeout or protocol violation while waiting resets the
+// status of the reads and writes to errs (reap keeps a flush's there
+// too). A timeout or protocol violation while waiting resets the
 // controller, which drops every command in flight (see lost), so drain
 // ends even if the reinitialisation fails.
 func (d *Device) drain(flushes bool) {
 	for d.inflight > 0 && (flushes || d.inflight > d.flushing) {
 		rw := d.inflight > d.flushing
 		if err := d.reap(); err != nil {
-			d.lost(err, rw)
+			d.errs.Lost(err, rw)
 		}
 	}
 	if d.broken == nil { // else the CQ is the one of before a failed reset
 		d.io.ack(d.r)
 	}
-	d.keepAsync(d.ioErr)
+	d.errs.Keep(d.ioErr)
 	d.ioErr = nil
 }
 
@@ -813,29 +812,6 @@ func (d *Device) settle() error {
 		return d.restart()
 	}
 	return nil
-}
-
-// lost keeps the error of a reset that dropped the commands in flight:
-// for Sync if reads or writes (rw) were among them, else for the next
-// Sync, FlushAsync or Flush, as the dropped flushes'.
-func (d *Device) lost(err error, rw bool) {
-	if rw {
-		d.keepAsync(err)
-	} else {
-		d.keepFlush(err)
-	}
-}
-
-func (d *Device) keepAsync(err error) {
-	if d.asyncErr == nil {
-		d.asyncErr = err
-	}
-}
-
-func (d *Device) keepFlush(err error) {
-	if d.flushErr == nil {
-		d.flushErr = err
-	}
 }
 
 // transfer submits the commands of a transfer (see run) and rings the SQ
@@ -885,7 +861,7 @@ func (d *Device) transfer(op uint8, lba uint64, xs []extent) error {
 }
 
 // reap waits for one I/O completion, frees its slot and records an error
-// status in ioErr, or in flushErr for a flush FlushAsync started. While
+// status in ioErr, or in errs for a flush FlushAsync started. While
 // the CQ is empty it calls the idle hook, with the lock released. A
 // timeout (Options.Timeout without a completion), a fatal or vanished
 // controller, or a protocol violation resets the controller (every
@@ -927,7 +903,7 @@ func (d *Device) reap() error {
 			d.flushing--
 			if c.status != 0 {
 				d.stats.Errors++
-				d.keepFlush(&StatusError{Cmd: d.describe(s), Field: c.status})
+				d.errs.KeepFlush(&StatusError{Cmd: d.describe(s), Field: c.status})
 			}
 			return nil
 		}
@@ -1131,10 +1107,9 @@ func (d *Device) startAsync(op uint8, off int64, xs ...extent) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.keepAsync(d.ioErr)
+	d.errs.Keep(d.ioErr)
 	d.ioErr = nil
-	if err := d.asyncErr; err != nil {
-		d.asyncErr = nil
+	if err := d.errs.Take(); err != nil {
 		return err
 	}
 	if d.broken != nil {
@@ -1158,12 +1133,7 @@ func (d *Device) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.drain(false)
-	err := d.asyncErr
-	if err == nil {
-		err = d.flushErr
-	}
-	d.asyncErr, d.flushErr = nil, nil
-	return err
+	return d.errs.TakeAll()
 }
 
 // submit fills one I/O command for the first n bytes of xs into the SQ;

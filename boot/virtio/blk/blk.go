@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"tamavisor/boot/blkio"
 	"tamavisor/boot/virtio"
 	"tamavisor/snapshot"
 )
@@ -142,12 +143,11 @@ type Device struct {
 	slotLen  []int
 	slotTyp  []uint32
 	slotBusy []bool
-	slotBg   []bool // a flush FlushAsync started: Sync does not wait for it
-	inflight int    // requests submitted and not completed
-	flushing int    // of them, flushes FlushAsync started
-	ioErr    error  // the first failed status of the requests of the current operation
-	asyncErr error  // the first failure of writes started by WriteAsync, for Sync
-	flushErr error  // the first failure of flushes FlushAsync started, for Sync, FlushAsync or Flush
+	slotBg   []bool            // a flush FlushAsync started: Sync does not wait for it
+	inflight int               // requests submitted and not completed
+	flushing int               // of them, flushes FlushAsync started
+	ioErr    error             // the first failed status of the requests of the current operation
+	errs     blkio.AsyncErrors // failures of requests started asynchronously, each reported once
 	bufs     []virtio.Buf
 	bounce   []byte
 	bouncePA uint64
@@ -342,8 +342,8 @@ func (d *Device) Flush() error {
 	defer d.mu.Unlock()
 	d.stats.Flushes++
 	err := d.run(TypeFlush, 0, 0, 0)
-	if d.flushErr != nil {
-		err, d.flushErr = d.flushErr, nil
+	if f := d.errs.TakeFlush(); f != nil {
+		err = f
 	}
 	return err
 }
@@ -369,8 +369,7 @@ func (d *Device) FlushAsync() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.flushErr; err != nil {
-		d.flushErr = nil
+	if err := d.errs.TakeFlush(); err != nil {
 		return err
 	}
 	if d.broken != nil {
@@ -506,46 +505,23 @@ func (d *Device) settle() error { return d.wait(true) }
 
 // wait waits for the reads and writes started asynchronously and, if
 // flushes, for the flushes FlushAsync started; it moves the first failed
-// status of the reads and writes to asyncErr (reap keeps a flush's in
-// flushErr) and reinitialises a device a failure left broken. A timeout
+// status of the reads and writes to errs (reap keeps a flush's there
+// too) and reinitialises a device a failure left broken. A timeout
 // or protocol violation while waiting resets the device, which drops
 // every request in flight (see lost).
 func (d *Device) wait(flushes bool) error {
 	for d.inflight > 0 && (flushes || d.inflight > d.flushing) {
 		rw := d.inflight > d.flushing
 		if err := d.reap(); err != nil {
-			d.lost(err, rw) // the device was reset: nothing is in flight
+			d.errs.Lost(err, rw) // the device was reset: nothing is in flight
 		}
 	}
-	d.keepAsync(d.ioErr)
+	d.errs.Keep(d.ioErr)
 	d.ioErr = nil
 	if d.broken != nil {
 		return d.restart()
 	}
 	return nil
-}
-
-// lost keeps the error of a reset that dropped the requests in flight:
-// for Sync if reads or writes (rw) were among them, else for the next
-// Sync, FlushAsync or Flush, as the dropped flushes'.
-func (d *Device) lost(err error, rw bool) {
-	if rw {
-		d.keepAsync(err)
-	} else {
-		d.keepFlush(err)
-	}
-}
-
-func (d *Device) keepAsync(err error) {
-	if d.asyncErr == nil {
-		d.asyncErr = err
-	}
-}
-
-func (d *Device) keepFlush(err error) {
-	if d.flushErr == nil {
-		d.flushErr = err
-	}
 }
 
 // transfer submits the requests of a transfer (see run) and notifies the
@@ -620,7 +596,7 @@ func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
 }
 
 // reap waits for one completion, frees its slot and records a failed
-// status in ioErr, or in flushErr for a flush FlushAsync started. A
+// status in ioErr, or in errs for a flush FlushAsync started. A
 // timeout or a protocol violation resets the device (every request in
 // flight is dropped) and is returned.
 func (d *Device) reap() error {
@@ -652,7 +628,7 @@ func (d *Device) reap() error {
 			d.flushing--
 			if st != StatusOK {
 				d.stats.Errors++
-				d.keepFlush(fmt.Errorf("virtio-blk: %s: %s", d.describe(s), statusText(st)))
+				d.errs.KeepFlush(fmt.Errorf("virtio-blk: %s: %s", d.describe(s), statusText(st)))
 			}
 			return nil
 		}
@@ -697,8 +673,7 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 	defer d.mu.Unlock()
 	// Each error is reported once: an earlier write's here (not again by
 	// Sync), this one's own here.
-	if err := d.asyncErr; err != nil {
-		d.asyncErr = nil
+	if err := d.errs.Take(); err != nil {
 		return err
 	}
 	if d.broken != nil {
@@ -745,8 +720,7 @@ func (d *Device) startV(typ uint32, segs [][]byte, off int64) (started bool, err
 		return ok, err
 	}
 	// Each error is reported once, as by WriteAsync.
-	if err := d.asyncErr; err != nil {
-		d.asyncErr = nil
+	if err := d.errs.Take(); err != nil {
 		return false, err
 	}
 	if d.broken != nil {
@@ -823,11 +797,8 @@ func (d *Device) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.wait(false)
-	if d.flushErr != nil {
-		err, d.flushErr = d.flushErr, nil
-	}
-	if d.asyncErr != nil {
-		err, d.asyncErr = d.asyncErr, nil
+	if e := d.errs.TakeAll(); e != nil {
+		err = e
 	}
 	return err
 }
