@@ -223,21 +223,7 @@ func TestLazyRestoreSave(t *testing.T) {
 	if vm.LastSave.Generation != 2 {
 		t.Fatalf("last save %+v: %s", vm.LastSave, e.console.String())
 	}
-	e2 := newEnv(t, featNRIP)
-	rvm, c, err := Restore(e2.plat, e2.withStore(dev), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rvm.Destroy()
-	if c.Generation != 2 {
-		t.Fatalf("restored generation %d", c.Generation)
-	}
-	want := bytes.Clone(saved)
-	// The harness writes the hypercall's code at the guest's RIP.
-	copy(want[testLoad:testLoad+svm.PageSize], rvm.Mem.ram[testLoad:])
-	if !bytes.Equal(rvm.Mem.ram, want) {
-		t.Fatal("the save during the lazy restore lost RAM")
-	}
+	checkRestored(t, dev, 2, saved, "the save during the lazy restore lost RAM")
 }
 
 // TestLazyRestoreHypercallBuffer: a hypercall whose buffer lies in a
@@ -406,19 +392,27 @@ func TestLazyRestoreChainSave(t *testing.T) {
 	if vm.LastSave.Generation != 4 || !vm.LastSave.Incremental {
 		t.Fatalf("last save %+v: %s", vm.LastSave, e.console.String())
 	}
+	checkRestored(t, dev, 4, saved, "the save during the lazy restore of the chain lost RAM")
+}
+
+// checkRestored restores the disk's newest snapshot eagerly into a fresh
+// machine and checks it is generation gen with RAM saved (what: the
+// failure's message).
+func checkRestored(t *testing.T, dev *snapshot.MemDevice, gen uint64, saved []byte, what string) {
+	t.Helper()
 	e2 := newEnv(t, featNRIP)
 	rvm, c, err := Restore(e2.plat, e2.withStore(dev), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rvm.Destroy()
-	if c.Generation != 4 {
+	if c.Generation != gen {
 		t.Fatalf("restored generation %d", c.Generation)
 	}
 	want := bytes.Clone(saved)
 	// The harness writes the hypercall's code at the guest's RIP.
 	copy(want[testLoad:testLoad+svm.PageSize], rvm.Mem.ram[testLoad:])
 	if !bytes.Equal(rvm.Mem.ram, want) {
-		t.Fatal("the save during the lazy restore of the chain lost RAM")
+		t.Fatal(what)
 	}
 }
