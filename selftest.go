@@ -294,10 +294,14 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	row("live save, guest running beside it (RAM per s)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "the same; the guest has half the CPU")
 	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))
+	phases := func(s kernel.SaveStats) {
+		ph := s.Phases
+		fmt.Printf("  %-52s prepare %.1f, scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
+			ms(ph.Prepare), ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
+			ms(s.Cycles-min(s.Cycles, ph.Prepare+ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
+	}
+	phases(full)
 	ph := full.Phases
-	fmt.Printf("  %-52s prepare %.1f, scan %.1f, page data %.1f, drain %.1f, flush %.1f, commit %.1f, rest %.1f\n", "    its phases, ms",
-		ms(ph.Prepare), ms(ph.Scan), ms(ph.Data), ms(ph.Drain), ms(ph.Flush), ms(ph.Commit),
-		ms(full.Cycles-min(full.Cycles, ph.Prepare+ph.Scan+ph.Data+ph.Drain+ph.Flush+ph.Commit)))
 	fmt.Printf("  %-52s %.1f MiB written from guest RAM in place, %.1f MiB copied\n", "    its page data",
 		float64(ph.InPlace)/(1<<20), float64(ph.Copied)/(1<<20))
 	for _, c := range []struct {
@@ -306,6 +310,7 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	}{{"save after 1% of pages written", inc1}, {"save after 10% of pages written", inc10}} {
 		fmt.Printf("  %-52s %9.1f ms, %6.2f of the full save's time, %.1f MiB on disk\n", c.name, ms(c.s.Cycles),
 			float64(c.s.Cycles)/float64(full.Cycles), float64(c.s.Bytes)/(1<<20))
+		phases(c.s)
 	}
 	rest := mibs(ram, restoreCycles)
 	row("restore of the chain, eager: all RAM read and verified (aim 0.9)", rest, rest/readLimit, "min(raw read, XXH64)")
