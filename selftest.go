@@ -292,7 +292,8 @@ func snapBench(plat *kernel.Platform, image []byte) int {
 	row("XXH64, the block sum (CPU)", xxhRate, 1, "")
 	row("full save, guest paused (aim 0.9)", mibs(ram, full.Cycles), mibs(ram, full.Cycles)/saveLimit, "min(the faster raw write and flush, XXH64)")
 	row("live save, guest running beside it (RAM per s)", mibs(ram, live.Cycles), mibs(ram, live.Cycles)/saveLimit, "the same; the guest has half the CPU")
-	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies)
+	fmt.Printf("  %-52s %9.1f ms (aim 50), %d pages copied before the guest wrote them, %d writes waited for the disk\n", "  longest guest pause during the live save", ms(live.PauseCycles), live.Copies, live.Waits)
+	fmt.Printf("  %-52s %9.1f MiB in place, %.1f MiB copied\n", "  the live save's page data", float64(live.Phases.InPlace)/(1<<20), float64(live.Phases.Copied)/(1<<20))
 	fmt.Printf("  %-52s %9.1f ms\n", "  guest pause of the full save", ms(full.Cycles))
 	phases := func(s kernel.SaveStats) {
 		ph := s.Phases

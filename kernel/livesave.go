@@ -47,7 +47,11 @@ type liveSave struct {
 	start   uint64 // TSC of the request
 	request uint64 // cycles the request paused the guest for
 	longest uint64 // the longest turn of the writer, cycles
-	turns   int
+	// longestWait: the longest wait of a guest write for the disk
+	// (ramTracker.releasedBelow), cycles
+	longestWait uint64
+	waitFor     func() bool // what the guest waits for (until), or nil
+	turns       int
 }
 
 // liveCapable reports whether saves can run beside the guest: the host
@@ -104,7 +108,7 @@ func (vm *VM) startLive(out io.Writer, byGuest bool, answer func(error)) error {
 	ram := snapshot.RAMOptions{Copied: func(gpa uint64) {
 		t.copied(gpa)
 		ls.checkpoint()
-	}}
+	}, Released: t.released}
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -140,7 +144,7 @@ func (ls *liveSave) cycles(d time.Duration) uint64 {
 // checkpoint, in the writer's goroutine, hands the CPU back to the run
 // loop when the writer's turn is up, and waits for its next turn.
 func (ls *liveSave) checkpoint() {
-	if ls == nil || ls.vm.track.pinned || ls.vm.plat.TSC() < ls.deadline {
+	if ls == nil || ls.vm.track.pinned || ls.vm.plat.TSC() < ls.deadline && (ls.waitFor == nil || !ls.waitFor()) {
 		return
 	}
 
@@ -189,6 +193,18 @@ func (ls *liveSave) finish() {
 	}
 }
 
+// until runs the writer, with the guest held, until cond holds or the
+// save is over; the wait counts as a pause of the guest.
+func (ls *liveSave) until(cond func() bool) {
+	t0 := ls.vm.plat.TSC()
+	ls.waitFor = cond // the writer hands the CPU back as soon as it holds
+	for !ls.done && !cond() {
+		ls.runTurn(ls.cycles(liveTurn))
+	}
+	ls.waitFor = nil
+	ls.longestWait = max(ls.longestWait, ls.vm.plat.TSC()-t0)
+}
+
 // end reports a finished save and returns the VM to plain write tracking
 // relative to the new snapshot.
 func (ls *liveSave) end() {
@@ -196,7 +212,7 @@ func (ls *liveSave) end() {
 	ls.timer.Stop()
 	vm.live = nil
 	t := &vm.track
-	copies := t.copies
+	copies, waits := t.copies, t.waits
 	t.endCopies()
 	p := vm.plat
 	hz := float64(p.TSCHz)
@@ -215,11 +231,12 @@ func (ls *liveSave) end() {
 	c := ls.commit
 	total := p.TSC() - ls.start
 
-	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s, %s on disk for %s of RAM, live in %.3f s: guest paused %.1f ms at the request, at most %.1f ms at a time after (%d turns), %d pages copied before the guest wrote them\n",
+	longest := max(ls.longest, ls.longestWait)
+	fmt.Fprintf(out, "tamavisor: snapshot saved: generation %d, slot %d, %s, %s on disk for %s of RAM, live in %.3f s: guest paused %.1f ms at the request, at most %.1f ms at a time after (%d turns), %d pages copied before the guest wrote them, %d writes waited for the disk\n",
 		c.Generation, c.Slot, vm.saveKind(c), size(uint64(c.Length)), size(vm.Mem.Size), float64(total)/hz,
-		float64(ls.request)/hz*1e3, float64(ls.longest)/hz*1e3, ls.turns, copies)
+		float64(ls.request)/hz*1e3, float64(longest)/hz*1e3, ls.turns, copies, waits)
 	vm.recordSave(SaveStats{Generation: c.Generation, Bytes: uint64(c.Length), Cycles: total,
-		Live: true, PauseCycles: max(ls.request, ls.longest), Copies: copies, Incremental: c.Incremental(p.Store),
+		Live: true, PauseCycles: max(ls.request, longest), Copies: copies, Waits: waits, Incremental: c.Incremental(p.Store),
 		Phases: p.Store.LastSaveProfile()})
 	t.base = c
 	if !ls.byGuest {

@@ -896,10 +896,12 @@ type SaveStats struct {
 	Bytes      uint64 // snapshot stream length
 	Cycles     uint64 // TSC cycles from the request to the commit (the guest's pause unless Live)
 	// Live: the guest ran during the save, paused at most PauseCycles at
-	// a time; Copies pages were copied before the guest wrote them.
+	// a time; Copies pages were copied before the guest wrote them,
+	// Waits writes of the guest waited for the disk to read the page.
 	Live        bool
 	PauseCycles uint64
 	Copies      uint64
+	Waits       uint64
 	// Incremental: only the pages written since the last snapshot.
 	Incremental bool
 	// Phases are the store's times of the save's phases (in the store's

@@ -34,6 +34,12 @@ type ramTracker struct {
 	held        int     // copies in use
 	cowMax      int     // copies that may be held at once
 	copies      uint64  // pages copied before a write during this save
+	// The save writes the pages it passed in place (snapshot.RAMOptions.
+	// Released): those at and above releasedBelow may still be read by
+	// the device, so a guest write to one waits for the disk (waits
+	// counts them).
+	releasedBelow uint64
+	waits         uint64
 	// pinned: the writer holds guest RAM in place (liveSource.View) and
 	// has not passed it yet: the guest must not run (checkpoint does not
 	// yield) until the writer's next read or its Copied, since it hashes
@@ -118,6 +124,12 @@ func (vm *VM) writeFault(gpa uint64) bool {
 		return false // not a protected page: not ours
 	}
 	i := page / svm.PageSize
+	if t.saving && page < t.copiedBelow && page >= t.releasedBelow {
+		// The page is in a device request of the save, which reads it
+		// in place: the write waits until the request is complete.
+		t.waits++
+		vm.live.until(func() bool { return t.releasedBelow > page })
+	}
 	if t.saving && page >= t.copiedBelow && t.cowIdx[i] == 0 {
 		if t.held >= t.cowMax {
 			// The guest wrote more pages ahead of the save than the
@@ -160,6 +172,12 @@ func (t *ramTracker) copied(gpa uint64) {
 	t.copiedBelow = max(t.copiedBelow, gpa)
 }
 
+// released is the live save's device progress (snapshot.RAMOptions.
+// Released): every write of the pages below gpa is complete.
+func (t *ramTracker) released(gpa uint64) {
+	t.releasedBelow = max(t.releasedBelow, gpa)
+}
+
 // startCopies prepares the copies of a live save.
 func (t *ramTracker) startCopies(ram uint64) {
 	pages := ram / svm.PageSize
@@ -167,6 +185,7 @@ func (t *ramTracker) startCopies(ram uint64) {
 		t.cowIdx = make([]int32, pages)
 	}
 	t.saving, t.copiedBelow, t.copies, t.held = true, 0, 0, 0
+	t.releasedBelow, t.waits = 0, 0
 	t.cowMax = int(min(cowMaxBytes, ram) / svm.PageSize)
 }
 
@@ -204,8 +223,8 @@ func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
 	return len(b), nil
 }
 
-// View gives the bytes in place when no page of the range was copied,
-// pinned until the writer's next read or Copied.
+// View gives the bytes in place up to the first page that was copied
+// (none: ok false), pinned until the writer's next read or Copied.
 func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
 	t := &s.vm.track
 	t.pinned = false // the writer is done with what it viewed before
@@ -213,9 +232,13 @@ func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
 	if t.held > 0 {
 		for off := uint64(0); off < n; off += svm.PageSize {
 			if t.copyOf(gpa+off) != nil {
-				return nil, false
+				n = off
+				break
 			}
 		}
+	}
+	if n == 0 {
+		return nil, false
 	}
 	b, err := s.vm.Mem.Slice(gpa, n)
 	t.pinned = err == nil

@@ -165,6 +165,18 @@ type blockWriter struct {
 	// inPlace counts the bytes of references written in place, copied
 	// those copied because the device could not take them in place.
 	inPlace, copied int64
+	// done, if set, is told the stream bytes whose writes are all
+	// complete, after each wait for the device (refWriter.onDone).
+	done func(n int64)
+}
+
+func (b *blockWriter) onDone(f func(n int64)) { b.done = f }
+
+// completed tells done that the writes of the first n bytes are complete.
+func (b *blockWriter) completed(n int64) {
+	if b.done != nil {
+		b.done(n)
+	}
 }
 
 // ref is memory a request refers to in place: len(p) bytes at position at.
@@ -262,6 +274,7 @@ func (b *blockWriter) flush() error {
 		if err := b.async.Sync(); err != nil {
 			return fmt.Errorf("device write: %w", err)
 		}
+		b.completed(b.total)
 		// Every write so far is complete: a flush started now covers them.
 		if b.flusher != nil && b.unflushed >= flushInterval {
 			if err := b.flusher.FlushAsync(); err != nil {
@@ -280,6 +293,9 @@ func (b *blockWriter) flush() error {
 	b.off += int64(b.n)
 	b.total += int64(b.n)
 	b.n = 0
+	if b.async == nil {
+		b.completed(b.total)
+	}
 	return nil
 }
 
@@ -337,6 +353,7 @@ func (b *blockWriter) finish() error {
 		if err := b.async.Sync(); err != nil {
 			return fmt.Errorf("device write: %w", err)
 		}
+		b.completed(b.total)
 	}
 	return nil
 }

@@ -597,7 +597,7 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 	if l.aheadOn {
 		mine := l.ahead == i
 		if err := l.wait(); err == nil && mine {
-			if alt := l.layout(s, runs, sink, l.bufAhead); samePieces(alt, l.aheadPieces) {
+			if alt := l.layout(st, s, runs, sink, l.bufAhead); samePieces(alt, l.aheadPieces) {
 				ps = alt
 				l.buf, l.bufAhead = l.bufAhead, l.buf
 				l.prof.Ahead++
@@ -605,7 +605,7 @@ func (l *Lazy) Fill(i int, sink MemorySink) error {
 		}
 	}
 	if ps == nil {
-		ps = l.layout(s, runs, sink, l.buf)
+		ps = l.layout(st, s, runs, sink, l.buf)
 		if err := l.read(st, ps); err != nil {
 			return fail(err)
 		}
@@ -659,20 +659,22 @@ type piece struct {
 // sink: pages the stream owns go in place when sink can be viewed there
 // (no newer stream defines them, so nothing is present there yet); the
 // others go into scratch, in order.
-func (l *Lazy) layout(s int, runs []lazyRun, sink MemorySink, scratch []byte) []piece {
+func (l *Lazy) layout(st *lazyStream, s int, runs []lazyRun, sink MemorySink, scratch []byte) []piece {
 	v, _ := sink.(Viewer)
 	ps := l.lay(s, runs, v, scratch)
-	if len(ps) > maxPieces {
-		// Scattered pages (an increment's): one read into scratch,
-		// and the pages copied into place after the check, costs less
-		// than a request per few pages (devices take a few dozen
-		// buffers per request).
+	if _, scatters := st.dev.(VectorReader); len(ps) > maxPieces && !scatters {
+		// Scattered pages (an increment's) on a device that reads
+		// into one buffer per request: one read into scratch, and the
+		// pages copied into place after the check, costs less than a
+		// request per few pages. A VectorReader takes any number of
+		// pieces (cut into requests the device holds).
 		ps = l.lay(s, runs, nil, scratch)
 	}
 	return ps
 }
 
-// maxPieces is the most pieces a block is read into in place.
+// maxPieces is the most pieces a block is read into in place on a device
+// that does not scatter reads.
 const maxPieces = 64
 
 // lay is layout, in place where v (nil: nowhere) can be viewed.
@@ -800,7 +802,7 @@ func (l *Lazy) prefetch(j int, sink MemorySink) {
 		l.bufAhead = make([]byte, RAMBlockSize)
 		l.edgeAhead = make([]byte, 2*edgeSize)
 	}
-	ps := l.layout(s, runs, sink, l.bufAhead)
+	ps := l.layout(st, s, runs, sink, l.bufAhead)
 	segs, lo, ok := l.scatter(st, ps, l.edgeAhead)
 	if !ok {
 		return

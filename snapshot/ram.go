@@ -154,7 +154,8 @@ const (
 // range twice (once to find zero pages, once to copy the others), and a
 // store on a VectorWriter writes the pages of a Viewer in place, until
 // Store.Save returns (unless RAMOptions.Copied is set: pages are then
-// copied before Copied is told).
+// copied before Copied is told, or with RAMOptions.Released kept until
+// Released is told).
 type MemorySource interface {
 	// ReadAt reads len(p) bytes at guest-physical address gpa.
 	ReadAt(p []byte, gpa int64) (int, error)
@@ -170,7 +171,10 @@ type MemorySink interface {
 // is addressable: View returns the n bytes at gpa in place (ok false:
 // not viewable there), so that the writer reads and hashes guest pages
 // without copying them first, and the reader reads the stream straight
-// into them.
+// into them. A MemorySource's View may return fewer bytes, whole pages:
+// those in place before the first page that is not (a live save's
+// source, whose pages the guest wrote since the request are copies);
+// where it returns none (ok false) the writer reads one page (ReadAt).
 type Viewer interface {
 	View(gpa, n uint64) (b []byte, ok bool)
 }
@@ -203,6 +207,13 @@ type RAMOptions struct {
 	// bytes are in the stream, and the source is not read there again. A
 	// source kept consistent during a live save lets those pages change.
 	Copied func(gpa uint64)
+	// Released, with Copied, lets the writer refer to the source's pages
+	// in place (a Viewer source on a VectorWriter), as it does without
+	// Copied: the device may then still read pages the writer passed
+	// (Copied) until Released is told, in order, that every write of the
+	// stream holding the pages below gpa is complete. The source keeps
+	// those pages unchanged until then. Without Released, Copied copies.
+	Released func(gpa uint64)
 	// Progress, if set, is told the bytes of page data written so far and
 	// the total to write (known after the zero-page scan), after each
 	// run of pages and once at the end.
@@ -341,10 +352,11 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 }
 
 // readOrView returns the len(buf) bytes of guest memory at gpa: in place
-// (inPlace) where src is a Viewer, else read into buf.
+// (inPlace) where src is a Viewer that gives them all, else read into
+// buf.
 func readOrView(src MemorySource, buf []byte, gpa uint64) (b []byte, inPlace bool, err error) {
 	if v, ok := src.(Viewer); ok {
-		if b, ok := v.View(gpa, uint64(len(buf))); ok {
+		if b, ok := v.View(gpa, uint64(len(buf))); ok && len(b) == len(buf) {
 			return b, true, nil
 		}
 	}

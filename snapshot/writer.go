@@ -64,6 +64,10 @@ type Writer struct {
 	// ramBase is the RAM chunk's incremental flag and base, which the
 	// store checks against SaveOptions.Base.
 	ramBase RAMInfo
+	// released and inFlight: RAMOptions.Released, and the runs of pages
+	// passed but not released yet, in order.
+	released func(gpa uint64)
+	inFlight []flightRun
 }
 
 // NewWriter writes the header h to out and returns a Writer. If key is not
@@ -96,6 +100,45 @@ func (w *Writer) emit(p []byte) error { return w.emitData(p, false) }
 // place (blockWriter on a VectorWriter).
 type refWriter interface {
 	writeRef(p []byte) error
+	// onDone sets f, told after each wait for the device the stream
+	// length whose writes are all complete.
+	onDone(f func(n int64))
+}
+
+// flightRun is a run of pages written in place during a save with
+// RAMOptions.Released: the device is done with the pages below gpa once
+// the stream's first end bytes are written.
+type flightRun struct {
+	end int64
+	gpa uint64
+}
+
+// passed records that the writer is done reading the pages below gpa:
+// with RAMOptions.Released, they are released once the stream written so
+// far is on the device (at once on an output that copies).
+func (w *Writer) passed(gpa uint64) {
+	if w.released == nil {
+		return
+	}
+	w.inFlight = append(w.inFlight, flightRun{w.n, gpa})
+	if _, ok := w.out.(refWriter); !ok {
+		w.complete(w.n)
+	}
+}
+
+// complete releases the runs of pages the first n bytes of the stream
+// hold (refWriter.onDone).
+func (w *Writer) complete(n int64) {
+	k := 0
+	for k < len(w.inFlight) && w.inFlight[k].end <= n {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	gpa := w.inFlight[k-1].gpa
+	w.inFlight = w.inFlight[:copy(w.inFlight, w.inFlight[k:])]
+	w.released(gpa)
 }
 
 // emitData emits p; inPlace: p is guest memory that stays unchanged until
@@ -310,6 +353,12 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if w.scratch == nil {
 		w.scratch = make([]byte, scanBlock)
 	}
+	if opts.Copied != nil && opts.Released != nil {
+		w.released = opts.Released
+		if r, ok := w.out.(refWriter); ok {
+			r.onDone(w.complete)
+		}
+	}
 	t := w.tick()
 	if w.times != nil {
 		w.times.Prepare = t - w.started
@@ -411,6 +460,7 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 		}
 		if opts.Copied != nil {
 			opts.Copied(r.GPA + r.Size)
+			w.passed(r.GPA + r.Size)
 		}
 	}
 	if w.times != nil {
@@ -462,6 +512,23 @@ func (w *Writer) pad(plan *ramPlan, incremental bool) error {
 	return w.end()
 }
 
+// readRun returns the first pages of the len(buf) bytes of guest memory
+// at gpa, at least one: where src is a Viewer, those it gives in place
+// (inPlace), else (it gives none) one page read into buf; from other
+// sources all of them, read into buf.
+func readRun(src MemorySource, buf []byte, gpa uint64) (b []byte, inPlace bool, err error) {
+	if v, ok := src.(Viewer); ok {
+		if b, ok := v.View(gpa, uint64(len(buf))); ok && len(b) >= PageSize && len(b) <= len(buf) && len(b)%PageSize == 0 {
+			return b, true, nil
+		}
+		buf = buf[:PageSize]
+	}
+	if _, err := src.ReadAt(buf, int64(gpa)); err != nil {
+		return nil, false, fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa, err)
+	}
+	return buf, false, nil
+}
+
 // writePages copies the data pages of one range, reading runs of
 // consecutive data pages up to the scratch size at a time.
 func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, progress func(n uint64), copied func(gpa uint64)) error {
@@ -475,19 +542,22 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, pr
 		for p+run < pages && run < maxRun && bitSet(data, p+run) {
 			run++
 		}
-		b, inPlace, err := readOrView(src, w.scratch[:run*PageSize], gpa+p*PageSize)
+		b, inPlace, err := readRun(src, w.scratch[:run*PageSize], gpa+p*PageSize)
 		if err != nil {
 			w.err = err
 			return w.err
 		}
+		run = uint64(len(b)) / PageSize
 		// Without Copied the source stays as it is until the stream is
-		// finished: its pages may be written in place.
-		if err := w.emitData(b, inPlace && copied == nil); err != nil {
+		// finished, with Released until it is told: its pages may be
+		// written in place.
+		if err := w.emitData(b, inPlace && (copied == nil || w.released != nil)); err != nil {
 			return err
 		}
 		p += run
 		if copied != nil {
 			copied(gpa + p*PageSize)
+			w.passed(gpa + p*PageSize)
 		}
 		if progress != nil {
 			progress(uint64(len(b)))

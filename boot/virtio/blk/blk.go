@@ -134,6 +134,7 @@ type Device struct {
 	segMax   int      // max data descriptors per request
 	reqLen   int      // max data bytes per request
 	ext      []extent // scratch: the extents of a vectored write
+	part     []extent // scratch: the extents of one request of a transfer
 	slots    int
 	hdrPA    uint64 // slot i: header at 16*i, status at 16*slots+i, ID after
 	hdr      []byte
@@ -568,13 +569,17 @@ func (d *Device) descs(ext []extent) int {
 
 // transferV is transfer of the n bytes of memory ext describes.
 func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
-	reqs := max(1, (n+d.reqLen-1)/d.reqLen)
 	submitted := false
-	var part [4]extent
-	for next := 0; next < reqs && d.ioErr == nil; {
-		pos := next * d.reqLen
-		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), cut(ext, pos, min(n-pos, d.reqLen), part[:0]), false) {
-			next++
+	part := d.part[:0]
+	for pos, first := 0, true; (pos < n || first) && d.ioErr == nil; {
+		k := d.partLen(ext, pos, n)
+		if n > 0 && k == 0 {
+			return errors.New("virtio-blk: internal error: request segments do not fit a request")
+		}
+		part = cut(ext, pos, k, part[:0])
+		if len(d.freeSlot) > 0 && d.submit(typ, sec+uint64(pos>>SectorShift), part, false) {
+			pos += k
+			first = false
 			submitted = true
 			continue
 		}
@@ -778,14 +783,47 @@ func (d *Device) gather(segs [][]byte, off int64) (ext []extent, n int, ok bool,
 	if err := snapshot.CheckRequest(d.sector, d.size, n, off); err != nil {
 		return nil, 0, false, fmt.Errorf("virtio-blk: %w", err)
 	}
-	var part []extent
-	for pos := 0; pos < n; pos += d.reqLen {
-		part = cut(ext, pos, min(n-pos, d.reqLen), part[:0])
-		if k := d.descs(part); k > d.segMax || k+2 > d.q.Size() {
+	for pos := 0; pos < n; {
+		k := d.partLen(ext, pos, n)
+		if k == 0 {
 			return nil, 0, false, nil
 		}
+		pos += k
 	}
 	return ext, n, true, nil
+}
+
+// partLen is the length of the request that takes the bytes from pos of
+// the n bytes ext describes: as many as one request holds (reqLen bytes,
+// segMax data descriptors), in whole sectors. Scattered memory (many
+// extents) is cut into more, shorter requests. 0: not one sector fits
+// (an extent boundary inside the first sector past what fits).
+func (d *Device) partLen(ext []extent, pos, n int) int {
+	pos0 := pos
+	limit := min(n-pos, d.reqLen)
+	took, descs := 0, 0
+	for _, e := range ext {
+		if took == limit {
+			break
+		}
+		if pos >= e.n {
+			pos -= e.n
+			continue
+		}
+		k := min(e.n-pos, limit-took)
+		if need := (k + d.segLen - 1) / d.segLen; descs+need > d.segMax {
+			took += min(k, (d.segMax-descs)*d.segLen)
+			break
+		} else {
+			descs += need
+		}
+		took += k
+		pos = 0
+	}
+	if took == n-pos0 {
+		return took // the rest, whole (a request without sectors: GetID)
+	}
+	return took / d.sector * d.sector
 }
 
 // Sync waits for every read and write started asynchronously (WriteAsync,

@@ -510,8 +510,9 @@ func TestWriteAsyncErrorOnce(t *testing.T) {
 // TestWriteVAsync: a write gathered from several buffers (pieces of
 // pages at odd offsets, physically adjacent ones merged) lands on the disk
 // byte-exact after Sync, split into requests within size_max and seg_max;
-// a segment without a physical address, or a request that would take more
-// descriptors than seg_max, is refused before anything starts.
+// more pieces than seg_max descriptors are cut into more requests; a
+// segment without a physical address, or a first sector that would take
+// more descriptors than seg_max, is refused before anything starts.
 func TestWriteVAsync(t *testing.T) {
 	r := newRig(t, func(f *fakeBlk, o *Options) {
 		o.Now = f.lazyClock()
@@ -543,7 +544,28 @@ func TestWriteVAsync(t *testing.T) {
 	if disk := r.diskCopy(); !bytes.Equal(disk[8<<10:8<<10+len(want)], want) {
 		t.Fatal("the gathered write is not on the disk")
 	}
+	// Eight pieces of a sector each, seg_max 6: two requests.
 	reqs, _ := r.f.counts()
+	var scattered [][]byte
+	want = want[:0]
+	for i := range 8 {
+		s := mem[i*1024 : i*1024+512]
+		scattered = append(scattered, s)
+		want = append(want, s...)
+	}
+	if started, err := r.d.WriteVAsync(scattered, 0); !started || err != nil {
+		t.Fatalf("scattered WriteVAsync: started %v, %v", started, err)
+	}
+	if err := r.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if disk := r.diskCopy(); !bytes.Equal(disk[:len(want)], want) {
+		t.Fatal("the scattered write is not on the disk")
+	}
+	if n, _ := r.f.counts(); n-reqs != 2 {
+		t.Fatalf("8 pieces with seg_max 6 took %d requests, want 2", n-reqs)
+	}
+	reqs, _ = r.f.counts()
 	// Refusals: nothing is submitted.
 	other := make([]byte, 512) // not in the arena: no physical address
 	for _, c := range []struct {
@@ -551,7 +573,7 @@ func TestWriteVAsync(t *testing.T) {
 		segs [][]byte
 	}{
 		{"no physical address", [][]byte{mem[:512], other}},
-		{"more than seg_max descriptors", [][]byte{mem[0:512], mem[1024:1536], mem[2048:2560], mem[3072:3584], mem[4096:4608], mem[5120:5632], mem[6144:6656], mem[7168:7680]}},
+		{"a first sector of more than seg_max descriptors", [][]byte{mem[0:80], mem[1024:1104], mem[2048:2128], mem[3072:3152], mem[4096:4176], mem[5120:5200], mem[6144:6176]}},
 	} {
 		if started, err := r.d.WriteVAsync(c.segs, 0); started || err != nil {
 			t.Fatalf("%s: started %v, %v; want refused", c.name, started, err)
