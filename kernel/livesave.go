@@ -213,7 +213,7 @@ func (ls *liveSave) end() {
 	vm.live = nil
 	t := &vm.track
 	copies, waits := t.copies, t.waits
-	t.endCopies()
+	t.endCopies(vm.plat.Pool)
 	p := vm.plat
 	hz := float64(p.TSCHz)
 	out := ls.output()

@@ -30,10 +30,11 @@ type ramTracker struct {
 	copiedBelow uint64
 	cowIdx      []int32
 	cow         [][]byte
-	free        []int32 // indexes of cow free for reuse
-	held        int     // copies in use
-	cowMax      int     // copies that may be held at once
-	copies      uint64  // pages copied before a write during this save
+	free        []int32  // indexes of cow free for reuse
+	chunks      []uint64 // the host memory of cow (grow), cowChunk bytes each
+	held        int      // copies in use
+	cowMax      int      // copies that may be held at once
+	copies      uint64   // pages copied before a write during this save
 	// The save writes the pages it passed in place (snapshot.RAMOptions.
 	// Released): those at and above releasedBelow may still be read by
 	// the device, so a guest write to one waits for the disk (waits
@@ -131,18 +132,14 @@ func (vm *VM) writeFault(gpa uint64) bool {
 		vm.live.until(func() bool { return t.releasedBelow > page })
 	}
 	if t.saving && page >= t.copiedBelow && t.cowIdx[i] == 0 {
-		if t.held >= t.cowMax {
+		if t.held >= t.cowMax || len(t.free) == 0 && !t.grow(vm.plat.Pool) {
 			// The guest wrote more pages ahead of the save than the
-			// save may hold: finish it now, with the guest held.
+			// save may hold (or the host has no memory for more):
+			// finish it now, with the guest held.
 			vm.live.finish()
 		} else {
-			var k int32
-			if n := len(t.free); n > 0 {
-				k, t.free = t.free[n-1], t.free[:n-1]
-			} else {
-				t.cow = append(t.cow, make([]byte, svm.PageSize))
-				k = int32(len(t.cow) - 1)
-			}
+			k := t.free[len(t.free)-1]
+			t.free = t.free[:len(t.free)-1]
 			b, _ := vm.Mem.Slice(page, svm.PageSize)
 			copy(t.cow[k], b)
 			t.cowIdx[i] = k + 1
@@ -189,11 +186,39 @@ func (t *ramTracker) startCopies(ram uint64) {
 	t.cowMax = int(min(cowMaxBytes, ram) / svm.PageSize)
 }
 
-// endCopies drops the copies of a live save (back to the heap).
-func (t *ramTracker) endCopies() {
+// cowChunk is how much memory for copies a live save takes from the host
+// pool at a time.
+const cowChunk = 64 * svm.PageSize
+
+// grow adds a chunk of pool memory to the free copies; false if the pool
+// has none. The copies' memory is not the Go heap's: a live save leaves
+// no garbage whose collection would pause the guest after it.
+func (t *ramTracker) grow(pool *PhysPool) bool {
+	if pool == nil {
+		return false
+	}
+	pa, err := pool.AllocUncleared(cowChunk, svm.PageSize) // each page is copied over before it is read
+	if err != nil {
+		return false
+	}
+	t.chunks = append(t.chunks, pa)
+	b := pool.mem.Bytes(pa, cowChunk)
+	for off := 0; off < cowChunk; off += svm.PageSize {
+		t.free = append(t.free, int32(len(t.cow)))
+		t.cow = append(t.cow, b[off:off+svm.PageSize:off+svm.PageSize])
+	}
+	return true
+}
+
+// endCopies drops the copies of a live save, their memory back to pool.
+func (t *ramTracker) endCopies(pool *PhysPool) {
 	t.saving = false
 	clear(t.cowIdx)
-	t.cow, t.free, t.held = nil, nil, 0
+	for _, pa := range t.chunks {
+		pool.Free(pa, cowChunk)
+	}
+	clear(t.cow)
+	t.cow, t.free, t.chunks, t.held = t.cow[:0], t.free[:0], t.chunks[:0], 0
 }
 
 // copyOf returns the copy of the page at gpa, or nil.
