@@ -144,7 +144,7 @@ func (ls *liveSave) cycles(d time.Duration) uint64 {
 // checkpoint, in the writer's goroutine, hands the CPU back to the run
 // loop when the writer's turn is up, and waits for its next turn.
 func (ls *liveSave) checkpoint() {
-	if ls == nil || ls.vm.track.pinned || ls.vm.plat.TSC() < ls.deadline && (ls.waitFor == nil || !ls.waitFor()) {
+	if ls == nil || ls.vm.plat.TSC() < ls.deadline && (ls.waitFor == nil || !ls.waitFor()) {
 		return
 	}
 

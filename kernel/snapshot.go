@@ -533,6 +533,11 @@ func (vm *VM) store(st *snapshot.Store, key []byte, h snapshot.Header, fz *froze
 		filled := false
 		c, err := st.Save(inc, func(w *snapshot.Writer) error {
 			filled = true
+			if live {
+				// No fallback to a full save from here: the pages the
+				// increment does not carry need no copies.
+				vm.track.carriedOnly(dirty)
+			}
 			return fz.write(w, src, r)
 		})
 		if err == nil {

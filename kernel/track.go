@@ -32,20 +32,23 @@ type ramTracker struct {
 	cow         [][]byte
 	free        []int32  // indexes of cow free for reuse
 	chunks      []uint64 // the host memory of cow (grow), cowChunk bytes each
-	held        int      // copies in use
-	cowMax      int      // copies that may be held at once
-	copies      uint64   // pages copied before a write during this save
+	// carried, once a live increment is being written: the pages it
+	// carries, the only ones that need copies (nil: all).
+	carried []byte
+	held    int    // copies in use
+	cowMax  int    // copies that may be held at once
+	copies  uint64 // pages copied before a write during this save
 	// The save writes the pages it passed in place (snapshot.RAMOptions.
 	// Released): those at and above releasedBelow may still be read by
 	// the device, so a guest write to one waits for the disk (waits
 	// counts them).
 	releasedBelow uint64
 	waits         uint64
-	// pinned: the writer holds guest RAM in place (liveSource.View) and
-	// has not passed it yet: the guest must not run (checkpoint does not
-	// yield) until the writer's next read or its Copied, since it hashes
-	// and copies the bytes in steps, with waits for the disk in between.
-	pinned bool
+	// viewEnd: the writer holds the guest RAM [copiedBelow, viewEnd) in
+	// place (liveSource.View) until its next read or Copied: it hashes
+	// those bytes and the device reads them later, so a guest write
+	// there waits for the disk as for a page it passed.
+	viewEnd uint64
 }
 
 // cowMaxBytes bounds the memory a live save holds for pages the guest
@@ -125,13 +128,18 @@ func (vm *VM) writeFault(gpa uint64) bool {
 		return false // not a protected page: not ours
 	}
 	i := page / svm.PageSize
-	if t.saving && page < t.copiedBelow && page >= t.releasedBelow {
+	switch {
+	case !t.saving:
+	case t.carried != nil && t.carried[i/8]&(1<<(i%8)) == 0:
+		// A live increment that does not carry the page: the snapshot
+		// does not need its content.
+	case page >= t.releasedBelow && (page < t.copiedBelow || page < t.viewEnd):
 		// The page is in a device request of the save, which reads it
-		// in place: the write waits until the request is complete.
+		// in place (or in the run the writer is writing): the write
+		// waits until the request is complete.
 		t.waits++
 		vm.live.until(func() bool { return t.releasedBelow > page })
-	}
-	if t.saving && page >= t.copiedBelow && t.cowIdx[i] == 0 {
+	case page >= t.copiedBelow && t.cowIdx[i] == 0:
 		if t.held >= t.cowMax || len(t.free) == 0 && !t.grow(vm.plat.Pool) {
 			// The guest wrote more pages ahead of the save than the
 			// save may hold (or the host has no memory for more):
@@ -158,7 +166,7 @@ func (vm *VM) writeFault(gpa uint64) bool {
 // copied is the live save's progress (snapshot.RAMOptions.Copied): the
 // pages below gpa are in its stream, so their copies are released.
 func (t *ramTracker) copied(gpa uint64) {
-	t.pinned = false
+	t.viewEnd = 0
 	for i := t.copiedBelow / svm.PageSize; i < gpa/svm.PageSize && i < uint64(len(t.cowIdx)); i++ {
 		if k := t.cowIdx[i]; k != 0 {
 			t.free = append(t.free, k-1)
@@ -182,8 +190,22 @@ func (t *ramTracker) startCopies(ram uint64) {
 		t.cowIdx = make([]int32, pages)
 	}
 	t.saving, t.copiedBelow, t.copies, t.held = true, 0, 0, 0
-	t.releasedBelow, t.waits = 0, 0
+	t.releasedBelow, t.waits, t.viewEnd = 0, 0, 0
 	t.cowMax = int(min(cowMaxBytes, ram) / svm.PageSize)
+}
+
+// carriedOnly limits the copies of a live save to the pages carried
+// marks (the increment being written carries only those) and frees the
+// copies of the others.
+func (t *ramTracker) carriedOnly(carried []byte) {
+	t.carried = carried
+	for i, k := range t.cowIdx {
+		if k != 0 && carried[i/8]&(1<<(i%8)) == 0 {
+			t.free = append(t.free, k-1)
+			t.cowIdx[i] = 0
+			t.held--
+		}
+	}
 }
 
 // cowChunk is how much memory for copies a live save takes from the host
@@ -212,7 +234,7 @@ func (t *ramTracker) grow(pool *PhysPool) bool {
 
 // endCopies drops the copies of a live save, their memory back to pool.
 func (t *ramTracker) endCopies(pool *PhysPool) {
-	t.saving = false
+	t.saving, t.carried = false, nil
 	clear(t.cowIdx)
 	for _, pa := range t.chunks {
 		pool.Free(pa, cowChunk)
@@ -234,7 +256,7 @@ func (t *ramTracker) copyOf(gpa uint64) []byte {
 type liveSource struct{ vm *VM }
 
 func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
-	s.vm.track.pinned = false // the writer is done with what it viewed
+	s.vm.track.viewEnd = 0 // the writer is done with what it viewed
 	s.vm.live.checkpoint()
 	if err := s.vm.Mem.ReadGPA(uint64(gpa), b); err != nil {
 		return 0, err
@@ -249,10 +271,11 @@ func (s liveSource) ReadAt(b []byte, gpa int64) (int, error) {
 }
 
 // View gives the bytes in place up to the first page that was copied
-// (none: ok false), pinned until the writer's next read or Copied.
+// (none: ok false), held (viewEnd) until the writer's next read or
+// Copied.
 func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
 	t := &s.vm.track
-	t.pinned = false // the writer is done with what it viewed before
+	t.viewEnd = 0 // the writer is done with what it viewed before
 	s.vm.live.checkpoint()
 	if t.held > 0 {
 		for off := uint64(0); off < n; off += svm.PageSize {
@@ -266,6 +289,9 @@ func (s liveSource) View(gpa, n uint64) ([]byte, bool) {
 		return nil, false
 	}
 	b, err := s.vm.Mem.Slice(gpa, n)
-	t.pinned = err == nil
-	return b, err == nil
+	if err != nil {
+		return nil, false
+	}
+	t.viewEnd = gpa + n
+	return b, true
 }

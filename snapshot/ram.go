@@ -206,6 +206,8 @@ type RAMOptions struct {
 	// each range, that the writer is done with every page below gpa: their
 	// bytes are in the stream, and the source is not read there again. A
 	// source kept consistent during a live save lets those pages change.
+	// It is also told, with the first range's address, when the zero-page
+	// scan is over: the writer then holds none of the pages it viewed.
 	Copied func(gpa uint64)
 	// Released, with Copied, lets the writer refer to the source's pages
 	// in place (a Viewer source on a VectorWriter), as it does without

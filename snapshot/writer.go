@@ -367,6 +367,9 @@ func (w *Writer) WriteRAM(src MemorySource, ranges []MemRange, opts RAMOptions) 
 	if err != nil {
 		return err
 	}
+	if opts.Copied != nil && len(ranges) > 0 {
+		opts.Copied(ranges[0].GPA) // the scan holds no page now
+	}
 	if w.times != nil {
 		w.times.Scan, t = w.tick()-t, w.tick()
 	}
