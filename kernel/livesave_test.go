@@ -112,6 +112,46 @@ func TestLiveSave(t *testing.T) {
 	})
 }
 
+// TestLiveSaveLowHostMemory (a code review's finding): with the host pool
+// nearly empty, the live save's copies must not take the page table the
+// guest's write needs (its 2 MiB page is split): the save finishes with
+// the guest held instead, and the guest runs on.
+func TestLiveSaveLowHostMemory(t *testing.T) {
+	e := newEnv(t, featNRIP)
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	dev := snapshot.NewMemDevice(32<<20, 512)
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	const page = 0x200000
+	vm.Mem.WriteGPA(page, []byte("old A"))
+	for e.pool.FreeBytes() > cowChunk {
+		if _, err := e.pool.AllocUncleared(svm.PageSize, svm.PageSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive), e.guestStore(page, []byte("new A"))}
+	for range 40 {
+		steps = append(steps, e.guestRuns(1))
+	}
+	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
+	if stop := e.play(steps...); !e.runner.exhausted {
+		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
+		t.Fatalf("SNAPSHOT_WAIT returned %#x\n%s", rax, e.console.String())
+	}
+	e2 := newEnv(t, e.plat.Features)
+	rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rvm.Destroy()
+	if !bytes.HasPrefix(rvm.Mem.ram[page:], []byte("old A")) {
+		t.Fatalf("the snapshot holds %q, want the content at the request", rvm.Mem.ram[page:page+5])
+	}
+}
+
 // TestLiveSaveCopyBudget: a guest that writes more pages ahead of the
 // save than it may hold copies of makes the save finish at once, with
 // the guest held: the snapshot is still the state at the request.

@@ -140,7 +140,7 @@ func (vm *VM) writeFault(gpa uint64) bool {
 		t.waits++
 		vm.live.until(func() bool { return t.releasedBelow > page })
 	case page >= t.copiedBelow && t.cowIdx[i] == 0:
-		if t.held >= t.cowMax || len(t.free) == 0 && !t.grow(vm.plat.Pool) {
+		if t.held >= t.cowMax || len(t.free) == 0 && !t.grow(vm.plat.Pool, vm.splitReserve()) {
 			// The guest wrote more pages ahead of the save than the
 			// save may hold (or the host has no memory for more):
 			// finish it now, with the guest held.
@@ -213,10 +213,11 @@ func (t *ramTracker) carriedOnly(carried []byte) {
 const cowChunk = 64 * svm.PageSize
 
 // grow adds a chunk of pool memory to the free copies; false if the pool
-// has none. The copies' memory is not the Go heap's: a live save leaves
-// no garbage whose collection would pause the guest after it.
-func (t *ramTracker) grow(pool *PhysPool) bool {
-	if pool == nil {
+// would keep less than reserve bytes. The copies' memory is not the Go
+// heap's: a live save leaves no garbage whose collection would pause the
+// guest after it.
+func (t *ramTracker) grow(pool *PhysPool, reserve uint64) bool {
+	if pool == nil || pool.FreeBytes() < cowChunk+reserve {
 		return false
 	}
 	pa, err := pool.AllocUncleared(cowChunk, svm.PageSize) // each page is copied over before it is read
@@ -230,6 +231,14 @@ func (t *ramTracker) grow(pool *PhysPool) bool {
 		t.cow = append(t.cow, b[off:off+svm.PageSize:off+svm.PageSize])
 	}
 	return true
+}
+
+// splitReserve is the pool memory a live save's copies leave for the
+// nested page tables that splitting every 2 MiB page of guest RAM takes
+// (one 4 KiB table each, as the guest's first write in each is made
+// writable alone), so that copies never take what write tracking needs.
+func (vm *VM) splitReserve() uint64 {
+	return (vm.Mem.Size/svm.Size2M + 1) * svm.PageSize
 }
 
 // endCopies drops the copies of a live save, their memory back to pool.

@@ -172,6 +172,8 @@ type blockWriter struct {
 
 func (b *blockWriter) onDone(f func(n int64)) { b.done = f }
 
+func (b *blockWriter) refers() bool { return b.vec != nil }
+
 // completed tells done that the writes of the first n bytes are complete.
 func (b *blockWriter) completed(n int64) {
 	if b.done != nil {

@@ -103,6 +103,8 @@ type refWriter interface {
 	// onDone sets f, told after each wait for the device the stream
 	// length whose writes are all complete.
 	onDone(f func(n int64))
+	// refers reports whether writeRef keeps references (else it copies).
+	refers() bool
 }
 
 // flightRun is a run of pages written in place during a save with
@@ -121,7 +123,7 @@ func (w *Writer) passed(gpa uint64) {
 		return
 	}
 	w.inFlight = append(w.inFlight, flightRun{w.n, gpa})
-	if _, ok := w.out.(refWriter); !ok {
+	if r, ok := w.out.(refWriter); !ok || !r.refers() {
 		w.complete(w.n)
 	}
 }

@@ -597,6 +597,7 @@ func (d *Device) transferV(typ uint32, sec uint64, ext []extent, n int) error {
 	if submitted {
 		d.t.Notify(0)
 	}
+	d.part = part[:0] // kept: no garbage per transfer
 	return nil
 }
 
