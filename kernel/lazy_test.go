@@ -54,8 +54,7 @@ const garbage = 0xa5
 func restoreLazy(t *testing.T, dev *snapshot.MemDevice) (*env, *VM) {
 	t.Helper()
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	// The pool's memory holds an earlier user's bytes: a lazy restore
 	// must not show them to the guest.
 	e.soilPool(t)
@@ -275,8 +274,7 @@ const (
 func savedLazyChain(t *testing.T) (*snapshot.MemDevice, []byte) {
 	t.Helper()
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	e.withStore(dev)
 	vm := e.boot(Mode64)

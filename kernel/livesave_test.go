@@ -17,17 +17,27 @@ func (e *env) guestStore(gpa uint64, val []byte) step {
 	var st step
 	st = func(v *svm.VMCB, r *svm.Regs) {
 		e.tsc += 10_000
-		if _, p, ok := e.vm.NPT.Translate(gpa); ok && p&svm.PermWrite == 0 {
-			v.Control.ExitCode = uint64(svm.ExitNPF)
-			v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
-			v.Control.ExitInfo2 = gpa
-			e.runner.steps = append([]step{st}, e.runner.steps...)
+		if e.writeFault(v, gpa, st) {
 			return
 		}
 		copy(e.vm.Mem.ram[gpa:], val)
 		v.Control.ExitCode = uint64(svm.ExitINTR)
 	}
 	return st
+}
+
+// writeFault makes this entry exit with the nested page fault of a guest
+// write to gpa, if its page is write-protected, and puts st back at the
+// front of the script to run again after it; false: the page is writable.
+func (e *env) writeFault(v *svm.VMCB, gpa uint64, st step) bool {
+	if _, p, ok := e.vm.NPT.Translate(gpa &^ (svm.PageSize - 1)); !ok || p&svm.PermWrite != 0 {
+		return false
+	}
+	v.Control.ExitCode = uint64(svm.ExitNPF)
+	v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
+	v.Control.ExitInfo2 = gpa
+	e.runner.steps = append([]step{st}, e.runner.steps...)
+	return true
 }
 
 // guestRuns is the guest running for ms milliseconds (a 1 GHz TSC) until
@@ -46,6 +56,44 @@ func hypercallStep(e *env, fn, rbx uint64) step {
 	})
 }
 
+// withWorkClock gives e the host timer and a 1 GHz TSC that also
+// advances as the hypervisor works (each read), as live saves take turns
+// by it.
+func (e *env) withWorkClock() *env {
+	e.withTimer(1_000_000_000)
+	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	return e
+}
+
+// playLive plays steps, then runs of 1 ms of the guest and SNAPSHOT_WAIT:
+// the script must run out, and SNAPSHOT_WAIT return 0.
+func (e *env) playLive(runs int, steps ...step) {
+	e.t.Helper()
+	for range runs {
+		steps = append(steps, e.guestRuns(1))
+	}
+	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
+	if stop := e.play(steps...); !e.runner.exhausted {
+		e.t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
+	}
+	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
+		e.t.Fatalf("SNAPSHOT_WAIT returned %#x\n%s", rax, e.console.String())
+	}
+}
+
+// restoredFrom restores the newest snapshot of dev into a fresh
+// environment with e's CPU features; the VM is destroyed with the test.
+func (e *env) restoredFrom(dev snapshot.BlockDevice) *VM {
+	e.t.Helper()
+	e2 := newEnv(e.t, e.plat.Features)
+	rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
+	if err != nil {
+		e.t.Fatalf("restore: %v", err)
+	}
+	e.t.Cleanup(rvm.Destroy)
+	return rvm
+}
+
 // TestLiveSave: a live save returns to the guest at once, the guest's
 // writes during the save reach its RAM, the snapshot holds the RAM as it
 // was at the request (the pages the guest wrote ahead of the save were
@@ -53,8 +101,7 @@ func hypercallStep(e *env, fn, rbx uint64) step {
 // SNAPSHOT_WAIT returns its result.
 func TestLiveSave(t *testing.T) {
 	bothNRIP(t, func(t *testing.T, e *env) {
-		e.withTimer(1_000_000_000)
-		e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc } // time passes as the hypervisor works
+		e.withWorkClock()
 		dev := snapshot.NewMemDevice(32<<20, 512)
 		e.withStore(dev)
 		vm := e.boot(Mode64)
@@ -97,12 +144,7 @@ func TestLiveSave(t *testing.T) {
 		if vm.track.saving || vm.live != nil {
 			t.Fatal("save still marked in progress")
 		}
-		e2 := newEnv(t, e.plat.Features)
-		rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rvm.Destroy()
+		rvm := e.restoredFrom(dev)
 		if !bytes.HasPrefix(rvm.Mem.ram[pageA:], []byte("old A")) || !bytes.HasPrefix(rvm.Mem.ram[pageB:], []byte("old B")) {
 			t.Fatalf("the snapshot holds the guest's later writes: %q %q", rvm.Mem.ram[pageA:pageA+5], rvm.Mem.ram[pageB:pageB+5])
 		}
@@ -118,8 +160,7 @@ func TestLiveSave(t *testing.T) {
 // the guest held instead, and the guest runs on.
 func TestLiveSaveLowHostMemory(t *testing.T) {
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	e.withStore(dev)
 	vm := e.boot(Mode64)
@@ -131,22 +172,8 @@ func TestLiveSaveLowHostMemory(t *testing.T) {
 		}
 	}
 	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive), e.guestStore(page, []byte("new A"))}
-	for range 40 {
-		steps = append(steps, e.guestRuns(1))
-	}
-	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
-	if stop := e.play(steps...); !e.runner.exhausted {
-		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
-	}
-	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
-		t.Fatalf("SNAPSHOT_WAIT returned %#x\n%s", rax, e.console.String())
-	}
-	e2 := newEnv(t, e.plat.Features)
-	rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rvm.Destroy()
+	e.playLive(40, steps...)
+	rvm := e.restoredFrom(dev)
 	if !bytes.HasPrefix(rvm.Mem.ram[page:], []byte("old A")) {
 		t.Fatalf("the snapshot holds %q, want the content at the request", rvm.Mem.ram[page:page+5])
 	}
@@ -160,8 +187,7 @@ func TestLiveSaveCopyBudget(t *testing.T) {
 	cowMaxBytes = svm.PageSize // one copy
 	defer func() { cowMaxBytes = old }()
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	e.withStore(dev)
 	vm := e.boot(Mode64)
@@ -180,15 +206,7 @@ func TestLiveSaveCopyBudget(t *testing.T) {
 	if vm.live != nil || vm.LastSave.Generation != 1 || vm.LastSave.Copies != 1 {
 		t.Fatalf("last save %+v, live %v: want generation 1 done after one copy", vm.LastSave, vm.live != nil)
 	}
-	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
-		t.Fatalf("SNAPSHOT_WAIT returned %#x", rax)
-	}
-	e2 := newEnv(t, e.plat.Features)
-	rvm, _, err := Restore(e2.plat, e2.withStore(dev), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rvm.Destroy()
+	rvm := e.restoredFrom(dev)
 	for _, p := range pages {
 		if !bytes.HasPrefix(rvm.Mem.ram[p:], []byte("old")) {
 			t.Errorf("page %#x: the snapshot holds %q, want the content at the request", p, rvm.Mem.ram[p:p+3])
@@ -205,8 +223,7 @@ func TestLiveSaveCopyBudget(t *testing.T) {
 // rebuilds RAM exactly.
 func TestIncrementalSaves(t *testing.T) {
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	e.withStore(dev)
 	vm := e.boot(Mode64)
@@ -268,8 +285,7 @@ func TestIncrementalSaves(t *testing.T) {
 // still holds every page as at the request.
 func TestLiveIncrementCopiesCarriedOnly(t *testing.T) {
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := &idleDev{MemDevice: snapshot.NewMemDevice(32<<20, 512)}
 	e.withStore(dev)
 	vm := e.boot(Mode64)
@@ -297,13 +313,7 @@ func TestLiveIncrementCopiesCarriedOnly(t *testing.T) {
 		steps = append(steps, e.guestStore(gpa, []byte("inc")))
 	}
 	steps = append(steps, hypercallStep(e, HCSnapshot, SnapshotLive), gated)
-	for range 20 {
-		steps = append(steps, e.guestRuns(1))
-	}
-	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
-	if stop := e.play(steps...); !e.runner.exhausted {
-		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
-	}
+	e.playLive(20, steps...)
 	if !fired {
 		t.Fatalf("the guest never ran while the increment's pages were written\n%s", e.console.String())
 	}
@@ -313,12 +323,7 @@ func TestLiveIncrementCopiesCarriedOnly(t *testing.T) {
 	if ls := vm.LastSave; !ls.Live || !ls.Incremental || ls.Copies != 0 {
 		t.Fatalf("last save %+v: want a live increment that copied no page", ls)
 	}
-	e2 := newEnv(t, e.plat.Features)
-	rvm, _, err := Restore(e2.plat, e2.withStore(dev.MemDevice), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rvm.Destroy()
+	rvm := e.restoredFrom(dev.MemDevice)
 	if !bytes.HasPrefix(rvm.Mem.ram[other:], []byte("base")) || !bytes.HasPrefix(rvm.Mem.ram[carriedHi-svm.PageSize:], []byte("inc")) {
 		t.Fatalf("restored %q at %#x; want base", rvm.Mem.ram[other:other+4], other)
 	}
@@ -373,21 +378,27 @@ func (d *idleDev) WriteVAsync(segs [][]byte, off int64) (bool, error) {
 	return true, nil
 }
 
+// dataOnIdleDev boots a VM whose every page holds data, with its store on
+// an idleDev, for the live-save races.
+func dataOnIdleDev(t *testing.T) (*env, *idleDev, *VM) {
+	e := newEnv(t, featNRIP)
+	e.withWorkClock()
+	dev := &idleDev{MemDevice: snapshot.NewMemDevice(32<<20, 512)}
+	e.withStore(dev)
+	vm := e.boot(Mode64)
+	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
+		vm.Mem.WriteGPA(gpa+0x800, []byte{1})
+	}
+	return e, dev, vm
+}
+
 // TestLiveSaveWriteInFlight: a live save writes guest pages in place
 // (zero copy); the guest writes a page the writer has passed while the
 // device still has to read it (the fake device reads at Sync): the write
 // waits for the device, the snapshot holds the old content and the
 // guest the new.
 func TestLiveSaveWriteInFlight(t *testing.T) {
-	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
-	dev := &idleDev{MemDevice: snapshot.NewMemDevice(32<<20, 512)}
-	e.withStore(dev)
-	vm := e.boot(Mode64)
-	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
-		vm.Mem.WriteGPA(gpa+0x800, []byte{1}) // every page data
-	}
+	e, dev, vm := dataOnIdleDev(t)
 	var target uint64 // the page written, once chosen
 	done := false
 	var gated step
@@ -407,11 +418,7 @@ func TestLiveSaveWriteInFlight(t *testing.T) {
 			}
 			target = tr.copiedBelow - svm.PageSize
 		}
-		if _, p, ok := vm.NPT.Translate(target); ok && p&svm.PermWrite == 0 {
-			v.Control.ExitCode = uint64(svm.ExitNPF)
-			v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
-			v.Control.ExitInfo2 = target
-			e.runner.steps = append([]step{gated}, e.runner.steps...)
+		if e.writeFault(v, target, gated) {
 			return
 		}
 		if vm.live != nil && target >= tr.releasedBelow {
@@ -425,32 +432,15 @@ func TestLiveSaveWriteInFlight(t *testing.T) {
 	// writes the pages around it in place.
 	const ahead = 0x300000
 	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive), e.guestStore(ahead, []byte("new")), gated}
-	for range 20 {
-		steps = append(steps, e.guestRuns(1))
-	}
-	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
-	if stop := e.play(steps...); !e.runner.exhausted {
-		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
-	}
+	e.playLive(20, steps...)
 	if !done {
 		t.Fatalf("the guest's write never ran\n%s", e.console.String())
 	}
-	if ls := vm.LastSave; ls.Copies != 1 || ls.Phases.InPlace != testMem-svm.PageSize {
-		t.Fatalf("last save %+v: want 1 page copied, all the others (%d bytes) written in place", ls, testMem-svm.PageSize)
+	if ls := vm.LastSave; ls.Copies != 1 || ls.Waits == 0 || ls.Phases.InPlace != testMem-svm.PageSize {
+		t.Fatalf("last save %+v: want 1 page copied, a write that waited for the disk, all the other pages (%d bytes) written in place",
+			ls, testMem-svm.PageSize)
 	}
-	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
-		t.Fatalf("SNAPSHOT_WAIT returned %#x", rax)
-	}
-	ls := vm.LastSave
-	if ls.Waits == 0 || ls.Phases.InPlace == 0 {
-		t.Fatalf("last save %+v: want a write that waited for the disk, pages written in place", ls)
-	}
-	e2 := newEnv(t, e.plat.Features)
-	rvm, _, err := Restore(e2.plat, e2.withStore(dev.MemDevice), nil)
-	if err != nil {
-		t.Fatalf("restore of the live snapshot: %v", err)
-	}
-	defer rvm.Destroy()
+	rvm := e.restoredFrom(dev.MemDevice)
 	if got := rvm.Mem.ram[target]; got != 0 {
 		t.Fatalf("the snapshot holds %#x at %#x, want 0 (the content at the request)", got, target)
 	}
@@ -463,15 +453,7 @@ func TestLiveSaveWriteInFlight(t *testing.T) {
 // disk in the middle of a run of pages it viewed in place, a page of that
 // run that is still to be copied into the stream.
 func TestLiveSaveViewRace(t *testing.T) {
-	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
-	dev := &idleDev{MemDevice: snapshot.NewMemDevice(32<<20, 512)}
-	e.withStore(dev)
-	vm := e.boot(Mode64)
-	for gpa := uint64(0); gpa < testMem; gpa += svm.PageSize {
-		vm.Mem.WriteGPA(gpa+0x800, []byte{1}) // every page data
-	}
+	e, dev, vm := dataOnIdleDev(t)
 	const target = 0x1ff000 + 0xfff // the last byte of the second run of 256 pages
 	vm.Mem.WriteGPA(target, []byte{0xaa})
 	done := false
@@ -483,18 +465,14 @@ func TestLiveSaveViewRace(t *testing.T) {
 			return
 		}
 		// The guest writes the last page of the writer's second run while
-		// the writer waits for the disk in that run, if it ever gets the
-		// CPU there (without pinning it did); else once the save is over.
+		// the writer waits for the disk in that run (the write waits for
+		// the device too), if it gets the CPU there; else once the save
+		// is over.
 		if vm.live != nil && (!dev.inSync || vm.track.copiedBelow != 0x100000) {
 			e.runner.steps = append([]step{gated}, e.runner.steps...)
 			return
 		}
-		page := uint64(target) &^ 0xfff
-		if _, p, ok := vm.NPT.Translate(page); ok && p&svm.PermWrite == 0 {
-			v.Control.ExitCode = uint64(svm.ExitNPF)
-			v.Control.ExitInfo1 = svm.NPFPresent | svm.NPFWrite | svm.NPFFinalAddr
-			v.Control.ExitInfo2 = page
-			e.runner.steps = append([]step{gated}, e.runner.steps...)
+		if e.writeFault(v, target, gated) {
 			return
 		}
 		vm.Mem.ram[target] = 0xbb
@@ -502,25 +480,11 @@ func TestLiveSaveViewRace(t *testing.T) {
 		dev.stopIdle = true
 	}
 	steps := []step{hypercallStep(e, HCSnapshot, SnapshotLive), gated}
-	for range 20 {
-		steps = append(steps, e.guestRuns(1))
-	}
-	steps = append(steps, hypercallStep(e, HCSnapshotWait, 0))
-	if stop := e.play(steps...); !e.runner.exhausted {
-		t.Fatalf("VM stopped: %v\n%s", stop, e.console.String())
-	}
+	e.playLive(20, steps...)
 	if !done {
 		t.Fatalf("the guest's write never ran (copiedBelow %#x)\n%s", vm.track.copiedBelow, e.console.String())
 	}
-	if rax := last(e.runner.entries).vmcb.State.RAX; rax != 0 {
-		t.Fatalf("SNAPSHOT_WAIT returned %#x", rax)
-	}
-	e2 := newEnv(t, e.plat.Features)
-	rvm, _, err := Restore(e2.plat, e2.withStore(dev.MemDevice), nil)
-	if err != nil {
-		t.Fatalf("restore of the live snapshot: %v", err)
-	}
-	defer rvm.Destroy()
+	rvm := e.restoredFrom(dev.MemDevice)
 	if got := rvm.Mem.ram[target]; got != 0xaa {
 		t.Fatalf("the snapshot holds %#x at %#x, want %#x (the content at the request)", got, target, 0xaa)
 	}
@@ -530,8 +494,7 @@ func TestLiveSaveViewRace(t *testing.T) {
 // guest's earlier live save runs must write a full snapshot.
 func TestSnapshotFullDuringLiveSave(t *testing.T) {
 	e := newEnv(t, featNRIP)
-	e.withTimer(1_000_000_000)
-	e.plat.TSC = func() uint64 { e.tsc += 2_000; return e.tsc }
+	e.withWorkClock()
 	dev := snapshot.NewMemDevice(32<<20, 512)
 	e.withStore(dev)
 	vm := e.boot(Mode64)
