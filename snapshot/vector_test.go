@@ -59,32 +59,64 @@ func (v *vecMem) inBuffers(s []byte) bool {
 	return false
 }
 
+// zeroCopyCases are the devices and keys the zero-copy saves are tested
+// on: all gathers taken, every other one refused, a keyed snapshot.
+var zeroCopyCases = []struct {
+	name   string
+	refuse bool
+	key    []byte
+}{{"in place", false, nil}, {"some refused", true, nil}, {"keyed", false, []byte("zero copy key")}}
+
+// newVecStore returns a store on a vecMem (every other gather refused if
+// refuse) that tells its buffers from memory taken in place.
+func newVecStore(t *testing.T, refuse bool) (*vecMem, *Store) {
+	dev := &vecMem{asyncMem: asyncMem{MemDevice: NewMemDevice(DataStart+2*(8<<20), 512)}, refuse: refuse}
+	s := newTestStore(t, dev, 64<<10)
+	s.Reserve()
+	dev.bufs = s.bufs[:]
+	return dev, s
+}
+
+// dataBytes is the bytes of the non-zero pages of mem.
+func dataBytes(mem []byte) int64 {
+	var n int64
+	for p := 0; p < len(mem); p += PageSize {
+		if !IsZeroPage(mem[p : p+PageSize]) {
+			n += PageSize
+		}
+	}
+	return n
+}
+
+// loadRanges loads the newest snapshot on dev and fails unless its RAM
+// ranges hold want's bytes (why: what differs would be).
+func loadRanges(t *testing.T, dev *MemDevice, key []byte, ranges []MemRange, want []byte, why string) {
+	t.Helper()
+	sink := &guestMem{b: make([]byte, len(want))}
+	if _, _, err := newTestStore(t, dev, 0).Load(DecodeOptions{Registry: testRegistry(t), Memory: sink, Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ranges {
+		if !bytes.Equal(sink.b[r.GPA:r.GPA+r.Size], want[r.GPA:r.GPA+r.Size]) {
+			t.Fatalf("range %#x: %s", r.GPA, why)
+		}
+	}
+}
+
 // TestStoreZeroCopy: on a VectorWriter a save writes guest pages from
 // guest memory in place (a Viewer source), gathered with the store's
 // staged bytes; the snapshot loads byte-identical, also when the device
 // refuses some gathers (the store copies those) and for keyed snapshots.
 func TestStoreZeroCopy(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		refuse bool
-		key    []byte
-	}{{"in place", false, nil}, {"some refused", true, nil}, {"keyed", false, []byte("zero copy key")}} {
+	for _, c := range zeroCopyCases {
 		t.Run(c.name, func(t *testing.T) {
-			dev := &vecMem{asyncMem: asyncMem{MemDevice: NewMemDevice(DataStart+2*(8<<20), 512)}, refuse: c.refuse}
-			s := newTestStore(t, dev, 64<<10)
-			s.Reserve()
-			dev.bufs = s.bufs[:]
+			dev, s := newVecStore(t, c.refuse)
 			vm := newTestVM(11, 4<<20)
 			vm.src = viewMem{vm.mem}
 			if _, err := s.Save(SaveOptions{Header: Header{VMName: "vm"}, Key: c.key}, vm.fill); err != nil {
 				t.Fatal(err)
 			}
-			var data int64
-			for p := 0; p < len(vm.mem.b); p += PageSize {
-				if !IsZeroPage(vm.mem.b[p : p+PageSize]) {
-					data += PageSize
-				}
-			}
+			data := dataBytes(vm.mem.b)
 			switch {
 			case !c.refuse && dev.inPlace < data*9/10:
 				t.Fatalf("%d bytes written in place of %d bytes of page data", dev.inPlace, data)
@@ -122,15 +154,7 @@ func TestZeroCopyNotWithCopied(t *testing.T) {
 	if dev.inPlace != 0 {
 		t.Fatalf("%d bytes written in place from a source that changes after Copied", dev.inPlace)
 	}
-	sink := &guestMem{b: make([]byte, len(want))}
-	if _, _, err := newTestStore(t, dev.MemDevice, 0).Load(DecodeOptions{Registry: testRegistry(t), Memory: sink}); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range vm.ranges {
-		if !bytes.Equal(sink.b[r.GPA:r.GPA+r.Size], want[r.GPA:r.GPA+r.Size]) {
-			t.Fatalf("range %#x: the snapshot has bytes written after Copied", r.GPA)
-		}
-	}
+	loadRanges(t, dev.MemDevice, nil, vm.ranges, want, "the snapshot has bytes written after Copied")
 }
 
 // TestZeroCopyReleased: with Released (a live save), pages are written in
@@ -139,16 +163,9 @@ func TestZeroCopyNotWithCopied(t *testing.T) {
 // only at Sync, so a release told early stores the changed bytes).
 // Released follows Copied, in order, up to the end of RAM.
 func TestZeroCopyReleased(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		refuse bool
-		key    []byte
-	}{{"in place", false, nil}, {"some refused", true, nil}, {"keyed", false, []byte("release key")}} {
+	for _, c := range zeroCopyCases {
 		t.Run(c.name, func(t *testing.T) {
-			dev := &vecMem{asyncMem: asyncMem{MemDevice: NewMemDevice(DataStart+2*(8<<20), 512)}, refuse: c.refuse}
-			s := newTestStore(t, dev, 64<<10)
-			s.Reserve()
-			dev.bufs = s.bufs[:]
+			dev, s := newVecStore(t, c.refuse)
 			vm := newTestVM(13, 4<<20)
 			want := bytes.Clone(vm.mem.b)
 			src := &scribbler{guestMem: vm.mem}
@@ -168,24 +185,10 @@ func TestZeroCopyReleased(t *testing.T) {
 			if src.done != end.GPA+end.Size {
 				t.Fatalf("released below %#x at the end, want the end of RAM %#x", src.done, end.GPA+end.Size)
 			}
-			var data int64
-			for p := 0; p < len(want); p += PageSize {
-				if !IsZeroPage(want[p : p+PageSize]) {
-					data += PageSize
-				}
-			}
-			if c.refuse && dev.inPlace == 0 || !c.refuse && dev.inPlace < data*9/10 {
+			if data := dataBytes(want); c.refuse && dev.inPlace == 0 || !c.refuse && dev.inPlace < data*9/10 {
 				t.Fatalf("%d bytes written in place of %d bytes of page data", dev.inPlace, data)
 			}
-			sink := &guestMem{b: make([]byte, len(want))}
-			if _, _, err := newTestStore(t, dev.MemDevice, 0).Load(DecodeOptions{Registry: testRegistry(t), Memory: sink, Key: c.key}); err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range vm.ranges {
-				if !bytes.Equal(sink.b[r.GPA:r.GPA+r.Size], want[r.GPA:r.GPA+r.Size]) {
-					t.Fatalf("range %#x: the snapshot has bytes changed after Released", r.GPA)
-				}
-			}
+			loadRanges(t, dev.MemDevice, c.key, vm.ranges, want, "the snapshot has bytes changed after Released")
 		})
 	}
 }
@@ -556,8 +559,6 @@ func TestLazyChainReadAhead(t *testing.T) {
 	if _, err := s.Decode(c, DecodeOptions{Registry: testRegistry(t), Memory: eager}); err != nil {
 		t.Fatal(err)
 	}
-	want := bytes.Clone(eager.b)
-	clear(want[testLowEnd:testHighGPA])
 	for _, viewed := range []bool{true, false} {
 		for _, order := range []string{"sequential", "random"} {
 			t.Run(fmt.Sprintf("viewed=%v/%s", viewed, order), func(t *testing.T) {
@@ -595,16 +596,7 @@ func TestLazyChainReadAhead(t *testing.T) {
 					}
 				}
 				l.Close()
-				if err := l.ZeroRuns(func(gpa, n uint64) error {
-					clear(got.b[gpa : gpa+n])
-					return nil
-				}); err != nil {
-					t.Fatal(err)
-				}
-				clear(got.b[testLowEnd:testHighGPA])
-				if !bytes.Equal(got.b, want) {
-					t.Fatal("lazily filled RAM of the chain differs from the eager decode")
-				}
+				checkLazyRAM(t, l, got, eager.b, "lazily filled RAM of the chain differs from the eager decode")
 				if order == "sequential" && (l.Profile().Ahead != ahead || ahead == 0) {
 					t.Fatalf("%d of %d blocks read ahead, want %d", l.Profile().Ahead, l.Fills(), ahead)
 				}
