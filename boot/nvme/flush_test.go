@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"tamavisor/boot/blkio/blkiotest"
 )
 
 // holdFlushes returns a fault that holds the next n flushes of the I/O
@@ -25,6 +27,13 @@ func (r *rig) flushState() (inflight, flushing int) {
 	r.d.mu.Lock()
 	defer r.d.mu.Unlock()
 	return r.d.inflight, r.d.flushing
+}
+
+// driver is the rig's controller for blkiotest.
+func (r *rig) driver() blkiotest.Driver {
+	return blkiotest.Driver{Sync: r.d.Sync, FlushAsync: r.d.FlushAsync, Flush: r.d.Flush,
+		Flushes:  func() uint64 { return r.d.Stats().Flushes },
+		InFlight: func() int { in, _ := r.flushState(); return in }}
 }
 
 // TestFlushAsync: FlushAsync returns with its Flush in flight; writes
@@ -197,41 +206,15 @@ func TestFlushAsyncError(t *testing.T) {
 			if err := r.d.WriteAsync(r.a.buf(asyncBuf, 0), 0); err != nil {
 				t.Fatal(err)
 			}
-			calls := []struct {
-				name string
-				f    func() error
-			}{
-				{"Sync", r.d.Sync},
-				{"FlushAsync", r.d.FlushAsync},
-				{"Flush", r.d.Flush},
-				{"Sync", r.d.Sync},
-				{"Flush", r.d.Flush},
-			}
 			if tc.settle != nil {
 				if err := tc.settle(r); err != nil {
 					t.Fatalf("the operation that completes the Flush: %v", err)
 				}
-				calls = calls[1:] // FlushAsync first
 			}
-			var got []string
-			for i, c := range calls {
-				before := r.d.Stats().Flushes
-				err := c.f()
-				if err == nil {
-					continue
-				}
+			blkiotest.FlushErrorReportedOnce(t, r.driver(), tc.settle != nil, tc.reporter, func(err error) bool {
 				var se *StatusError
-				if !errors.As(err, &se) || se.SC() != SCInternalError || !strings.Contains(err.Error(), "flush: Internal Error") {
-					t.Fatalf("%s (call %d): %v, not the Flush's error", c.name, i, err)
-				}
-				got = append(got, c.name)
-				if in, _ := r.flushState(); c.name == "FlushAsync" && (in != 0 || r.d.Stats().Flushes != before) {
-					t.Fatalf("the FlushAsync that reported the error started a Flush")
-				}
-			}
-			if len(got) != 1 || got[0] != tc.reporter {
-				t.Fatalf("the Flush's error was reported by %v, want once by %s", got, tc.reporter)
-			}
+				return errors.As(err, &se) && se.SC() == SCInternalError && strings.Contains(err.Error(), "flush: Internal Error")
+			}, nil)
 			r.quiet(t, "Flush")
 			if st := r.d.Stats(); st.Errors != 1 || st.Resets != 0 {
 				t.Errorf("stats %+v, want 1 error and no reset", st)

@@ -329,12 +329,17 @@ func TestWrap(t *testing.T) {
 	}
 }
 
-func TestTimeout(t *testing.T) {
+// shortTimeout gives o a 50 ms timeout on a clock that advances 1 ms at
+// each reading: a request the device never completes times out after 50
+// polls.
+func shortTimeout(o *Options) {
 	var now time.Duration
-	r := newRig(t, func(f *fakeBlk, o *Options) {
-		o.Timeout = 50 * time.Millisecond
-		o.Now = func() time.Duration { now += time.Millisecond; return now }
-	})
+	o.Timeout = 50 * time.Millisecond
+	o.Now = func() time.Duration { now += time.Millisecond; return now }
+}
+
+func TestTimeout(t *testing.T) {
+	r := newRig(t, func(f *fakeBlk, o *Options) { shortTimeout(o) })
 	r.f.set(func() { r.f.mode = modeHang })
 	b := r.a.buf(64 << 10)
 	_, err := r.d.ReadAt(b, 4096)
@@ -434,11 +439,7 @@ func TestWriteAsync(t *testing.T) {
 // TestWriteAsyncTimeout: a device that stops completing makes Sync fail
 // with ErrTimeout, and the device works again afterwards.
 func TestWriteAsyncTimeout(t *testing.T) {
-	var now time.Duration
-	r := newRig(t, func(f *fakeBlk, o *Options) {
-		o.Timeout = 50 * time.Millisecond
-		o.Now = func() time.Duration { now += time.Millisecond; return now }
-	})
+	r := newRig(t, func(f *fakeBlk, o *Options) { shortTimeout(o) })
 	r.f.set(func() { r.f.mode = modeHang })
 	b := r.a.buf(64 << 10)
 	if err := r.d.WriteAsync(b, 0); err != nil {
@@ -460,11 +461,7 @@ func TestWriteAsyncTimeout(t *testing.T) {
 // and a device that then refuses reinitialisation (FEATURES_OK cleared):
 // Sync returns an error instead of waiting for the lost request forever.
 func TestSyncDeadDevice(t *testing.T) {
-	var now time.Duration
-	r := newRig(t, func(f *fakeBlk, o *Options) {
-		o.Timeout = 50 * time.Millisecond
-		o.Now = func() time.Duration { now += time.Millisecond; return now }
-	})
+	r := newRig(t, func(f *fakeBlk, o *Options) { shortTimeout(o) })
 	r.f.set(func() { r.f.mode = modeHang })
 	b := r.a.buf(64 << 10)
 	if err := r.d.WriteAsync(b, 0); err != nil {
@@ -487,10 +484,8 @@ func TestSyncDeadDevice(t *testing.T) {
 // the queue is full) returns its error, and the next Sync, of writes that
 // all succeeded, does not return it again.
 func TestWriteAsyncErrorOnce(t *testing.T) {
-	var now time.Duration
 	r := newRig(t, func(f *fakeBlk, o *Options) {
-		o.Timeout = 50 * time.Millisecond
-		o.Now = func() time.Duration { now += time.Millisecond; return now }
+		shortTimeout(o)
 		o.MaxRequest = 4096
 	})
 	r.f.set(func() { r.f.mode = modeHang })

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tamavisor/boot/blkio/blkiotest"
 )
 
 // fillRand writes random bytes into p.
@@ -22,6 +24,13 @@ func (r *rig) flushState() (inflight, flushing, held int) {
 	r.f.mu.Lock()
 	defer r.f.mu.Unlock()
 	return r.d.inflight, r.d.flushing, len(r.f.held)
+}
+
+// driver is the rig's device for blkiotest.
+func (r *rig) driver() blkiotest.Driver {
+	return blkiotest.Driver{Sync: r.d.Sync, FlushAsync: r.d.FlushAsync, Flush: r.d.Flush,
+		Flushes:  func() uint64 { return r.d.Stats().Flushes },
+		InFlight: func() int { in, _, _ := r.flushState(); return in }}
 }
 
 // TestFlushAsync: FlushAsync returns with its flush in flight; writes
@@ -189,43 +198,18 @@ func TestFlushAsyncError(t *testing.T) {
 			if err := r.d.WriteAsync(w, 0); err != nil {
 				t.Fatal(err)
 			}
-			calls := []struct {
-				name string
-				f    func() error
-			}{
-				{"Sync", r.d.Sync},
-				{"FlushAsync", r.d.FlushAsync},
-				{"Flush", r.d.Flush},
-				{"Sync", r.d.Sync},
-				{"Flush", r.d.Flush},
-			}
 			if tc.settle != nil {
 				if err := tc.settle(r); err != nil {
 					t.Fatalf("the operation that completes the flush: %v", err)
 				}
-				calls = calls[1:] // FlushAsync first
 			}
-			var got []string
-			for i, c := range calls {
-				before := r.d.Stats().Flushes
-				err := c.f()
-				if i == 0 {
-					r.f.set(func() { r.f.badFlush = false })
-				}
-				if err == nil {
-					continue
-				}
-				if !strings.Contains(err.Error(), "flush: I/O error") {
-					t.Fatalf("%s (call %d): %v, not the flush's error", c.name, i, err)
-				}
-				got = append(got, c.name)
-				if in, _, _ := r.flushState(); c.name == "FlushAsync" && (in != 0 || r.d.Stats().Flushes != before) {
-					t.Fatalf("the FlushAsync that reported the error started a flush")
-				}
-			}
-			if len(got) != 1 || got[0] != tc.reporter {
-				t.Fatalf("the flush's error was reported by %v, want once by %s", got, tc.reporter)
-			}
+			blkiotest.FlushErrorReportedOnce(t, r.driver(), tc.settle != nil, tc.reporter,
+				func(err error) bool { return strings.Contains(err.Error(), "flush: I/O error") },
+				func(i int) {
+					if i == 0 {
+						r.f.set(func() { r.f.badFlush = false })
+					}
+				})
 			if in, fl, _ := r.flushState(); in != 0 || fl != 0 {
 				t.Fatalf("%d requests in flight, %d flushes", in, fl)
 			}
@@ -238,11 +222,7 @@ func TestFlushAsyncError(t *testing.T) {
 // the device and reports the timeout once; a ReadAt that finds it hung
 // reads on and leaves the timeout to Sync. The device works afterwards.
 func TestFlushAsyncTimeout(t *testing.T) {
-	var now time.Duration
-	r := newRig(t, func(f *fakeBlk, o *Options) {
-		o.Timeout = 50 * time.Millisecond
-		o.Now = func() time.Duration { now += time.Millisecond; return now }
-	})
+	r := newRig(t, func(f *fakeBlk, o *Options) { shortTimeout(o) })
 	w := r.a.buf(64 << 10)
 	fillRand(rand.New(rand.NewPCG(5, 6)), w)
 	r.f.set(func() { r.f.holdFlushes = 1 })
