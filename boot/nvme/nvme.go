@@ -640,13 +640,8 @@ func (d *Device) FlushAsync() error {
 	if !d.id.VolatileWriteCache {
 		return nil
 	}
-	if err := d.errs.TakeFlush(); err != nil {
+	if err := d.ready(true); err != nil {
 		return err
-	}
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return err
-		}
 	}
 	d.stats.Flushes++
 	q := d.io
@@ -1109,13 +1104,8 @@ func (d *Device) startAsync(op uint8, off int64, xs ...extent) error {
 	defer d.mu.Unlock()
 	d.errs.Keep(d.ioErr)
 	d.ioErr = nil
-	if err := d.errs.Take(); err != nil {
+	if err := d.ready(false); err != nil {
 		return err
-	}
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return err
-		}
 	}
 	if err := d.transfer(op, uint64(off)>>d.lbaShift, xs); err != nil {
 		return err
@@ -1256,6 +1246,23 @@ func (d *Device) forget() {
 		d.slots[i].busy = false
 		d.free = append(d.free, i)
 	}
+}
+
+// ready begins an operation started asynchronously: it returns the error
+// kept for this call to report (a flush's for FlushAsync, else a read's
+// or write's: blkio.AsyncErrors), else restarts a device a failure left
+// broken.
+func (d *Device) ready(flush bool) error {
+	var err error
+	if flush {
+		err = d.errs.TakeFlush()
+	} else {
+		err = d.errs.Take()
+	}
+	if err == nil && d.broken != nil {
+		err = d.restart()
+	}
+	return err
 }
 
 func (d *Device) restart() error {

@@ -370,13 +370,8 @@ func (d *Device) FlushAsync() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.errs.TakeFlush(); err != nil {
+	if err := d.ready(true); err != nil {
 		return err
-	}
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return err
-		}
 	}
 	d.stats.Flushes++
 	for len(d.freeSlot) == 0 || !d.submit(TypeFlush, 0, nil, true) {
@@ -679,13 +674,8 @@ func (d *Device) WriteAsync(p []byte, off int64) error {
 	defer d.mu.Unlock()
 	// Each error is reported once: an earlier write's here (not again by
 	// Sync), this one's own here.
-	if err := d.errs.Take(); err != nil {
+	if err := d.ready(false); err != nil {
 		return err
-	}
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return err
-		}
 	}
 	if err := d.transfer(TypeOut, uint64(off)>>SectorShift, pa, len(p)); err != nil {
 		return err
@@ -726,13 +716,8 @@ func (d *Device) startV(typ uint32, segs [][]byte, off int64) (started bool, err
 		return ok, err
 	}
 	// Each error is reported once, as by WriteAsync.
-	if err := d.errs.Take(); err != nil {
+	if err := d.ready(false); err != nil {
 		return false, err
-	}
-	if d.broken != nil {
-		if err := d.restart(); err != nil {
-			return false, err
-		}
 	}
 	if err := d.transferV(typ, uint64(off)>>SectorShift, ext, n); err != nil {
 		return true, err
@@ -918,6 +903,23 @@ func (d *Device) abort(err error) error {
 	d.stats.Errors++
 	if rerr := d.restart(); rerr != nil {
 		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// ready begins an operation started asynchronously: it returns the error
+// kept for this call to report (a flush's for FlushAsync, else a read's
+// or write's: blkio.AsyncErrors), else restarts a device a failure left
+// broken.
+func (d *Device) ready(flush bool) error {
+	var err error
+	if flush {
+		err = d.errs.TakeFlush()
+	} else {
+		err = d.errs.Take()
+	}
+	if err == nil && d.broken != nil {
+		err = d.restart()
 	}
 	return err
 }
