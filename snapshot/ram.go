@@ -327,7 +327,7 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 		var nData uint64
 		for off := uint64(0); off < r.Size; off += scanBlock {
 			n := min(scanBlock, r.Size-off)
-			b, _, err := readOrView(src, buf[:n], r.GPA+off)
+			b, _, err := readOrView(src, buf[:n], r.GPA+off, false)
 			if err != nil {
 				return nil, err
 			}
@@ -353,13 +353,21 @@ func planRAM(src MemorySource, ranges []MemRange, opts *RAMOptions, buf []byte) 
 	return p, nil
 }
 
-// readOrView returns the len(buf) bytes of guest memory at gpa: in place
+// readOrView returns guest memory at gpa, len(buf) bytes: in place
 // (inPlace) where src is a Viewer that gives them all, else read into
-// buf.
-func readOrView(src MemorySource, buf []byte, gpa uint64) (b []byte, inPlace bool, err error) {
+// buf. With part, fewer whole pages may come back, at least one: those a
+// Viewer gives in place, or where it gives none one page read into buf
+// (the writer's runs of pages; the zero-page scan needs them all).
+func readOrView(src MemorySource, buf []byte, gpa uint64, part bool) (b []byte, inPlace bool, err error) {
 	if v, ok := src.(Viewer); ok {
-		if b, ok := v.View(gpa, uint64(len(buf))); ok && len(b) == len(buf) {
+		b, ok := v.View(gpa, uint64(len(buf)))
+		switch {
+		case ok && len(b) == len(buf):
 			return b, true, nil
+		case part && ok && len(b) >= PageSize && len(b) <= len(buf) && len(b)%PageSize == 0:
+			return b, true, nil
+		case part:
+			buf = buf[:PageSize]
 		}
 	}
 	if _, err := src.ReadAt(buf, int64(gpa)); err != nil {

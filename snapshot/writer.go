@@ -517,23 +517,6 @@ func (w *Writer) pad(plan *ramPlan, incremental bool) error {
 	return w.end()
 }
 
-// readRun returns the first pages of the len(buf) bytes of guest memory
-// at gpa, at least one: where src is a Viewer, those it gives in place
-// (inPlace), else (it gives none) one page read into buf; from other
-// sources all of them, read into buf.
-func readRun(src MemorySource, buf []byte, gpa uint64) (b []byte, inPlace bool, err error) {
-	if v, ok := src.(Viewer); ok {
-		if b, ok := v.View(gpa, uint64(len(buf))); ok && len(b) >= PageSize && len(b) <= len(buf) && len(b)%PageSize == 0 {
-			return b, true, nil
-		}
-		buf = buf[:PageSize]
-	}
-	if _, err := src.ReadAt(buf, int64(gpa)); err != nil {
-		return nil, false, fmt.Errorf("snapshot: read guest memory at %#x: %w", gpa, err)
-	}
-	return buf, false, nil
-}
-
 // writePages copies the data pages of one range, reading runs of
 // consecutive data pages up to the scratch size at a time.
 func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, progress func(n uint64), copied func(gpa uint64)) error {
@@ -547,7 +530,7 @@ func (w *Writer) writePages(src MemorySource, gpa, pages uint64, data []byte, pr
 		for p+run < pages && run < maxRun && bitSet(data, p+run) {
 			run++
 		}
-		b, inPlace, err := readRun(src, w.scratch[:run*PageSize], gpa+p*PageSize)
+		b, inPlace, err := readOrView(src, w.scratch[:run*PageSize], gpa+p*PageSize, true)
 		if err != nil {
 			w.err = err
 			return w.err
